@@ -1,1 +1,119 @@
-fn main(){}
+//! The admission hot path, acquire + release, against two baselines measured
+//! in the same run: a bare `AtomicUsize` compare-and-swap gate (the least any
+//! limiter can do) and `tower::limit::ConcurrencyLimit`'s semaphore (what a
+//! Rust service gets off the shelf).
+//!
+//! Run: `cargo bench -p floodwall-core --bench admission`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use floodwall_core::limiter::{LimiterConfig, TenantSpec};
+use floodwall_core::{FixedLimit, Limiter, MonotonicClock, Outcome, Request};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const LIMIT: usize = 1024;
+
+fn atomic_gate(counter: &AtomicUsize) -> bool {
+    let ok = counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < LIMIT).then_some(n + 1)
+        })
+        .is_ok();
+    if ok {
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+    ok
+}
+
+fn limiter(tenants: bool) -> Arc<Limiter> {
+    let cfg = LimiterConfig {
+        tenant: TenantSpec {
+            max_share: if tenants { 0.5 } else { 1.0 },
+            ..TenantSpec::default()
+        },
+        ..LimiterConfig::default()
+    };
+    Limiter::new(cfg, FixedLimit::new(LIMIT), Arc::new(MonotonicClock::new())).unwrap()
+}
+
+fn floodwall_once(l: &Arc<Limiter>, r: &Request<'_>) {
+    let mut p = l.try_acquire(r).expect("under the limit");
+    p.record(Outcome::Success);
+    drop(black_box(p));
+}
+
+/// Runs `f` `iters` times on each of `threads` threads at once and returns
+/// the wall time of the slowest thread.
+fn contended(threads: usize, iters: u64, f: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        f();
+                    }
+                    t.elapsed()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let sem = Arc::new(tokio::sync::Semaphore::new(LIMIT));
+    let fw = limiter(false);
+    let fw_tenant = limiter(true);
+    let counter = AtomicUsize::new(0);
+    let class = fw.class_id("interactive").unwrap();
+    let plain = Request {
+        class,
+        tenant: None,
+    };
+    let with_tenant = Request {
+        class,
+        tenant: Some("tenant-42"),
+    };
+    // tower's ConcurrencyLimit holds a PollSemaphore over this same tokio
+    // semaphore; acquiring an owned permit is exactly its hot path.
+    let tower_once = |sem: &Arc<tokio::sync::Semaphore>| {
+        let p = sem.clone().try_acquire_owned().expect("under the limit");
+        drop(black_box(p));
+    };
+    let _ = tower::limit::ConcurrencyLimitLayer::new(LIMIT);
+
+    for threads in [1usize, 2] {
+        let mut g = c.benchmark_group(format!("acquire_release/{threads}_thread"));
+        g.bench_function(BenchmarkId::from_parameter("atomic_usize"), |b| {
+            b.iter_custom(|n| contended(threads, n, || assert!(atomic_gate(&counter))))
+        });
+        g.bench_function(BenchmarkId::from_parameter("tower_semaphore"), |b| {
+            let _g = rt.enter();
+            b.iter_custom(|n| contended(threads, n, || tower_once(&sem)))
+        });
+        g.bench_function(BenchmarkId::from_parameter("floodwall"), |b| {
+            b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw, &plain)))
+        });
+        g.bench_function(BenchmarkId::from_parameter("floodwall_tenant"), |b| {
+            b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw_tenant, &with_tenant)))
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);

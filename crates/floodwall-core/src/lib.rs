@@ -1,1 +1,30 @@
-//! placeholder
+//! floodwall-core: the admission engine of floodwall, with no I/O.
+//!
+//! Three ideas, kept in separate modules so each can be read and tested on
+//! its own (see `STYLE.md`):
+//!
+//! - [`limit`]: *how big* the limit is. A [`Limit`] takes samples and says
+//!   what the limit is now; a fixed limit ships here, adaptive ones slot in
+//!   behind the same trait.
+//! - [`limiter`]: *who is admitted now*. A [`Limiter`] hands out RAII
+//!   [`Permit`]s under priority classes with reserved slices, per-tenant
+//!   caps and an optional wait queue, and refuses with a [`Rejection`] that
+//!   carries a reason and a suggested retry-after.
+//! - [`clock`]: injected time, so all of the above is tested without
+//!   sleeping.
+//!
+//! The crate depends on no runtime: the queue's future is a plain
+//! [`std::future::Future`] and timeouts belong to the caller.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod limit;
+pub mod limiter;
+
+pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
+pub use limit::{FixedLimit, Limit, Outcome, Sample};
+pub use limiter::{
+    Acquire, ClassId, ClassSpec, Limiter, LimiterConfig, Permit, QueueOrder, QueueSpec, Reason,
+    Rejection, Request, Snapshot, TenantSpec,
+};

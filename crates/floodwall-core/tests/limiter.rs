@@ -1,0 +1,275 @@
+//! Behaviour of the limiter on a manual clock: limits, classes, tenants,
+//! queue, and that no path leaks a slot.
+
+use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};
+use floodwall_core::{
+    Clock, FixedLimit, Limiter, ManualClock, Outcome, Permit, Reason, Rejection, Request,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+fn limiter(limit: usize, cfg: LimiterConfig) -> (Arc<Limiter>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(10));
+    let l = Limiter::new(cfg, FixedLimit::new(limit), clock.clone() as Arc<dyn Clock>).unwrap();
+    (l, clock)
+}
+
+fn req(l: &Limiter, class: &str) -> Request<'static> {
+    Request {
+        class: l.class_id(class).unwrap(),
+        tenant: None,
+    }
+}
+
+fn take(l: &Arc<Limiter>, r: Request<'_>, n: usize) -> Vec<Permit> {
+    (0..n)
+        .map(|_| l.try_acquire(&r).expect("admitted"))
+        .collect()
+}
+
+fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    std::pin::Pin::new(f).poll(&mut cx)
+}
+
+#[test]
+fn fixed_limit_refuses_past_the_limit_and_releases_on_drop() {
+    let (l, _) = limiter(4, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let permits = take(&l, r, 4);
+    assert_eq!(l.inflight(), 4);
+    let rej = l.try_acquire(&r).unwrap_err();
+    assert_eq!(rej.reason, Reason::WipLimitExceeded);
+    assert!(rej.retry_after >= Duration::from_secs(1));
+    drop(permits);
+    assert_eq!(l.inflight(), 0);
+    assert!(l.try_acquire(&r).is_ok());
+}
+
+#[test]
+fn outcomes_are_counted_and_unrecorded_drops_are_ignored() {
+    let (l, _) = limiter(4, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let mut p = l.try_acquire(&r).unwrap();
+    p.record(Outcome::Error);
+    p.record(Outcome::Success);
+    drop(p);
+    drop(l.try_acquire(&r).unwrap());
+    let s = l.snapshot();
+    assert_eq!(s.classes[0].admitted, 2);
+    assert_eq!(s.classes[0].outcomes, [1, 0, 0, 1]);
+}
+
+#[test]
+fn a_panic_releases_the_slot() {
+    let (l, _) = limiter(1, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let l2 = l.clone();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _p = l2.try_acquire(&r).unwrap();
+        panic!("handler blew up");
+    }));
+    assert!(res.is_err());
+    assert_eq!(l.inflight(), 0);
+    assert_eq!(l.snapshot().classes[0].outcomes[3], 1, "counted as ignored");
+}
+
+#[test]
+fn batch_cannot_take_an_active_interactive_reservation() {
+    // limit 10: interactive reserves 5, batch 1.
+    let (l, _) = limiter(10, LimiterConfig::default());
+    let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
+    let first = l.try_acquire(&i).unwrap(); // interactive is active
+    drop(first);
+    let batch = take(&l, b, 5);
+    assert_eq!(
+        l.try_acquire(&b).unwrap_err().reason,
+        Reason::WipLimitExceeded,
+        "batch stops at limit minus the interactive reservation"
+    );
+    let inter = take(&l, i, 5);
+    assert_eq!(l.inflight(), 10);
+    drop((batch, inter));
+}
+
+#[test]
+fn an_idle_class_lends_its_slots_and_gets_them_back() {
+    let (l, clock) = limiter(10, LimiterConfig::default());
+    let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
+    // Interactive has never arrived: batch may use everything.
+    let mut batch = take(&l, b, 10);
+    // Interactive arrives and is refused: the gate is full...
+    assert_eq!(
+        l.try_acquire(&i).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    // ...but from now on, freed slots go to it, not to batch.
+    batch.pop();
+    assert_eq!(
+        l.try_acquire(&b).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    let p = l
+        .try_acquire(&i)
+        .expect("interactive reclaims a freed slot");
+    // After the idle window with no interactive arrivals, batch borrows again.
+    drop(p);
+    clock.advance(Duration::from_secs(2));
+    assert!(l.try_acquire(&b).is_ok());
+}
+
+fn tenant_cfg(share: f64) -> LimiterConfig {
+    LimiterConfig {
+        tenant: TenantSpec {
+            max_share: share,
+            contention_window: Duration::from_secs(1),
+        },
+        ..LimiterConfig::default()
+    }
+}
+
+#[test]
+fn tenant_cap_applies_only_while_others_are_refused() {
+    let (l, clock) = limiter(10, tenant_cfg(0.3));
+    let class = l.class_id("interactive").unwrap();
+    let hot = Request {
+        class,
+        tenant: Some("hot"),
+    };
+    let other = Request {
+        class,
+        tenant: Some("other"),
+    };
+    // Alone, the hot tenant may use the whole gate.
+    let mut held = take(&l, hot, 10);
+    assert!(!l.tenant_contended());
+    // Another tenant is refused: now caps apply.
+    assert_eq!(
+        l.try_acquire(&other).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    assert!(l.tenant_contended());
+    held.pop();
+    let rej = l.try_acquire(&hot).unwrap_err();
+    assert_eq!(rej.reason, Reason::TenantLimitExceeded);
+    let _o = l
+        .try_acquire(&other)
+        .expect("the freed slot goes to the other tenant");
+    // Hot tenant stays refused down to its cap of 3.
+    held.truncate(3);
+    assert_eq!(
+        l.try_acquire(&hot).unwrap_err().reason,
+        Reason::TenantLimitExceeded
+    );
+    held.pop();
+    assert!(l.try_acquire(&hot).is_ok(), "under the cap again");
+    // The hot tenant's own 429s do not keep contention alive.
+    clock.advance(Duration::from_millis(1100));
+    assert!(!l.tenant_contended());
+}
+
+#[test]
+fn a_million_random_tenant_ids_keep_memory_bounded() {
+    let (l, _) = limiter(64, tenant_cfg(0.5));
+    let class = l.class_id("batch").unwrap();
+    let mut held = Vec::new();
+    for n in 0..1_000_000u64 {
+        let id = format!("t{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let r = Request {
+            class,
+            tenant: Some(&id),
+        };
+        if let Ok(p) = l.try_acquire(&r) {
+            held.push(p);
+        }
+        if held.len() >= 48 {
+            held.drain(..24);
+        }
+        assert!(l.snapshot().tenants_active <= 64);
+    }
+    drop(held);
+    assert_eq!(l.snapshot().tenants_active, 0);
+    assert_eq!(l.inflight(), 0);
+}
+
+fn queue_cfg(capacity: usize, order: QueueOrder) -> LimiterConfig {
+    LimiterConfig {
+        classes: vec![ClassSpec::new("interactive", 0.0)],
+        queue: QueueSpec { capacity, order },
+        ..LimiterConfig::default()
+    }
+}
+
+#[test]
+fn queue_is_fifo_bounded_and_forgets_departed_waiters() {
+    let (l, _) = limiter(1, queue_cfg(2, QueueOrder::Fifo));
+    let r = req(&l, "interactive");
+    let first = l.try_acquire(&r).unwrap();
+    let mut a = l.acquire(&r);
+    let mut b = l.acquire(&r);
+    assert!(poll_once(&mut a).is_pending());
+    assert!(poll_once(&mut b).is_pending());
+    assert_eq!(l.snapshot().queue_depth, 2);
+    let mut c = l.acquire(&r);
+    match poll_once(&mut c) {
+        Poll::Ready(Err(Rejection { reason, .. })) => assert_eq!(reason, Reason::QueueFull),
+        other => panic!("expected queue_full, got {other:?}"),
+    }
+    drop(first);
+    let pa = match poll_once(&mut a) {
+        Poll::Ready(Ok(p)) => p,
+        other => panic!("FIFO: the first waiter gets the slot, got {other:?}"),
+    };
+    assert!(poll_once(&mut b).is_pending());
+    drop(pa);
+    // b was granted the slot while nobody polled it; dropping b releases it.
+    drop(b);
+    assert_eq!(l.inflight(), 0);
+    assert_eq!(l.snapshot().queue_depth, 0);
+}
+
+#[test]
+fn adaptive_lifo_serves_the_newest_once_a_queue_has_formed() {
+    let (l, _) = limiter(1, queue_cfg(8, QueueOrder::AdaptiveLifo { threshold: 2 }));
+    let r = req(&l, "interactive");
+    let first = l.try_acquire(&r).unwrap();
+    let mut old = l.acquire(&r);
+    let mut new = l.acquire(&r);
+    assert!(poll_once(&mut old).is_pending());
+    assert!(poll_once(&mut new).is_pending());
+    drop(first);
+    assert!(poll_once(&mut old).is_pending());
+    assert!(matches!(poll_once(&mut new), Poll::Ready(Ok(_))));
+}
+
+#[test]
+fn timed_out_waiters_are_counted_and_leave_nothing() {
+    let (l, _) = limiter(1, queue_cfg(4, QueueOrder::Fifo));
+    let r = req(&l, "interactive");
+    let first = l.try_acquire(&r).unwrap();
+    let mut w = l.acquire(&r);
+    assert!(poll_once(&mut w).is_pending());
+    let rej = w.timed_out();
+    assert_eq!(rej.reason, Reason::QueueTimeout);
+    assert_eq!(l.snapshot().queue_depth, 0);
+    assert_eq!(l.snapshot().classes[0].rejections, [0, 0, 0, 1]);
+    drop(first);
+    assert_eq!(l.inflight(), 0);
+}
+
+#[test]
+fn retry_after_grows_with_the_refusal_rate() {
+    let (l, _) = limiter(2, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let _held = take(&l, r, 2);
+    let first = l.try_acquire(&r).unwrap_err().retry_after;
+    for _ in 0..200 {
+        let _ = l.try_acquire(&r);
+    }
+    let later = l.try_acquire(&r).unwrap_err().retry_after;
+    assert!(later > first, "{later:?} should exceed {first:?}");
+    assert!(later <= Duration::from_secs(30));
+}
