@@ -1,0 +1,72 @@
+use std::net::SocketAddr;
+
+use super::{upstream, validate, Config, ConfigError, LimitConfig};
+
+/// Command-line flags that override the config file. `None` leaves the
+/// file's value alone; flags always win over the file, so an operator can
+/// move a listener or lower a limit without editing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen`: replaces `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin`: replaces `server.admin`.
+    pub admin: Option<SocketAddr>,
+    /// `--upstream`: replaces the url of the only upstream. A file with
+    /// several upstreams is refused, since the flag cannot say which.
+    pub upstream: Option<http::Uri>,
+    /// `--limit`: sets every route's limit to a fixed limit of this value.
+    pub limit: Option<usize>,
+}
+
+impl Config {
+    /// Applies command-line overrides, then validates the result.
+    ///
+    /// Errors caused by a flag's own value (an `https://` upstream, a limit
+    /// of 0) name the flag, not the key it replaced. On error `self` is left
+    /// unchanged.
+    pub fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        let mut next = self.clone();
+        next.apply_unchecked(o)?;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    fn apply_unchecked(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(listen) = o.listen {
+            self.server.listen = listen;
+        }
+        if let Some(admin) = o.admin {
+            self.server.admin = admin;
+        }
+        if let Some(url) = &o.upstream {
+            upstream::check_url(url).map_err(|message| ConfigError::Flag {
+                flag: "--upstream",
+                message,
+            })?;
+            match self.upstreams.as_mut_slice() {
+                [only] => only.url = url.clone(),
+                many => {
+                    return Err(ConfigError::Flag {
+                        flag: "--upstream",
+                        message: format!(
+                            "can only replace the url of a config with exactly one upstream \
+                             (this one has {}); edit the file instead",
+                            many.len()
+                        ),
+                    })
+                }
+            }
+        }
+        if let Some(value) = o.limit {
+            validate::check_limit(value).map_err(|message| ConfigError::Flag {
+                flag: "--limit",
+                message,
+            })?;
+            for route in &mut self.routes {
+                route.limit = LimitConfig::Fixed { value };
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which requests go to which upstream, and how they are admitted
+/// (`[[routes]]`). Routes are tried in file order; the first match wins.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name, used in logs and as a metric label: letters,
+    /// digits, `_`, `.` and `-`.
+    pub name: String,
+    /// Requests whose path starts with this prefix match. Must start with
+    /// `/`; the default `/` matches every path.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// If set, only requests for this host (the `Host` header) match; unset
+    /// matches any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The name of the `[[upstreams]]` entry admitted requests go to.
+    pub upstream: String,
+    /// The class of this route's requests that do not name one in the
+    /// priority header. Unset means `server.default_class`.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// How many requests may be in flight to the upstream at once
+    /// (`[routes.limit]`).
+    #[serde(default)]
+    pub limit: LimitConfig,
+    /// What happens to a request that arrives when the limit is reached
+    /// (`[routes.queue]`).
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// How much of the limit one tenant may take (`[routes.tenant]`).
+    #[serde(default)]
+    pub tenant: TenantConfig,
+}
+
+impl RouteConfig {
+    /// A route covering every path (`/`) that sends to `upstream`, with
+    /// every admission setting at its default.
+    pub fn new(name: impl Into<String>, upstream: impl Into<String>) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            path_prefix: default_path_prefix(),
+            host: None,
+            upstream: upstream.into(),
+            class: None,
+            limit: LimitConfig::default(),
+            queue: QueueConfig::default(),
+            tenant: TenantConfig::default(),
+        }
+    }
+}
+
+fn default_path_prefix() -> String {
+    "/".to_owned()
+}
+
+/// How the concurrency limit of a route is set (`[routes.limit]`, chosen by
+/// its `algorithm` key).
+///
+/// Only `fixed` exists for now; adaptive algorithms will be further
+/// variants, which is why this is an enum.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitConfig {
+    /// A constant limit: at most `value` requests in flight. Right when you
+    /// know what the upstream can take.
+    Fixed {
+        /// The number of requests allowed in flight at once; at least 1.
+        #[serde(default = "default_limit")]
+        value: usize,
+    },
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig::Fixed {
+            value: default_limit(),
+        }
+    }
+}
+
+fn default_limit() -> usize {
+    64
+}
+
+/// The wait queue of a route (`[routes.queue]`). A short queue absorbs
+/// bursts that would otherwise be rejected; a long one only adds latency.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// How many requests may wait for a slot. 0 means no queue: a request
+    /// that finds the limit reached is rejected at once.
+    pub capacity: usize,
+    /// How long a request may wait before it is rejected. Keep it well
+    /// below your clients' timeouts: a request they have given up on is
+    /// wasted work.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Which waiting request gets the next free slot.
+    pub order: QueueOrder,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: 0,
+            timeout: Duration::from_millis(100),
+            order: QueueOrder::default(),
+        }
+    }
+}
+
+/// The order in which queued requests are admitted (`fifo` or
+/// `adaptive_lifo` in TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOrder {
+    /// Oldest first. Fair while the queue is short.
+    #[default]
+    Fifo,
+    /// Oldest first while the queue is short, newest first once it backs
+    /// up, so that under overload the requests still likely to be wanted
+    /// are served and the stale ones time out.
+    AdaptiveLifo,
+}
+
+/// Per-tenant fairness on a route (`[routes.tenant]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The largest fraction of the route's limit one tenant may hold while
+    /// others are waiting, in (0, 1]. 1.0 means no cap.
+    pub max_share: f64,
+    /// How recently another tenant must have been refused or queued for the
+    /// cap to apply. A tenant alone on the route may use the whole limit.
+    #[serde(with = "humantime_serde")]
+    pub contention_window: Duration,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            max_share: 1.0,
+            contention_window: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The proxy's own listeners, the request headers it reads, and the limits
+/// that protect it from slow or abusive clients (`[server]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the proxy accepts client traffic. Loopback by default so a
+    /// fresh install is not exposed by accident.
+    pub listen: SocketAddr,
+    /// Where the admin server (metrics, health, readiness) listens. Kept
+    /// apart from `listen` so it can stay private.
+    pub admin: SocketAddr,
+    /// How long a shutdown waits for in-flight requests before cutting them
+    /// off. Raise it if your upstreams have long requests.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The request header that selects a priority class by name. A request
+    /// without it, or naming an unknown class, gets its route's class or
+    /// `default_class`.
+    pub priority_header: String,
+    /// The request header that names the tenant, for per-tenant fairness.
+    pub tenant_header: String,
+    /// The class of a request that neither its route nor its header assigns
+    /// to one. Must be the name of a `[[classes]]` entry.
+    pub default_class: String,
+    /// Longest tenant id accepted, in bytes. Tenant ids become map keys, so
+    /// this bounds the memory a client can make floodwall spend.
+    pub max_tenant_id_len: usize,
+    /// Cap on the `Retry-After` floodwall sends with a rejection, so clients
+    /// never back off for absurdly long. Retry-After has whole-second
+    /// resolution, so this must be at least 1s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after_max: Duration,
+    /// How long a client may take to send the request headers. Bounds
+    /// slow-loris connections.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
+            drain_timeout: Duration::from_secs(30),
+            priority_header: "x-priority".to_owned(),
+            tenant_header: "x-tenant-id".to_owned(),
+            default_class: "interactive".to_owned(),
+            max_tenant_id_len: 128,
+            retry_after_max: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What floodwall logs and how (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` `EnvFilter` directive, e.g. `"info"` or
+    /// `"info,floodwall=debug"`. The `FLOODWALL_LOG` environment variable
+    /// overrides it at run time, so you can debug without editing the file.
+    pub level: String,
+    /// Human-readable text or one JSON object per line.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// How log lines are written (`text` or `json` in TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}

@@ -1,0 +1,118 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A backend floodwall forwards admitted requests to (`[[upstreams]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The name routes refer to it by; also a metric label, so letters,
+    /// digits, `_`, `.` and `-` only.
+    pub name: String,
+    /// Where the upstream listens: `http://host:port`, or `http://host` for
+    /// port 80. Only plain HTTP for now, and no path: the request's own path
+    /// is forwarded unchanged.
+    #[serde(deserialize_with = "deserialize_uri")]
+    pub url: http::Uri,
+    /// How long to wait for a TCP connection. Keep it short: a backend that
+    /// cannot accept a connection in time is down, not slow.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for the response headers once the request is sent.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept for reuse. Keep it below
+    /// the upstream's own keep-alive timeout to avoid reusing a connection
+    /// the upstream is closing.
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// How many idle connections to keep per upstream host.
+    #[serde(default = "default_pool_max_idle_per_host")]
+    pub pool_max_idle_per_host: usize,
+}
+
+impl UpstreamConfig {
+    /// An upstream with the given name and URL and default timeouts and
+    /// pool settings.
+    pub fn new(name: impl Into<String>, url: http::Uri) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            url,
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+            pool_max_idle_per_host: default_pool_max_idle_per_host(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+fn default_pool_max_idle_per_host() -> usize {
+    256
+}
+
+/// Parses the URL ourselves because `http::Uri` has no serde support. Only
+/// syntax is checked here; what floodwall can connect to is checked by
+/// [`check_url`] during validation, so `--upstream` gets the same checks.
+fn deserialize_uri<'de, D: Deserializer<'de>>(deserializer: D) -> Result<http::Uri, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse()
+        .map_err(|e| serde::de::Error::custom(format!("invalid upstream url {text:?}: {e}")))
+}
+
+/// Checks that floodwall can forward to `url`: plain `http://` with a host,
+/// an optional non-zero port, and nothing else.
+pub(super) fn check_url(url: &http::Uri) -> Result<(), String> {
+    match url.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "TLS to upstreams is not supported yet; use an http:// url (got \"{url}\")"
+            ))
+        }
+        Some(other) => {
+            return Err(format!(
+                "scheme must be http://, not {other}:// (got \"{url}\")"
+            ))
+        }
+        None => return Err(format!("must start with http:// (got \"{url}\")")),
+    }
+    let Some(authority) = url.authority() else {
+        return Err(format!(
+            "must name a host, as in http://host:port (got \"{url}\")"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "must not contain user credentials; floodwall would not send them (got \"{url}\")"
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(format!(
+            "must name a host, as in http://host:port (got \"{url}\")"
+        ));
+    }
+    if authority.port_u16() == Some(0) {
+        return Err(format!("port must not be 0 (got \"{url}\")"));
+    }
+    // A path here would be silently ignored: the proxy forwards the client's
+    // own path. Refuse it rather than surprise.
+    let path_and_query = url.path_and_query().map_or("", |pq| pq.as_str());
+    if !matches!(path_and_query, "" | "/") {
+        return Err(format!(
+            "must not have a path or query, only http://host:port (got \"{url}\")"
+        ));
+    }
+    Ok(())
+}
