@@ -1,1 +1,0 @@
-//! Configuration (owned by the config helper).

@@ -1,0 +1,154 @@
+//! Forwarding: the upstream client and the header rewrites of a proxy.
+
+use crate::config::UpstreamConfig;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One upstream: its address and a pooled keep-alive client.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The upstream name.
+    pub name: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The pooled client; connections are kept alive and reused.
+    pub client: Client<HttpConnector, Incoming>,
+    /// How long to wait for response headers.
+    pub response_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `cfg`, with its connect timeout and pool settings.
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let parts = cfg.url.clone().into_parts();
+        Self {
+            name: cfg.name.clone(),
+            scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
+            authority: parts.authority.expect("validated: upstream url has a host"),
+            client,
+            response_timeout: cfg.response_timeout,
+        }
+    }
+
+    /// Rewrites a client request into the upstream request: the upstream's
+    /// address with the client's path and query, hop-by-hop headers removed
+    /// (RFC 9110 §7.6.1), `X-Forwarded-For` / `X-Forwarded-Proto` added, and
+    /// the original Host kept so virtual hosting upstream still works.
+    pub fn prepare(&self, req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
+        let (mut parts, body) = req.into_parts();
+        let original_authority = parts.uri.authority().cloned();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .expect("scheme, authority and path are all valid");
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            if let Some(a) = original_authority {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+        }
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        append_forwarded_for(&mut parts.headers, peer);
+        parts.headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+        Request::from_parts(parts, body)
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1), plus `proxy-connection` and `keep-alive` that old clients send.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers and every header the `Connection` header
+/// names. `Transfer-Encoding` is left to hyper, which re-frames the body.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(h);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1:5".parse().unwrap());
+        append_forwarded_for(&mut h, "127.0.0.1:6".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    }
+}

@@ -1,0 +1,136 @@
+//! One request's journey through floodwall.
+
+use super::body::PermitBody;
+use super::route::Router;
+use super::Body;
+use crate::metrics::Metrics;
+use crate::respond::{respond, Refusal};
+use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The proxy's shared state: routes with their gates, and metrics.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The routes.
+    pub router: Router,
+    /// Metrics the hot path writes.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What an upstream status says about load: 503 and 429 are the upstream
+/// shedding (the strongest overload signal), other 5xx are errors.
+fn outcome_of(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        503 | 429 => Outcome::Dropped,
+        500..=599 => Outcome::Error,
+        _ => Outcome::Success,
+    }
+}
+
+impl Proxy {
+    /// Handles one request: classify, admit, forward, record. Every early
+    /// return goes through [`Proxy::refuse`], so every floodwall-made
+    /// response is counted and shaped in one place.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+
+        // 1. Classify: route by host and path, class by header or route, and
+        //    the tenant, refused here if the id is hostile.
+        let (route, class) = match self.router.classify(&req) {
+            Ok(c) => (c.route.clone(), c.class),
+            Err(r) => return self.refuse(None, r),
+        };
+        let tenant = match self.router.tenant(&req) {
+            Ok(t) => t,
+            Err(r) => return self.refuse(Some((&route.name, class)), r),
+        };
+
+        // 2. Admit: at once, or after queueing up to the route's timeout. If
+        //    the client goes away meanwhile, hyper drops this future and the
+        //    waiter leaves the queue.
+        let mut acquire = route.limiter.acquire(&Admission { class, tenant });
+        let admitted = match route.queue_timeout {
+            None => acquire.await,
+            Some(t) => match tokio::time::timeout(t, &mut acquire).await {
+                Ok(result) => result,
+                Err(_) => Err(acquire.timed_out()),
+            },
+        };
+        let mut permit: Permit = match admitted {
+            Ok(p) => p,
+            Err(rejection) => {
+                return self.refuse(Some((&route.name, class)), Refusal::Gate(rejection))
+            }
+        };
+
+        // 3. Forward, bounded by the upstream's response timeout. Dropping
+        //    the permit on these early returns frees the slot.
+        let upstream = &route.upstream;
+        let outbound = upstream.prepare(req, peer);
+        let response = match tokio::time::timeout(
+            upstream.response_timeout,
+            upstream.client.request(outbound),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                tracing::debug!(route = %route.name, error = %e, "upstream unavailable");
+                permit.record(Outcome::Error);
+                return self.refuse(Some((&route.name, class)), Refusal::UpstreamUnavailable);
+            }
+            Err(_) => {
+                permit.record(Outcome::Dropped);
+                return self.refuse(Some((&route.name, class)), Refusal::UpstreamTimeout);
+            }
+        };
+
+        // 4. Record: the permit rides with the streamed body and is released,
+        //    with the outcome the status implies, when the body ends.
+        let (mut parts, body) = response.into_parts();
+        super::forward::strip_hop_by_hop(&mut parts.headers);
+        let outcome = outcome_of(parts.status);
+        let body = PermitBody::new(
+            body,
+            permit,
+            outcome,
+            started,
+            self.metrics.request_duration.clone(),
+        );
+        Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+    }
+
+    /// Counts and builds a floodwall-made response.
+    fn refuse(&self, at: Option<(&str, ClassId)>, refusal: Refusal) -> Response<Body> {
+        if !matches!(refusal, Refusal::Gate(_)) {
+            // Gate refusals are counted by the limiter itself.
+            self.metrics.count_refusal(at, &refusal);
+        }
+        respond(&refusal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_status_maps_to_an_outcome() {
+        assert_eq!(outcome_of(StatusCode::OK), Outcome::Success);
+        assert_eq!(outcome_of(StatusCode::NOT_FOUND), Outcome::Success);
+        assert_eq!(
+            outcome_of(StatusCode::INTERNAL_SERVER_ERROR),
+            Outcome::Error
+        );
+        assert_eq!(
+            outcome_of(StatusCode::SERVICE_UNAVAILABLE),
+            Outcome::Dropped
+        );
+        assert_eq!(outcome_of(StatusCode::TOO_MANY_REQUESTS), Outcome::Dropped);
+    }
+}

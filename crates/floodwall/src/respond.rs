@@ -1,0 +1,175 @@
+//! Every response floodwall makes itself, decided in one place.
+//!
+//! Read [`Refusal::status`] and [`respond`] top to bottom to know what a
+//! client sees for each reason; `docs/metrics.md` lists the same table.
+
+use crate::proxy::Body;
+use floodwall_core::{Reason, Rejection};
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::time::Duration;
+
+/// Why floodwall answered a request itself instead of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The gate refused admission.
+    Gate(Rejection),
+    /// The upstream refused the connection, reset it, or is unreachable.
+    UpstreamUnavailable,
+    /// The upstream did not answer within the route's response timeout.
+    UpstreamTimeout,
+    /// The tenant header is too long or has characters outside visible
+    /// ASCII; refused rather than truncated so two tenants never merge.
+    InvalidTenantId,
+    /// No route matches the request's host and path.
+    NoRoute,
+}
+
+/// Every reason, in the order `docs/metrics.md` lists them.
+pub const REASONS: [&str; 8] = [
+    "wip_limit_exceeded",
+    "tenant_limit_exceeded",
+    "queue_full",
+    "queue_timeout",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "invalid_tenant_id",
+    "no_route",
+];
+
+/// The header naming the reason on every response floodwall makes.
+pub const REASON_HEADER: &str = "x-floodwall-reason";
+/// The jittered retry delay in milliseconds, for clients that can use more
+/// precision than `Retry-After`'s whole seconds.
+pub const RETRY_AFTER_MS_HEADER: &str = "x-floodwall-retry-after-ms";
+
+impl Refusal {
+    /// The wire name of the reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Gate(r) => r.reason.as_str(),
+            Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::InvalidTenantId => "invalid_tenant_id",
+            Refusal::NoRoute => "no_route",
+        }
+    }
+
+    /// The status code: 429 when the client itself is over its share, 503
+    /// when the service is overloaded, 502/504 for upstream failures, 4xx
+    /// for requests that can never succeed as sent.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Gate(r) => match r.reason {
+                Reason::TenantLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+                Reason::WipLimitExceeded | Reason::QueueFull | Reason::QueueTimeout => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+            Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::InvalidTenantId => StatusCode::BAD_REQUEST,
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The suggested wait, for refusals where retrying later can work.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::Gate(r) => Some(r.retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// Spreads `d` uniformly over `[0.5 d, 1.5 d]`, so that clients refused
+/// together do not come back together (seed 000, "Retry Storm Paradox").
+pub fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64())
+}
+
+/// The response for `refusal`: status, `X-Floodwall-Reason`, `Retry-After`
+/// (whole seconds, at least 1, jittered) where retrying can help, and a JSON
+/// body `{"error": ..., "reason": ...}`.
+pub fn respond(refusal: &Refusal) -> Response<Body> {
+    let status = refusal.status();
+    let reason = refusal.reason();
+    let error = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    let body = format!("{{\"error\":\"{error}\",\"reason\":\"{reason}\"}}\n");
+    let mut resp = Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(REASON_HEADER, HeaderValue::from_static(reason));
+    if let Some(d) = refusal.retry_after() {
+        let d = jitter(d);
+        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        h.insert(
+            RETRY_AFTER_MS_HEADER,
+            HeaderValue::from(d.as_millis() as u64),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(reason: Reason) -> Refusal {
+        Refusal::Gate(Rejection {
+            reason,
+            retry_after: Duration::from_secs(2),
+        })
+    }
+
+    #[test]
+    fn every_reason_maps_to_its_status_and_headers() {
+        let cases = [
+            (gate(Reason::WipLimitExceeded), 503, true),
+            (gate(Reason::TenantLimitExceeded), 429, true),
+            (gate(Reason::QueueFull), 503, true),
+            (gate(Reason::QueueTimeout), 503, true),
+            (Refusal::UpstreamUnavailable, 502, false),
+            (Refusal::UpstreamTimeout, 504, false),
+            (Refusal::InvalidTenantId, 400, false),
+            (Refusal::NoRoute, 404, false),
+        ];
+        for (i, (refusal, status, retry)) in cases.iter().enumerate() {
+            assert_eq!(refusal.reason(), REASONS[i]);
+            let resp = respond(refusal);
+            assert_eq!(resp.status().as_u16(), *status, "{}", refusal.reason());
+            assert_eq!(resp.headers()[REASON_HEADER], refusal.reason());
+            assert_eq!(resp.headers().contains_key(header::RETRY_AFTER), *retry);
+            if *retry {
+                let secs: u64 = resp.headers()[header::RETRY_AFTER]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=3).contains(&secs), "2 s jittered: {secs}");
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_within_half_to_one_and_a_half() {
+        let d = Duration::from_secs(10);
+        let xs: Vec<Duration> = (0..1000).map(|_| jitter(d)).collect();
+        assert!(xs.iter().all(|x| *x >= d / 2 && *x <= d * 3 / 2));
+        let distinct: std::collections::HashSet<_> = xs.iter().map(|x| x.as_millis()).collect();
+        assert!(distinct.len() > 100, "not in lockstep");
+    }
+}
