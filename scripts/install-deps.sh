@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, on a bare
+# Debian machine: promtool (package prometheus) to lint /metrics.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "install-deps: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  # Do not start services from package scripts: tests start their own.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+echo "install-deps: promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}')"
