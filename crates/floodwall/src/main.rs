@@ -62,33 +62,12 @@ struct DemoArgs {
     json: Option<PathBuf>,
 }
 
-/// The real floodwall proxy as the demo's gate: a fixed limit on loopback
-/// ports chosen by the OS.
-struct FloodwallGate;
-
-impl floodwall::sim::Gate for FloodwallGate {
-    type Running = floodwall::server::Running;
-
-    async fn start(
-        &self,
-        backend: SocketAddr,
-        limit: usize,
-    ) -> anyhow::Result<(SocketAddr, Self::Running)> {
-        let upstream: http::Uri = format!("http://{backend}").parse()?;
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = Config::simple(loopback, upstream, limit, loopback);
-        let running = floodwall::server::start(config).await?;
-        Ok((running.proxy_addr, running))
-    }
-
-    async fn stop(&self, running: Self::Running) {
-        running.shutdown().await;
-    }
-}
-
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let report =
-        floodwall::sim::run_demo(floodwall::sim::DemoOptions::default(), &FloodwallGate).await?;
+    let report = floodwall::sim::run_demo(
+        floodwall::sim::DemoOptions::default(),
+        &floodwall::sim::FloodwallGate,
+    )
+    .await?;
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());

@@ -386,7 +386,7 @@ async fn play(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::test_gate::StandInGate;
+    use crate::sim::FloodwallGate;
 
     /// workers 4 × 10 ms = 400 req/s; 3× for 2 s.
     fn small() -> BackendConfig {
@@ -437,7 +437,7 @@ mod tests {
         };
         assert_eq!(options.spike_seconds(), 1..2);
         assert_eq!(options.after_seconds(), 2..3);
-        let report = run_demo(options, &StandInGate).await.unwrap();
+        let report = run_demo(options, &FloodwallGate).await.unwrap();
         let (direct, gated) = (&report.direct, &report.gated);
         assert!(direct.goodput_percent_of_capacity < 30.0, "{direct:#?}");
         assert!(gated.goodput_percent_of_capacity > 60.0, "{gated:#?}");
@@ -465,7 +465,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "takes about 45 s"]
     async fn full_demo() {
-        let report = run_demo(DemoOptions::default(), &StandInGate)
+        let report = run_demo(DemoOptions::default(), &FloodwallGate)
             .await
             .unwrap();
         println!("{}", serde_json::to_string(&report.direct.backend).unwrap());

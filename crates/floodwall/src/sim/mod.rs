@@ -2,10 +2,10 @@
 
 pub mod backend;
 pub mod demo;
+mod gate;
 pub mod loadgen;
-#[cfg(test)]
-mod test_gate;
 
 pub use backend::{Backend, BackendConfig, BackendStats};
 pub use demo::{run_demo, DemoOptions, DemoReport, Gate, RunReport};
+pub use gate::FloodwallGate;
 pub use loadgen::{parse_schedule, LoadConfig, LoadResult, Phase, Schedule, SecondRow, Summary};
