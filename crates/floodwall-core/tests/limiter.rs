@@ -273,3 +273,25 @@ fn retry_after_grows_with_the_refusal_rate() {
     assert!(later > first, "{later:?} should exceed {first:?}");
     assert!(later <= Duration::from_secs(30));
 }
+
+#[test]
+fn an_outside_constraint_caps_the_limit_and_lifts() {
+    let (l, _) = limiter(8, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let held = take(&l, r, 4);
+    l.set_constraint(Some(2));
+    assert_eq!(l.limit(), 2);
+    assert_eq!(l.algorithm_limit(), 8);
+    assert_eq!(l.inflight(), 4, "admitted requests are never cut");
+    assert_eq!(
+        l.try_acquire(&r).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    drop(held);
+    let two = take(&l, r, 2);
+    assert!(l.try_acquire(&r).is_err());
+    l.set_constraint(None);
+    assert_eq!(l.limit(), 8);
+    assert!(l.try_acquire(&r).is_ok());
+    drop(two);
+}

@@ -117,6 +117,11 @@ pub struct Limiter {
     algorithm: Mutex<Box<dyn Limit>>,
     algorithm_name: &'static str,
     adaptive: bool,
+    /// The algorithm's latest limit.
+    algo_limit: AtomicUsize,
+    /// An outside cap (bottleneck probes); `usize::MAX` when none.
+    constraint: AtomicUsize,
+    /// `min(algo_limit, constraint)`, at least 1: what admission reads.
     limit: AtomicUsize,
     inflight: AtomicUsize,
     classes: Box<[ClassState]>,
@@ -211,6 +216,8 @@ impl Limiter {
             algorithm_name: limit.name(),
             adaptive: limit.is_adaptive(),
             algorithm: Mutex::new(Box::new(limit)),
+            algo_limit: AtomicUsize::new(current),
+            constraint: AtomicUsize::new(usize::MAX),
             limit: AtomicUsize::new(current),
             inflight: AtomicUsize::new(0),
             classes,
@@ -242,6 +249,35 @@ impl Limiter {
     /// The effective limit now.
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Acquire)
+    }
+
+    /// The limit algorithm's own figure, before any outside constraint.
+    pub fn algorithm_limit(&self) -> usize {
+        self.algo_limit.load(Ordering::Acquire)
+    }
+
+    /// The outside constraint, if one is set.
+    pub fn constraint(&self) -> Option<usize> {
+        match self.constraint.load(Ordering::Acquire) {
+            usize::MAX => None,
+            c => Some(c),
+        }
+    }
+
+    /// Caps the limit from outside the request stream (a bottleneck probe):
+    /// the effective limit becomes `min(algorithm, constraint)`. `None`
+    /// lifts the cap. Requests already admitted are never cut; the gate
+    /// drains down to a lower limit as they finish.
+    pub fn set_constraint(&self, constraint: Option<usize>) {
+        self.constraint
+            .store(constraint.unwrap_or(usize::MAX), Ordering::Release);
+        self.refresh_limit();
+    }
+
+    fn refresh_limit(&self) {
+        let algo = self.algo_limit.load(Ordering::Acquire);
+        let cap = self.constraint.load(Ordering::Acquire);
+        self.limit.store(algo.min(cap).max(1), Ordering::Release);
     }
 
     /// Total requests in flight now.
@@ -495,7 +531,8 @@ impl Limiter {
                 let mut algo = self.algorithm.lock().unwrap_or_else(|p| p.into_inner());
                 algo.on_sample(now, &sample)
             };
-            self.limit.store(new.max(1), Ordering::Release);
+            self.algo_limit.store(new.max(1), Ordering::Release);
+            self.refresh_limit();
         }
         if self.queue.depth() > 0 {
             self.queue.grant(self, now);
