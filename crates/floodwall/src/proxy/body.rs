@@ -80,7 +80,7 @@ impl Body for PermitBody {
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => Some(*this.outcome),
             _ => None,
         };
-        if let (Some(outcome), Some(mut permit)) = (finished, this.permit.take()) {
+        if let Some((outcome, mut permit)) = finished.and_then(|o| Some((o, this.permit.take()?))) {
             permit.record(outcome);
             this.duration.observe(this.started.elapsed().as_secs_f64());
         }

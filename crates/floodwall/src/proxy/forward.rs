@@ -113,11 +113,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
+    // A client may send the header on several lines; all of them are the
+    // chain so far, in order (RFC 9110 §5.3).
+    let mut chain: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
     let ip = peer.ip().to_string();
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
+    chain.push(&ip);
+    let value = chain.join(", ");
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(name, v);
     }
@@ -150,5 +157,15 @@ mod tests {
         append_forwarded_for(&mut h, "10.0.0.1:5".parse().unwrap());
         append_forwarded_for(&mut h, "127.0.0.1:6".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_on_several_lines_keeps_every_hop() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        append_forwarded_for(&mut h, "127.0.0.1:6".parse().unwrap());
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
     }
 }
