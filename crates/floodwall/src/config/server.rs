@@ -39,6 +39,12 @@ pub struct ServerConfig {
     /// slow-loris connections.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long a priority class counts as active after its last request.
+    /// An active class's unused reserved slots are held for it; an idle
+    /// class lends them to others. Longer protects sparse interactive
+    /// traffic better; shorter wastes less capacity when a class goes quiet.
+    #[serde(with = "humantime_serde")]
+    pub class_idle_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +59,7 @@ impl Default for ServerConfig {
             max_tenant_id_len: 128,
             retry_after_max: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            class_idle_window: Duration::from_secs(1),
         }
     }
 }

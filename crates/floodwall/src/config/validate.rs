@@ -40,6 +40,7 @@ impl Config {
         }
         positive("server.drain_timeout", s.drain_timeout)?;
         positive("server.header_read_timeout", s.header_read_timeout)?;
+        positive("server.class_idle_window", s.class_idle_window)?;
         if s.retry_after_max < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "server.retry_after_max",

@@ -53,7 +53,7 @@ fn limiter_config(config: &Config, route: &RouteConfig) -> LimiterConfig {
             .iter()
             .map(|c| ClassSpec::new(c.name.clone(), c.reserved))
             .collect(),
-        class_idle_window: Duration::from_secs(1),
+        class_idle_window: config.server.class_idle_window,
         tenant: TenantSpec {
             max_share: route.tenant.max_share,
             contention_window: route.tenant.contention_window,
