@@ -394,6 +394,7 @@ mod tests {
             workers: 4,
             service_time: Duration::from_millis(10),
             contention: 0.05,
+            overload_error_at: None,
         }
     }
 
