@@ -30,6 +30,52 @@ enum Command {
     /// Show a 3x load spike against a database-like backend, with and
     /// without floodwall in front (about 50 s, needs nothing installed).
     Demo(DemoArgs),
+    /// Run an overload scenario against direct, floodwall and any other
+    /// gates, and write a table, JSON and plots (see docs/bench.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The scenario.
+    #[arg(value_enum)]
+    scenario: floodwall::sim::bench::ScenarioName,
+    /// floodwall's fixed limit. The default suits the built-in backend
+    /// (8 workers; see BENCHMARKS.md for why a little above 8).
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// Load your own service at this URL instead of the built-in backend
+    /// (direct, and through an in-process floodwall in front of it).
+    #[arg(long)]
+    target: Option<http::Uri>,
+    /// Your service's capacity in req/s; scenario rates are multiples of it.
+    #[arg(long, requires = "target")]
+    capacity: Option<f64>,
+    /// Another gate to compare, already pointing at the backend:
+    /// NAME=URL or NAME=URL@LIMIT. Repeatable.
+    #[arg(long = "gate")]
+    gates: Vec<String>,
+    /// Bind the built-in backend at this address (for --gate peers).
+    #[arg(long)]
+    backend_addr: Option<SocketAddr>,
+    /// Built-in backend workers.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Built-in backend service time.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    service_time: std::time::Duration,
+    /// Where to write SCENARIO.{json,md,svg,png}.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Multiply every duration (e.g. 0.25 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Skip the direct (ungated) run.
+    #[arg(long)]
+    no_direct: bool,
+    /// Skip the in-process floodwall run.
+    #[arg(long)]
+    no_floodwall: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +106,67 @@ struct DemoArgs {
     /// Also write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    use floodwall::sim::bench::{self, ScenarioName, Target, TargetKind};
+    let mut targets = Vec::new();
+    if !args.no_direct {
+        targets.push(Target {
+            name: "direct".into(),
+            kind: TargetKind::Direct,
+        });
+    }
+    if !args.no_floodwall {
+        targets.push(Target {
+            name: format!("floodwall-fixed-{}", args.limit),
+            kind: TargetKind::Floodwall { limit: args.limit },
+        });
+    }
+    for g in &args.gates {
+        targets.push(Target::parse_external(g)?);
+    }
+    anyhow::ensure!(!targets.is_empty(), "no targets left to run");
+    let backend = floodwall::sim::BackendConfig {
+        workers: args.workers,
+        service_time: args.service_time,
+        ..Default::default()
+    };
+    if args.scenario == ScenarioName::Overhead {
+        let report = bench::overhead::run_overhead(&bench::overhead::OverheadOptions {
+            targets,
+            backend_addr: args.backend_addr,
+            concurrency: 32,
+            closed_for: std::time::Duration::from_secs_f64(5.0 * args.scale),
+            open_for: std::time::Duration::from_secs_f64(10.0 * args.scale),
+        })
+        .await?;
+        let md = bench::overhead::markdown(&report);
+        println!("{md}");
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("overhead.md"), &md)?;
+        std::fs::write(
+            args.out.join("overhead.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        return Ok(());
+    }
+    let opts = bench::BenchOptions {
+        scenario: args.scenario,
+        targets,
+        external: args.target,
+        capacity: args.capacity,
+        backend,
+        backend_addr: args.backend_addr,
+        scale: args.scale,
+        progress: true,
+    };
+    let report = bench::run_bench(&opts).await?;
+    println!("{}", bench::report::markdown(&report));
+    for p in bench::report::write_all(&report, &args.out)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -154,6 +261,7 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Command::Demo(args) => runtime.block_on(demo(args)),
+        Command::Bench(args) => runtime.block_on(bench(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

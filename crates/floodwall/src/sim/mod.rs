@@ -9,3 +9,4 @@ pub use backend::{Backend, BackendConfig, BackendStats};
 pub use demo::{run_demo, DemoOptions, DemoReport, Gate, RunReport};
 pub use gate::FloodwallGate;
 pub use loadgen::{parse_schedule, LoadConfig, LoadResult, Phase, Schedule, SecondRow, Summary};
+pub mod bench;

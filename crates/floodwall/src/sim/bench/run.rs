@@ -1,0 +1,187 @@
+//! Runs a scenario against every target, one after the other, each on a
+//! fresh backend so no run inherits another's queue.
+
+use super::scenario::{ClientKind, Event, Scenario, ScenarioName};
+use super::target::{self, Target};
+use crate::sim::backend::{self, BackendConfig, BackendStats};
+use crate::sim::loadgen::{self, LoadConfig, LoadResult};
+use floodwall_core::Limiter;
+use http::Uri;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Everything `floodwall bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The scenario.
+    pub scenario: ScenarioName,
+    /// The targets, in run order.
+    pub targets: Vec<Target>,
+    /// Load a service of the user's instead of the built-in backend.
+    pub external: Option<Uri>,
+    /// The capacity of `external` in req/s (rates are multiples of it).
+    pub capacity: Option<f64>,
+    /// The built-in backend's shape.
+    pub backend: BackendConfig,
+    /// Bind the built-in backend here (so gates started outside can point
+    /// at it); port 0 otherwise.
+    pub backend_addr: Option<SocketAddr>,
+    /// Multiplies every duration (1.0 = the scenario as documented).
+    pub scale: f64,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// One target under one kind of client.
+#[derive(Debug, Serialize)]
+pub struct TargetRun {
+    /// The target.
+    pub target: Target,
+    /// The clients' retry behaviour.
+    pub client: ClientKind,
+    /// What the load generator measured.
+    pub load: LoadResult,
+    /// The gate's limit sampled in the middle of each second.
+    pub limit: Vec<Option<usize>>,
+    /// The backend's counters at the end (built-in backend only).
+    pub backend: Option<BackendStats>,
+}
+
+/// A whole bench run.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// The scenario as run.
+    pub scenario: Scenario,
+    /// The load generator's target when `--target` was used.
+    pub external: Option<String>,
+    /// One entry per target and client kind.
+    pub runs: Vec<TargetRun>,
+}
+
+fn apply(control: &backend::BackendControl, event: Event) {
+    let res = match event {
+        Event::ServiceTime(d) => control.set_service_time(d),
+        Event::Workers(n) => control.set_workers(n),
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, ?event, "could not apply a backend event");
+    }
+}
+
+async fn run_one(
+    opts: &BenchOptions,
+    scenario: &Scenario,
+    target: &Target,
+    client: &ClientKind,
+) -> anyhow::Result<TargetRun> {
+    let backend = match (&opts.external, opts.backend_addr) {
+        (Some(_), _) => None,
+        (None, Some(addr)) => Some(backend::start_on(addr, scenario.backend).await?),
+        (None, None) => Some(backend::start(scenario.backend).await?),
+    };
+    let upstream: Uri = match (&opts.external, &backend) {
+        (Some(u), _) => u.clone(),
+        (None, Some(b)) => format!("http://{}", b.addr).parse()?,
+        (None, None) => unreachable!("a backend or an external target"),
+    };
+    let started = target::start(target, &upstream, scenario.tenant_share).await?;
+    let limiter: Option<Arc<Limiter>> = started.gate.as_ref().and_then(|r| {
+        r.proxy
+            .router
+            .routes()
+            .first()
+            .map(|route| route.limiter.clone())
+    });
+    let static_limit = started.limit();
+
+    let t0 = Instant::now();
+    let events = backend.as_ref().map(|b| {
+        let control = b.control();
+        let events = scenario.events.clone();
+        tokio::spawn(async move {
+            for (at, event) in events {
+                tokio::time::sleep_until(t0 + at).await;
+                apply(&control, event);
+            }
+        })
+    });
+    let seconds = scenario.schedule.seconds();
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(seconds)));
+    let sampler = {
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            for i in 0..seconds {
+                tokio::time::sleep_until(t0 + Duration::from_millis(500 + 1000 * i as u64)).await;
+                let v = limiter.as_ref().map(|l| l.limit()).or(static_limit);
+                samples.lock().expect("sampler lock").push(v);
+            }
+        })
+    };
+
+    let mut load = LoadConfig::new(started.url.clone(), scenario.schedule.clone());
+    load.slo = scenario.slo;
+    load.client_timeout = scenario.client_timeout;
+    load.mix = scenario.mix.clone();
+    load.retry = client.retry;
+    if opts.progress {
+        let label = if client.label.is_empty() {
+            target.name.clone()
+        } else {
+            format!("{} ({})", target.name, client.label)
+        };
+        load.progress = Some(loadgen::progress_bar(label));
+    }
+    let result = loadgen::run(load).await;
+
+    if let Some(e) = events {
+        e.abort();
+    }
+    sampler.abort();
+    let _ = sampler.await;
+    started.stop().await;
+    let stats = match backend {
+        Some(b) => {
+            let s = b.stats();
+            b.shutdown().await;
+            Some(s)
+        }
+        None => None,
+    };
+    let mut limit = std::mem::take(&mut *samples.lock().expect("sampler lock"));
+    limit.resize(seconds, None);
+    Ok(TargetRun {
+        target: target.clone(),
+        client: client.clone(),
+        load: result?,
+        limit,
+        backend: stats,
+    })
+}
+
+/// Runs `opts.scenario` against every target and client kind.
+pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        opts.scenario != ScenarioName::Overhead,
+        "the overhead scenario has its own runner"
+    );
+    let scenario = Scenario::build(opts.scenario, opts.backend, opts.capacity).scaled(opts.scale);
+    if opts.external.is_some() && !scenario.events.is_empty() {
+        tracing::warn!(
+            "--target: floodwall cannot change your service mid-run; the scenario's backend events are skipped"
+        );
+    }
+    let mut runs = Vec::new();
+    for client in &scenario.clients {
+        for target in &opts.targets {
+            runs.push(run_one(opts, &scenario, target, client).await?);
+        }
+    }
+    Ok(BenchReport {
+        scenario,
+        external: opts.external.as_ref().map(|u| u.to_string()),
+        runs,
+    })
+}
