@@ -62,7 +62,7 @@ haproxy_at() { # name maxconn queue_timeout
   port=$(free_port)
   cat > "$dir/$name.cfg" <<CFG
 global
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 1s
@@ -92,7 +92,7 @@ cat > "$dir/nginx/nginx.conf" <<CFG
 worker_processes auto;
 pid $dir/nginx/nginx.pid;
 error_log $dir/nginx/logs/error.log warn;
-events { worker_connections 20000; }
+events { worker_connections 8000; }
 http {
   access_log off;
   client_body_temp_path $dir/nginx/tmp_body;
