@@ -21,9 +21,14 @@
 pub mod clock;
 pub mod limit;
 pub mod limiter;
+pub mod simulate;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
-pub use limit::{FixedLimit, Limit, Outcome, Sample};
+pub use limit::{
+    AimdConfig, AimdLimit, Baseline, Cause, Decision, Failures, FixedLimit, GradientConfig,
+    GradientLimit, Limit, LimitConfigError, Outcome, ProbeConfig, Sample, ShapingConfig, Statistic,
+    VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
+};
 pub use limiter::{
     Acquire, ClassId, ClassSpec, Limiter, LimiterConfig, Permit, QueueOrder, QueueSpec, Reason,
     Rejection, Request, Snapshot, TenantSpec,

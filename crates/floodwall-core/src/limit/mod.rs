@@ -6,12 +6,54 @@
 //! is admitted; that is the [`Limiter`](crate::Limiter)'s job. Keeping the two
 //! apart means every algorithm can be simulated in virtual time without a
 //! socket, and the limiter never changes when an algorithm is added.
+//!
+//! | algorithm | rule, per window | settles at (simulated, W = best) | source |
+//! |---|---|---|---|
+//! | [`FixedLimit`] | constant | where you put it | HAProxy `maxconn` |
+//! | [`AimdLimit`] | failures ×0.7; p50 > 1.15 × baseline ×0.85; else ×1.1 (≥ +1) | W … 1.15 W sawtooth, mean 1.0–1.14 W | seed 001 |
+//! | [`GradientLimit`] | `L × clamp(1.1 × baseline / p50, 0.5, 1)` smoothed; `+√L` when unqueued | 1.08–1.18 W, flat | Netflix Gradient2, Envoy |
+//! | [`VegasLimit`] | keep `L × (1 − rtt_noload / rtt)` between 3·D and 6·D | W + 3 … W + 6 (W < 100) | TCP Vegas, Netflix |
+//! | [`WipLimit`] | halve while latency > 2 × baseline, else back toward base | W … 2 W sawtooth | seed 000 |
+//!
+//! The numbers come from `tests/simulation.rs` (see
+//! [`simulate`](crate::simulate)); `aimd` is the one that keeps closest to
+//! the best limit on both tight and long-tailed latencies, and tracks a
+//! halving of capacity in about 4 s.
+//!
+//! The adaptive ones share one implementation (the private `controller`
+//! module and its helpers) of windowed sampling ([`WindowConfig`]), the baseline
+//! probe ([`Baseline`], [`ProbeConfig`]), failure cuts ([`Failures`]) and
+//! shaping — floor, cap, cold-start ramp, hysteresis, growth guard
+//! ([`ShapingConfig`]) — so each algorithm's file holds only its formula.
+//! Each explains its last move with a [`Decision`] ([`Limit::explain`]).
 
+mod aimd;
+mod controller;
+mod decision;
+mod failures;
 mod fixed;
+mod gradient;
+mod histogram;
+mod probe;
+pub(crate) mod rng;
+mod shaping;
+mod vegas;
+mod window;
+mod wip;
 
+pub use aimd::{AimdConfig, AimdLimit};
+pub use decision::{Cause, Decision};
+pub use failures::Failures;
 pub use fixed::FixedLimit;
+pub use gradient::{GradientConfig, GradientLimit};
+pub use probe::{Baseline, ProbeConfig};
+pub use shaping::ShapingConfig;
+pub use vegas::{VegasConfig, VegasLimit};
+pub use window::{Statistic, WindowConfig};
+pub use wip::{WipConfig, WipLimit};
 
 use crate::clock::Nanos;
+use std::fmt;
 use std::time::Duration;
 
 /// How a request admitted through a permit ended.
@@ -91,4 +133,62 @@ pub trait Limit: Send + 'static {
     fn is_adaptive(&self) -> bool {
         true
     }
+
+    /// Why the limit is what it is: the last decision, for `/status`.
+    /// `None` for a limit that never decides (fixed) or has not yet.
+    fn explain(&self) -> Option<Decision> {
+        None
+    }
 }
+
+/// A boxed limit is a limit, so a configuration can pick the algorithm at
+/// run time (`let l: Box<dyn Limit> = match …`) and hand it to
+/// [`Limiter::new`](crate::Limiter::new) like any other.
+impl<L: Limit + ?Sized> Limit for Box<L> {
+    fn limit(&self) -> usize {
+        (**self).limit()
+    }
+
+    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
+        (**self).on_sample(now, sample)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn is_adaptive(&self) -> bool {
+        (**self).is_adaptive()
+    }
+
+    fn explain(&self) -> Option<Decision> {
+        (**self).explain()
+    }
+}
+
+/// A limit setting that cannot work, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitConfigError {
+    /// The offending key, under the prefix given to `validate`, e.g.
+    /// `"routes[0].limit.tolerance"`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl LimitConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for LimitConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for LimitConfigError {}

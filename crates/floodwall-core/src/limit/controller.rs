@@ -1,0 +1,351 @@
+//! The part every adaptive limit shares: windowing, the baseline probe and
+//! shaping, around one algorithm-specific rule.
+//!
+//! An algorithm (`aimd`, `gradient`, `vegas`, `wip`) is only its rule: given
+//! a closed window and the baseline, return an [`Evaluation`] — decrease to
+//! X, increase to X, or hold, and why. Everything else happens here, once:
+//!
+//! 1. `Ignored` samples are dropped; the first sample starts the ramp clock.
+//! 2. While a baseline probe runs, samples feed the probe only and the limit
+//!    stays pinned at the floor; when it ends the limit goes back to its
+//!    value before the probe ([`probe`](super::probe)).
+//! 3. Otherwise samples fill the window ([`window`](super::window)); when it
+//!    closes the algorithm evaluates it, and the controller applies the
+//!    result through the shaping rules ([`shaping`](super::shaping)):
+//!    decreases at once (and the window restarts, so samples admitted under
+//!    the old limit are not counted twice), trims at once without arming
+//!    hysteresis, increases only past hysteresis, the growth guard and the
+//!    ramp cap, and always within `[min, max]`.
+//! 4. The outcome is kept as the last [`Decision`], for `/status`.
+
+use super::decision::{ms, Cause, Decision};
+use super::histogram::LatencyStats;
+use super::probe::{Baseline, ProbeEnd, Prober};
+use super::shaping::{Shaping, ShapingConfig};
+use super::window::{Statistic, Window, WindowConfig, WindowSummary};
+use super::{Outcome, Sample};
+use crate::clock::Nanos;
+use std::time::Duration;
+
+/// What an algorithm wants done with the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Step {
+    /// Overload: lower the limit to this now, and hold growth for
+    /// `stable_for`.
+    Decrease(f64),
+    /// A small correction down, within the noise of the signal: lower the
+    /// limit to this now, but do not hold growth. Without it, a baseline
+    /// measured a few percent low makes a gradient trim the limit by 0.4 %
+    /// on every other window, and each trim would block growth for
+    /// `stable_for` — the limit would never grow again.
+    Trim(f64),
+    /// Healthy: raise the limit to this, if shaping allows.
+    Increase(f64),
+    /// Leave the limit where it is.
+    Hold,
+}
+
+/// An algorithm's verdict on one window.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Evaluation {
+    pub step: Step,
+    pub cause: Cause,
+    /// The window statistic the rule compared, for the decision.
+    pub latency: Option<Duration>,
+    /// The reasoning, e.g. `"p99 120.0ms > 1.50 × baseline 40.0ms → ×0.85"`.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Fixed(Duration),
+    Probe(Box<Prober>),
+}
+
+/// See the module doc.
+#[derive(Debug, Clone)]
+pub(crate) struct Controller {
+    window: Window,
+    min_rtt: Duration,
+    shaping: Shaping,
+    source: Source,
+    statistic: Statistic,
+    limit: f64,
+    before_probe: Option<f64>,
+    floor_streak: usize,
+    last: Option<Decision>,
+}
+
+impl Controller {
+    pub(crate) fn new(
+        shaping: ShapingConfig,
+        window: WindowConfig,
+        baseline: Baseline,
+        statistic: Statistic,
+    ) -> Self {
+        Self {
+            window: Window::new(window),
+            min_rtt: window.min_rtt,
+            shaping: Shaping::new(shaping),
+            source: match baseline {
+                Baseline::Fixed(d) => Source::Fixed(d),
+                Baseline::Probe(p) => Source::Probe(Box::new(Prober::new(p))),
+            },
+            statistic,
+            limit: shaping.min as f64,
+            before_probe: None,
+            floor_streak: 0,
+            last: None,
+        }
+    }
+
+    /// The limit to enforce.
+    pub(crate) fn limit(&self) -> usize {
+        (self.limit.floor() as usize).max(1)
+    }
+
+    /// The limit before rounding, which the rules compute on.
+    pub(crate) fn value(&self) -> f64 {
+        self.limit
+    }
+
+    pub(crate) fn decision(&self) -> Option<Decision> {
+        self.last.clone()
+    }
+
+    /// The baseline summarised with `statistic`, if there is one yet.
+    pub(crate) fn baseline(&self, statistic: Statistic) -> Option<Duration> {
+        match &self.source {
+            Source::Fixed(d) => Some(*d),
+            Source::Probe(p) => p.baseline().map(|s| statistic.of(s)),
+        }
+    }
+
+    /// Whether `s` counts towards the open window's latency (for rules that
+    /// keep their own per-sample state, like `wip`'s moving average).
+    pub(crate) fn times(&self, s: &Sample) -> bool {
+        !self.probing() && self.window.times(s)
+    }
+
+    pub(crate) fn probing(&self) -> bool {
+        matches!(&self.source, Source::Probe(p) if p.probing())
+    }
+
+    /// Takes one sample. Returns a closed window for the algorithm to
+    /// evaluate, or `None` while the window is filling or a probe runs.
+    pub(crate) fn sample(&mut self, now: Nanos, s: &Sample) -> Option<WindowSummary> {
+        if s.outcome == Outcome::Ignored {
+            return None;
+        }
+        self.shaping.start(now);
+        let floor = self.shaping.config().min;
+        if let Source::Probe(p) = &mut self.source {
+            if p.probing() {
+                p.offer(s, floor, self.min_rtt);
+                if let Some(end) = p.finish(now) {
+                    self.end_probe(now, end);
+                }
+                return None;
+            }
+            if p.due(now) {
+                self.begin_probe(now);
+                return None;
+            }
+        }
+        self.window.push(now, s)
+    }
+
+    fn begin_probe(&mut self, now: Nanos) {
+        let Source::Probe(p) = &mut self.source else {
+            return;
+        };
+        p.begin(now);
+        let cfg = *p.config();
+        let from = self.limit;
+        self.before_probe = Some(from);
+        self.limit = self.shaping.floor();
+        self.window.restart(now);
+        self.record(
+            now,
+            from,
+            Cause::Probing,
+            None,
+            format!(
+                "measuring the unloaded latency: pinned at the floor until {} \
+                 successes admitted from now (at most {:.0}s)",
+                cfg.samples,
+                cfg.max_duration.as_secs_f64()
+            ),
+        );
+    }
+
+    fn end_probe(&mut self, now: Nanos, end: ProbeEnd) {
+        let from = self.limit;
+        let back = self.before_probe.take().unwrap_or(from);
+        self.limit = back.clamp(self.shaping.floor(), self.shaping.cap(now));
+        self.window.restart(now);
+        self.floor_streak = 0;
+        let next = match &self.source {
+            Source::Probe(p) => p.next_at().map(|t| t.since(now)),
+            Source::Fixed(_) => None,
+        }
+        .unwrap_or_default();
+        let detail = match end {
+            ProbeEnd::Measured(s) => format!(
+                "baseline measured from {} requests: {}; next probe in {:.0}s",
+                s.count,
+                describe(&s),
+                next.as_secs_f64()
+            ),
+            ProbeEnd::Kept { timed } => format!(
+                "probe timed only {timed} requests: baseline kept; next probe in {:.0}s",
+                next.as_secs_f64()
+            ),
+        };
+        self.record(now, from, Cause::Probed, None, detail);
+    }
+
+    /// Applies an algorithm's evaluation of a closed window `w`.
+    pub(crate) fn apply(&mut self, now: Nanos, w: &WindowSummary, e: Evaluation) {
+        let from = self.limit;
+        let cap = self.shaping.cap(now);
+        let (to, cause, note) = match e.step {
+            Step::Decrease(to) => {
+                self.shaping.note_decrease(now);
+                self.window.restart(now);
+                (to.min(from), e.cause, None)
+            }
+            Step::Trim(to) => (to.min(from), e.cause, None),
+            Step::Increase(to) => {
+                if let Some(left) = self.shaping.held(now) {
+                    let note = format!(
+                        "held: the last decrease was {:.1}s ago, growth waits {:.0}s",
+                        (self.shaping.config().stable_for - left).as_secs_f64(),
+                        self.shaping.config().stable_for.as_secs_f64()
+                    );
+                    (from, Cause::Hysteresis, Some(note))
+                } else if !self.shaping.busy(w.max_inflight, from) {
+                    let note = format!(
+                        "held: at most {} in flight, under {:.0}% of the limit",
+                        w.max_inflight,
+                        self.shaping.config().busy_ratio * 100.0
+                    );
+                    (from, Cause::AppLimited, Some(note))
+                } else if to > cap && cap < self.shaping.max() {
+                    let note = format!("capped by the cold-start ramp at {cap:.0}");
+                    (cap, Cause::RampUp, Some(note))
+                } else {
+                    (to, e.cause, None)
+                }
+            }
+            Step::Hold => (from, e.cause, None),
+        };
+        let to = to.clamp(self.shaping.floor(), cap.max(self.shaping.floor()));
+        self.limit = to;
+        self.note_floor(to);
+        let detail = match note {
+            Some(n) => format!("{}; {n}", e.detail),
+            None => e.detail,
+        };
+        self.record(now, from, cause, e.latency, detail);
+    }
+
+    /// Envoy PR #10647: a limit stuck at the floor suggests a baseline
+    /// measured too low; the probe is free there, so take it.
+    fn note_floor(&mut self, to: f64) {
+        let Source::Probe(p) = &mut self.source else {
+            return;
+        };
+        if to > self.shaping.floor() {
+            self.floor_streak = 0;
+            return;
+        }
+        self.floor_streak += 1;
+        if p.config().floor_windows > 0 && self.floor_streak >= p.config().floor_windows {
+            self.floor_streak = 0;
+            p.request_early();
+        }
+    }
+
+    fn record(
+        &mut self,
+        now: Nanos,
+        from: f64,
+        cause: Cause,
+        latency: Option<Duration>,
+        detail: String,
+    ) {
+        self.last = Some(Decision {
+            at: now,
+            cause,
+            from: (from.floor() as usize).max(1),
+            to: self.limit(),
+            latency,
+            baseline: self.baseline(self.statistic),
+            detail,
+        });
+    }
+}
+
+/// `"mean 20.1ms, p50 20.0ms, p90 24.2ms, p99 24.9ms"`.
+fn describe(s: &LatencyStats) -> String {
+    format!(
+        "mean {}, p50 {}, p90 {}, p99 {}",
+        ms(s.mean),
+        ms(s.p50),
+        ms(s.p90),
+        ms(s.p99)
+    )
+}
+
+/// Synthetic samples for the algorithms' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::super::{Limit, Outcome, Sample};
+    use crate::clock::Nanos;
+    use std::time::Duration;
+
+    /// A virtual clock and the samples it feeds a limit.
+    pub(crate) struct Feeder {
+        pub now: Nanos,
+    }
+
+    impl Feeder {
+        pub(crate) fn new() -> Self {
+            Self {
+                now: Nanos(1_000_000_000),
+            }
+        }
+
+        /// Feeds samples 50 ms apart, the `i`-th with `outcome(i)` and
+        /// latency `rtt`, admitted with the limit in flight, until the limit
+        /// makes a new decision; returns the limit after it.
+        pub(crate) fn window(
+            &mut self,
+            l: &mut impl Limit,
+            rtt: Duration,
+            outcome: impl Fn(usize) -> Outcome,
+        ) -> usize {
+            let before = l.explain().map(|d| d.at);
+            for i in 0..10_000 {
+                self.now = self.now.plus(Duration::from_millis(50));
+                let s = Sample {
+                    start: Nanos(self.now.0 - rtt.as_nanos() as u64),
+                    rtt,
+                    inflight: l.limit(),
+                    outcome: outcome(i),
+                };
+                l.on_sample(self.now, &s);
+                if l.explain().map(|d| d.at) != before {
+                    return l.limit();
+                }
+            }
+            panic!("no decision after 10 000 samples");
+        }
+
+        /// A window of successes.
+        pub(crate) fn ok(&mut self, l: &mut impl Limit, rtt_ms: u64) -> usize {
+            self.window(l, Duration::from_millis(rtt_ms), |_| Outcome::Success)
+        }
+    }
+}

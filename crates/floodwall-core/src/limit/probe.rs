@@ -1,0 +1,394 @@
+//! The baseline: what the upstream's latency is when nothing queues, and
+//! how it is measured without ratcheting.
+//!
+//! Every latency-based algorithm compares a window's latency with a
+//! baseline. The baseline must come from a moment when *we* were not
+//! queueing requests on the upstream, or it drifts up with the load and the
+//! algorithm stops seeing the overload it causes:
+//!
+//! - Netflix Gradient2 learns its long-term RTT as a slow average of recent
+//!   windows, so sustained load drags it up; VegasLimit resets `rtt_noload`
+//!   to the current RTT every `probeMultiplier × limit` samples, and under
+//!   load that is a loaded RTT (Netflix concurrency-limits issue #165:
+//!   "`rtt_noload` may grow too large").
+//! - Envoy's adaptive concurrency filter instead *measures* the minRTT: every
+//!   `interval` (± `jitter`, so a fleet does not probe in lock-step) it pins
+//!   the concurrency at `min_concurrency` until `request_count` requests
+//!   complete, and takes their latency. Envoy PR #11579 then found the
+//!   ratchet that remained: requests admitted *before* the pin, which queued
+//!   under the old limit, completed inside the measurement and inflated it,
+//!   each measurement a little more under sustained load.
+//!
+//! floodwall does what Envoy does, with the #11579 fix built in: while
+//! probing, the limit is pinned at the floor, and a sample counts only if it
+//! was a success admitted after the probe began *and* with at most the
+//! floor in flight. So a probe only ever times requests that ran at the
+//! floor's concurrency, whatever the load. It ends after `samples` such
+//! samples (or `max_duration`, keeping the old baseline if too few came),
+//! and the limit goes back to where it was.
+//!
+//! **The baseline pools the last `history` probes** (default 4, so 200
+//! samples). One probe of 50 is too few to compare with a window of
+//! hundreds: with a realistic long tail (log-normal, p99 ≈ 3 × p50) the p90
+//! of 50 samples is off by ±10 % from one probe to the next, and a baseline
+//! measured 10 % low makes every window look overloaded until the next
+//! probe — in the simulations that pinned AIMD at its floor. Pooling is
+//! safe because every pooled sample is an unloaded one: nothing from a
+//! loaded period can enter, so the pool cannot ratchet. The price is that a
+//! genuine change of the upstream's speed takes a few probes to be fully
+//! believed; a slowdown gets there fast anyway, because it pins the limit
+//! at the floor and that triggers early probes (next paragraph). A probe
+//! runs until the pool holds `history × samples` (or it has added
+//! `samples`), so the first probe, at cold start where the limit sits at
+//! the floor anyway, fills the whole pool.
+//!
+//! Like Envoy (PR #10647), a probe also starts early when the limit has sat
+//! at the floor for `floor_windows` windows in a row: the limit is already
+//! at the probe's concurrency, so it costs nothing, and a baseline measured
+//! too low is what pins a limit to its floor.
+//!
+//! The cost: every `interval`, the route runs at the floor for about
+//! `samples × latency / floor` (50 × 20 ms / 3 ≈ 0.33 s every 60 s ≈ 0.6 %
+//! of capacity; 1.5 % at 50 ms), and the cold-start probe four times that
+//! (capped, like every probe, at `max_duration`). A [`Baseline::Fixed`]
+//! latency avoids it, at the price of retuning it whenever the upstream
+//! changes.
+
+use super::histogram::LatencyStats;
+use super::rng::Rng;
+use super::{LimitConfigError, Outcome, Sample};
+use crate::clock::{duration_nanos, Nanos};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Where an algorithm's baseline latency comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Baseline {
+    /// Measured by periodic probes at the floor (the default).
+    Probe(ProbeConfig),
+    /// A fixed unloaded latency, compared with whatever statistic the
+    /// algorithm uses (seed 000's `baseLatency: 50 ms`). No probes.
+    Fixed(Duration),
+}
+
+impl Default for Baseline {
+    fn default() -> Self {
+        Baseline::Probe(ProbeConfig::default())
+    }
+}
+
+impl Baseline {
+    /// Checks the settings; errors name the key under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Result<(), LimitConfigError> {
+        let key = |k: &str| format!("{prefix}{k}");
+        match self {
+            Baseline::Fixed(d) if d.is_zero() => Err(LimitConfigError::new(
+                key("baseline"),
+                "a fixed baseline must be above zero",
+            )),
+            Baseline::Fixed(_) => Ok(()),
+            Baseline::Probe(p) => {
+                if p.interval.is_zero() {
+                    return Err(LimitConfigError::new(
+                        key("probe_interval"),
+                        "must be above zero",
+                    ));
+                }
+                if !(0.0..1.0).contains(&p.jitter) {
+                    return Err(LimitConfigError::new(
+                        key("probe_jitter"),
+                        format!("must be in [0, 1), got {}", p.jitter),
+                    ));
+                }
+                if p.samples == 0 {
+                    return Err(LimitConfigError::new(
+                        key("probe_samples"),
+                        "must be at least 1",
+                    ));
+                }
+                if p.history == 0 {
+                    return Err(LimitConfigError::new(
+                        key("probe_history"),
+                        "must be at least 1",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How the baseline probe runs; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeConfig {
+    /// Time between probes. Default 60 s (Envoy's documented example):
+    /// upstream latency drifts over minutes (deploys, cache warm-up, data
+    /// growth), and a probe costs about 0.5 % of capacity at this interval.
+    pub interval: Duration,
+    /// Each interval is stretched or shrunk by a uniform random fraction up
+    /// to this. Default 0.15 (Envoy's default 15 %).
+    pub jitter: f64,
+    /// Successes a probe times before it ends. Default 50 (Envoy's
+    /// `request_count`).
+    pub samples: usize,
+    /// A probe that has not timed `samples` requests after this long ends
+    /// anyway: with at least 10 (or `samples`) it sets the baseline, with
+    /// fewer it keeps the old one. Default 10 s.
+    pub max_duration: Duration,
+    /// The baseline pools the last `history × samples` probe samples (see
+    /// the module doc). Default 4. 1 is Envoy's behaviour: each probe
+    /// replaces the baseline.
+    pub history: usize,
+    /// Probe early once the limit has been at the floor for this many
+    /// consecutive windows (Envoy PR #10647 uses 5). Zero disables it.
+    pub floor_windows: usize,
+    /// Seeds the jitter. Give each process its own (e.g. from its pid and
+    /// start time): the same seed on every pod of a fleet makes their
+    /// probes line up, which is what jitter is for. Default a constant, so
+    /// tests and simulations replay exactly.
+    pub seed: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            jitter: 0.15,
+            samples: 50,
+            max_duration: Duration::from_secs(10),
+            history: 4,
+            floor_windows: 5,
+            seed: 0x5EED_F100_D3A1,
+        }
+    }
+}
+
+/// How a probe ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ProbeEnd {
+    /// It timed enough samples: these are its statistics (the baseline is
+    /// now those of the pool).
+    Measured(LatencyStats),
+    /// Too few samples in `max_duration`; the old baseline stays.
+    Kept { timed: u64 },
+}
+
+/// The probe's state behind [`ProbeConfig`].
+#[derive(Debug, Clone)]
+pub(crate) struct Prober {
+    cfg: ProbeConfig,
+    rng: Rng,
+    since: Option<Nanos>,
+    next_at: Option<Nanos>,
+    early: bool,
+    timed: Vec<u64>,
+    pool: VecDeque<u64>,
+    baseline: Option<LatencyStats>,
+}
+
+impl Prober {
+    pub(crate) fn new(cfg: ProbeConfig) -> Self {
+        Self {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            since: None,
+            next_at: None,
+            early: false,
+            timed: Vec::with_capacity(cfg.samples),
+            pool: VecDeque::with_capacity(cfg.history * cfg.samples),
+            baseline: None,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ProbeConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn baseline(&self) -> Option<&LatencyStats> {
+        self.baseline.as_ref()
+    }
+
+    pub(crate) fn probing(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Whether a probe should start at `now`: at the very first sample, when
+    /// the interval has passed, or when an early probe was requested.
+    pub(crate) fn due(&self, now: Nanos) -> bool {
+        !self.probing() && (self.early || self.next_at.is_none_or(|t| now >= t))
+    }
+
+    pub(crate) fn request_early(&mut self) {
+        if self.cfg.floor_windows > 0 {
+            self.early = true;
+        }
+    }
+
+    pub(crate) fn begin(&mut self, now: Nanos) {
+        self.since = Some(now);
+        self.early = false;
+        self.timed.clear();
+    }
+
+    /// Offers a sample to a running probe; it is timed only if it is a
+    /// success admitted after the probe began with at most `pin` in flight
+    /// and no faster than `min_rtt` (see the module doc).
+    pub(crate) fn offer(&mut self, s: &Sample, pin: usize, min_rtt: Duration) {
+        let Some(since) = self.since else { return };
+        if s.outcome == Outcome::Success
+            && s.start >= since
+            && s.inflight <= pin
+            && s.rtt >= min_rtt
+            && self.timed.len() < self.wanted()
+        {
+            self.timed.push(duration_nanos(s.rtt));
+        }
+    }
+
+    /// Ends the probe if it is done at `now`; schedules the next one.
+    pub(crate) fn finish(&mut self, now: Nanos) -> Option<ProbeEnd> {
+        let since = self.since?;
+        let timed = self.timed.len() as u64;
+        let enough = self.wanted() as u64;
+        let end = if timed >= enough {
+            self.take_measurement()
+        } else if now.since(since) >= self.cfg.max_duration {
+            if timed >= enough.min(10) {
+                self.take_measurement()
+            } else if self.baseline.is_none() {
+                // Nothing to fall back on: keep the floor and try again.
+                self.begin(now);
+                return None;
+            } else {
+                Some(ProbeEnd::Kept { timed })
+            }
+        } else {
+            None
+        }?;
+        self.since = None;
+        let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
+        self.next_at = Some(now.plus(self.cfg.interval.mul_f64(1.0 + swing)));
+        Some(end)
+    }
+
+    /// The pool's size: the last `history × samples` probe samples.
+    fn capacity(&self) -> usize {
+        self.cfg.history * self.cfg.samples
+    }
+
+    /// How many samples this probe takes: `samples`, or more while the pool
+    /// is not yet full (the first probe fills it).
+    fn wanted(&self) -> usize {
+        self.cfg
+            .samples
+            .max(self.capacity().saturating_sub(self.pool.len()))
+    }
+
+    /// Moves the probe's samples into the pool (the oldest fall out) and
+    /// recomputes the baseline over the pool.
+    fn take_measurement(&mut self) -> Option<ProbeEnd> {
+        let this = LatencyStats::of_nanos(self.timed.iter().copied())?;
+        let capacity = self.capacity();
+        for v in self.timed.drain(..) {
+            if self.pool.len() == capacity {
+                self.pool.pop_front();
+            }
+            self.pool.push_back(v);
+        }
+        self.baseline = LatencyStats::of_nanos(self.pool.iter().copied());
+        Some(ProbeEnd::Measured(this))
+    }
+
+    /// When the next scheduled probe starts.
+    pub(crate) fn next_at(&self) -> Option<Nanos> {
+        self.next_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(start_ms: u64, rtt_ms: u64, inflight: usize) -> Sample {
+        Sample {
+            start: Nanos(start_ms * 1_000_000),
+            rtt: Duration::from_millis(rtt_ms),
+            inflight,
+            outcome: Outcome::Success,
+        }
+    }
+
+    #[test]
+    fn a_probe_times_only_requests_admitted_under_the_pin() {
+        let mut p = Prober::new(ProbeConfig {
+            samples: 3,
+            history: 1,
+            ..ProbeConfig::default()
+        });
+        let now = Nanos(1_000_000_000);
+        assert!(p.due(now));
+        p.begin(now);
+        // Admitted before the probe, with 40 in flight: the Envoy #11579
+        // ratchet. Not timed.
+        p.offer(&s(900, 400, 40), 3, Duration::ZERO);
+        // Admitted after the pin, but the limiter still had 8 in flight.
+        p.offer(&s(1_050, 200, 8), 3, Duration::ZERO);
+        for i in 0..3 {
+            p.offer(&s(1_100 + i, 20, 3), 3, Duration::ZERO);
+        }
+        let end = p.finish(Nanos(1_200_000_000)).unwrap();
+        let ProbeEnd::Measured(stats) = end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(stats.count, 3);
+        assert_eq!(stats.p99, Duration::from_millis(20));
+        assert!(!p.probing());
+        // Next probe 60 s ± 15 % later.
+        let next = p.next_at().unwrap().since(Nanos(1_200_000_000));
+        assert!(next >= Duration::from_secs(51) && next <= Duration::from_secs(69));
+    }
+
+    #[test]
+    fn a_starved_probe_keeps_the_old_baseline() {
+        let mut p = Prober::new(ProbeConfig::default());
+        p.begin(Nanos(0));
+        for i in 0..60 {
+            p.offer(&s(i, 10, 1), 3, Duration::ZERO);
+        }
+        assert_eq!(p.finish(Nanos(1)), None, "the first probe fills the pool");
+        for i in 0..200 {
+            p.offer(&s(i, 10, 1), 3, Duration::ZERO);
+        }
+        assert!(matches!(p.finish(Nanos(1)), Some(ProbeEnd::Measured(_))));
+        assert_eq!(p.baseline().unwrap().count, 200, "4 × 50");
+        p.begin(Nanos(100_000_000_000));
+        p.offer(&s(100_001, 10, 1), 3, Duration::ZERO);
+        let end = p.finish(Nanos(111_000_000_000)).unwrap();
+        assert_eq!(end, ProbeEnd::Kept { timed: 1 });
+        assert_eq!(p.baseline().unwrap().p50, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_baseline_pools_the_last_probes_only() {
+        let mut p = Prober::new(ProbeConfig {
+            samples: 2,
+            history: 2,
+            ..ProbeConfig::default()
+        });
+        // The first probe fills the pool of 2 × 2 with 10 ms; then each
+        // probe of 2 pushes out the 2 oldest.
+        let mut probe = |t: u64, ms: &[u64]| {
+            p.begin(Nanos(t * 1_000_000));
+            for &ms in ms {
+                p.offer(&s(t, ms, 1), 3, Duration::ZERO);
+            }
+            p.finish(Nanos(t * 1_000_000 + 1)).unwrap();
+        };
+        probe(0, &[10, 10, 10, 10]);
+        probe(100_000, &[20, 20]);
+        probe(200_000, &[30, 30]);
+        let b = p.baseline().unwrap();
+        assert_eq!(b.count, 4, "the 10 ms samples have left the pool");
+        assert_eq!(b.mean, Duration::from_millis(25));
+    }
+}

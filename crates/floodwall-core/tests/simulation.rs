@@ -1,0 +1,666 @@
+//! Every adaptive limit, enforced by the real limiter in front of a
+//! simulated backend in virtual time (see `floodwall_core::simulate`), with
+//! its convergence, tracking, stability, resistance to ratcheting,
+//! hysteresis, cold-start ramp and robustness to long-tailed latency
+//! asserted in numbers.
+//!
+//! The reference scenario: W = 50 workers × S = 50 ms (1000 req/s), ±25 %
+//! uniform service-time jitter, Poisson arrivals at twice the capacity,
+//! each algorithm at its defaults. The best concurrency is C* = W (the
+//! module doc of `simulate` says why). A limit is judged by its *time
+//! average* over a stretch long enough to hold whole sawtooth cycles,
+//! leaving out the scheduled baseline probes; AIMD is a sawtooth by design
+//! and its instantaneous value is not the point.
+//!
+//! Convergence, tracking, stability and the long-tail test run three seeds
+//! each and every seed must pass, so no bound holds by luck. No algorithm
+//! holds ±10 % of C* on every seed and both latency shapes, so each is held
+//! to what it does reach, and the test says why:
+//!
+//! - `aimd` saws between about W and 1.15 W (its tolerance): time averages
+//!   of 1.0–1.11 W at W = 50, up to 1.14 W at W = 25; bound ±15 %.
+//! - `gradient` parks at its tolerance, 1.1–1.18 W; bound [0.9, 1.2].
+//! - `vegas` keeps alpha..beta requests queued, W + 3..6 for W < 100, so
+//!   12–24 % over at W = 25 but within 10 % at W = 200.
+//! - `wip` only keeps latency under 2×, swinging between W and 2 W.
+//!
+//! The tolerances that set these are as low as the long-tail test allows:
+//! AIMD at 1.10 or gradient at 1.05 sit closer to W on tight latencies but
+//! collapse toward their floor on long-tailed ones.
+//!
+//! Run with `--nocapture` to see the measured numbers beside the bounds.
+//! Each test takes well under 2 s in a debug build and is deterministic.
+
+use floodwall_core::simulate::{run, Backend, Change, LimitStats, Scenario, Trace};
+use floodwall_core::{
+    AimdConfig, AimdLimit, GradientConfig, GradientLimit, ShapingConfig, VegasConfig, VegasLimit,
+    WipConfig, WipLimit,
+};
+use std::time::Duration;
+
+const W: usize = 50;
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Algo {
+    Aimd,
+    Gradient,
+    Vegas,
+    Wip,
+}
+
+/// Runs `s` with `algo` at its defaults, except `shaping` if given.
+/// For `wip` the base (`shaping.max`) is 4 W: an operator who guessed the
+/// base four times too high, which is the case its halving exists for (at
+/// a base below 2 W it just sits at the base).
+fn simulate(algo: Algo, s: &Scenario, shaping: Option<ShapingConfig>) -> Trace {
+    match algo {
+        Algo::Aimd => {
+            let d = AimdConfig::default();
+            let shaping = shaping.unwrap_or(d.shaping);
+            run(s, AimdLimit::new(AimdConfig { shaping, ..d }).unwrap())
+        }
+        Algo::Gradient => {
+            let d = GradientConfig::default();
+            let shaping = shaping.unwrap_or(d.shaping);
+            run(
+                s,
+                GradientLimit::new(GradientConfig { shaping, ..d }).unwrap(),
+            )
+        }
+        Algo::Vegas => {
+            let d = VegasConfig::default();
+            let shaping = shaping.unwrap_or(d.shaping);
+            run(s, VegasLimit::new(VegasConfig { shaping, ..d }).unwrap())
+        }
+        Algo::Wip => {
+            let d = WipConfig::default();
+            let shaping = shaping.unwrap_or(ShapingConfig {
+                max: 4 * W,
+                ..d.shaping
+            });
+            run(s, WipLimit::new(WipConfig { shaping, ..d }).unwrap())
+        }
+    }
+}
+
+fn reference(duration: u64, seed: u64) -> Scenario {
+    Scenario {
+        duration: secs(duration),
+        seed,
+        ..Scenario::default()
+    }
+}
+
+fn report(test: &str, algo: Algo, what: &str, l: &LimitStats, extra: &str) {
+    eprintln!(
+        "{test:<12} {:<9} {what:<18} mean {:6.1} = {:.3} × best  min {:3}  max {:3}  {extra}",
+        format!("{algo:?}"),
+        l.mean,
+        l.mean_ratio,
+        l.min,
+        l.max,
+    );
+}
+
+fn within(algo: Algo, what: &str, l: &LimitStats, (lo, hi): (f64, f64)) {
+    assert!(
+        (lo..=hi).contains(&l.mean_ratio),
+        "{algo:?} {what}: mean limit {:.1} = {:.3} × best, want {lo}..{hi}",
+        l.mean,
+        l.mean_ratio
+    );
+}
+
+fn stddev(t: &Trace, from: Duration, to: Duration) -> f64 {
+    let v: Vec<f64> = t
+        .between(from, to)
+        .filter(|p| !p.probing())
+        .map(|p| p.limit as f64)
+        .collect();
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+/// Vegas' target as a multiple of `w`: `W + alpha … W + beta` with D = 1
+/// (alpha 3, beta 6) for W < 100, widened by 2 for the sampling error of
+/// `rtt_noload` (a 200-sample mean: ±1 % is ±0.5 request at L = 55) and
+/// the integer limit.
+fn vegas_band(w: usize) -> (f64, f64) {
+    let w = w as f64;
+    ((w + 3.0 - 2.0) / w, (w + 6.0 + 2.0) / w)
+}
+
+// ---------------------------------------------------------------------------
+// Convergence: from the floor (3) to C* = 50.
+//
+// N per algorithm, from its growth rule (one decision per ~1 s window, after
+// a first probe that fills the baseline pool, 200 samples at 3 in flight
+// ≈ 3.5 s):
+// - aimd: +1 a window up to 10 (7 windows), then ×1.1 to 50 (17) → ~28 s;
+//   N = 30 s.
+// - gradient: +√L a window, 2(√50 − √3) ≈ 11 windows → ~15 s; N = 20 s.
+// - vegas: +beta (6) a window while nothing queues, ~8 windows; N = 15 s.
+// - wip: no search; the cold-start ramp (60 s to a base of 200) lets it up
+//   to 2 W by ~30 s, where it halves to W; N = 45 s, averaged over 60 s
+//   (a whole W..2 W cycle).
+// The mean over [N, N + span] must be in the band, goodput at least 95 %
+// of capacity, and mean latency at most `hi × S` (+2 %).
+// ---------------------------------------------------------------------------
+
+fn convergence(algo: Algo, n: u64, span: u64, band: (f64, f64)) {
+    for seed in SEEDS {
+        let s = reference(n + span, seed);
+        let t = simulate(algo, &s, None);
+        let (from, to) = (secs(n), secs(n + span));
+        let l = t.limit(from, to);
+        let goodput = t.goodput(from, to);
+        let latency = t.latency(from, to);
+        report(
+            "convergence",
+            algo,
+            &format!("seed {seed} {n}s..{}s", n + span),
+            &l,
+            &format!("goodput {goodput:.0}/s, latency {latency:.1?}"),
+        );
+        within(algo, "convergence", &l, band);
+        assert!(
+            goodput >= 0.95 * s.backend.capacity_rps(),
+            "{algo:?}: goodput {goodput:.0}"
+        );
+        let most = s.backend.service_time.mul_f64(band.1.max(1.0) * 1.02);
+        assert!(latency <= most, "{algo:?}: latency {latency:?} > {most:?}");
+    }
+}
+
+#[test]
+fn aimd_converges_within_15_percent_in_30s() {
+    convergence(Algo::Aimd, 30, 40, (0.9, 1.15));
+}
+
+/// Gradient parks at its tolerance (1.1 × the unloaded median), which
+/// costs it the ±10 % bound: 1.10–1.18 × best here.
+#[test]
+fn gradient_converges_within_20_percent_in_20s() {
+    convergence(Algo::Gradient, 20, 40, (0.9, 1.2));
+}
+
+#[test]
+fn vegas_converges_to_its_queue_band_in_15s() {
+    convergence(Algo::Vegas, 15, 40, vegas_band(W));
+}
+
+#[test]
+fn wip_converges_between_w_and_2w_in_45s() {
+    convergence(Algo::Wip, 45, 60, (0.9, 1.5));
+}
+
+// ---------------------------------------------------------------------------
+// Tracking: at t = 60 s the backend loses half its workers (C* 50 → 25);
+// the limit must follow. Mean over [60 + N, 60 + N + 40].
+// - aimd: ×0.85 a window, 0.85^4 ≈ 0.52 → ~5 s; N = 10 s.
+// - gradient: at most −10 % a window (smoothing 0.2 × gradient 0.5), less
+//   as it nears the knee: 0.9^7 ≈ 0.48 plus the tail → N = 25 s.
+// - vegas: −D = −1 a window from ~55 to ~31: ~25 windows → N = 30 s.
+// - wip: ÷2 in one window → N = 5 s.
+// Also reported: the first time after the drop that the limit is within
+// +20 % of the new best.
+// ---------------------------------------------------------------------------
+
+fn tracking(algo: Algo, n: u64, band: (f64, f64)) {
+    for seed in SEEDS {
+        let s = Scenario {
+            changes: vec![(secs(60), Change::Workers(W / 2))],
+            ..reference(60 + n + 40, seed)
+        };
+        let t = simulate(algo, &s, None);
+        let l = t.limit(secs(60 + n), secs(60 + n + 40));
+        let first = t
+            .between(secs(60), secs(60 + n + 40))
+            .find(|p| !p.probing() && p.limit as f64 <= 1.2 * (W / 2) as f64)
+            .map(|p| (p.t - secs(60)).as_secs_f64());
+        report(
+            "tracking",
+            algo,
+            &format!("seed {seed} {}s..{}s", 60 + n, 60 + n + 40),
+            &l,
+            &format!("≤ 1.2 × the new best {first:.1?} s after the drop"),
+        );
+        within(algo, "tracking", &l, band);
+    }
+}
+
+#[test]
+fn aimd_tracks_a_halving_of_capacity_in_10s() {
+    tracking(Algo::Aimd, 10, (0.9, 1.15));
+}
+
+#[test]
+fn gradient_tracks_a_halving_of_capacity_in_25s() {
+    tracking(Algo::Gradient, 25, (0.9, 1.2));
+}
+
+/// At W = 25 Vegas' 3–6 queued requests are 12–24 % of C*.
+#[test]
+fn vegas_tracks_a_halving_of_capacity_in_30s() {
+    tracking(Algo::Vegas, 30, vegas_band(W / 2));
+}
+
+#[test]
+fn wip_tracks_a_halving_of_capacity_in_5s() {
+    tracking(Algo::Wip, 5, (0.9, 1.5));
+}
+
+// ---------------------------------------------------------------------------
+// Stability: steady load, 120 s; over the last 60 s (probe points left
+// out) the limit stays in a band no wider than ±25 % of C*
+// (max − min ≤ 0.5 W) and its standard deviation is at most 10 % of C*.
+// ---------------------------------------------------------------------------
+
+fn stability(algo: Algo, max_range: f64, max_sd: f64) -> Vec<LimitStats> {
+    let mut all = Vec::new();
+    for seed in SEEDS {
+        let t = simulate(algo, &reference(120, seed), None);
+        let l = t.limit(secs(60), secs(120));
+        let sd = stddev(&t, secs(60), secs(120));
+        let range = (l.max - l.min) as f64;
+        report(
+            "stability",
+            algo,
+            &format!("seed {seed} 60s..120s"),
+            &l,
+            &format!(
+                "range {range:.0} = {:.2} W, stddev {sd:.1} = {:.3} W",
+                range / W as f64,
+                sd / W as f64
+            ),
+        );
+        assert!(
+            range <= max_range * W as f64,
+            "{algo:?}: range {range} > {max_range} W"
+        );
+        assert!(
+            sd <= max_sd * W as f64,
+            "{algo:?}: stddev {sd:.1} > {max_sd} W"
+        );
+        all.push(l);
+    }
+    all
+}
+
+#[test]
+fn aimd_is_stable_at_steady_load() {
+    stability(Algo::Aimd, 0.5, 0.1);
+}
+
+#[test]
+fn gradient_is_stable_at_steady_load() {
+    stability(Algo::Gradient, 0.5, 0.1);
+}
+
+#[test]
+fn vegas_is_stable_at_steady_load() {
+    stability(Algo::Vegas, 0.5, 0.1);
+}
+
+/// WIP halves and climbs back by design, so it swings between W and 2 W
+/// (multiplier 2.0) plus one recovery step (+5 % of its base of 4 W): it is
+/// held to range ≤ 1.5 W and stddev ≤ 0.4 W, and to staying within
+/// [0.9 W, 2.5 W].
+#[test]
+fn wip_stays_between_w_and_2w_at_steady_load() {
+    for l in stability(Algo::Wip, 1.5, 0.4) {
+        assert!(l.min as f64 >= 0.9 * W as f64 && l.max as f64 <= 2.5 * W as f64);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// No upward ratchet: three times the capacity offered for 5 minutes, on a
+// backend that gets slower as its queue grows (contention 0.05) with a
+// 500 ms client timeout. Neither the limit nor the baseline may creep up:
+// the mean limit over the last minute at most 0.1 W above the mean over
+// the second minute, the baseline at 300 s within 10 % of the baseline at
+// 60 s, and goodput at least 90 % of capacity throughout.
+// ---------------------------------------------------------------------------
+
+fn no_ratchet(algo: Algo, max_creep: f64) {
+    let backend = Backend {
+        contention: 0.05,
+        timeout: Some(Duration::from_millis(500)),
+        ..Backend::default()
+    };
+    let s = Scenario {
+        offered_rps: 3.0 * backend.capacity_rps(),
+        backend,
+        duration: secs(300),
+        resolution: Duration::from_millis(250),
+        ..Scenario::default()
+    };
+    let t = simulate(algo, &s, None);
+    let early = t.limit(secs(60), secs(120));
+    let late = t.limit(secs(240), secs(300));
+    let baseline_at = |at: u64| {
+        t.between(secs(at - 1), secs(at))
+            .find_map(|p| p.baseline)
+            .expect("a baseline")
+    };
+    let (b60, b300) = (baseline_at(60), baseline_at(300));
+    let goodput = t.goodput(secs(60), secs(300));
+    report("no-ratchet", algo, "60s..120s", &early, "");
+    report(
+        "no-ratchet",
+        algo,
+        "240s..300s",
+        &late,
+        &format!("baseline {b60:.1?} → {b300:.1?}, goodput {goodput:.0}/s"),
+    );
+    assert!(
+        late.mean <= early.mean + max_creep * W as f64,
+        "{algo:?}: limit crept from {:.1} to {:.1}",
+        early.mean,
+        late.mean
+    );
+    assert!(
+        b300.as_secs_f64() <= 1.1 * b60.as_secs_f64(),
+        "{algo:?}: baseline drifted from {b60:?} to {b300:?}"
+    );
+    assert!(
+        goodput >= 0.9 * s.backend.capacity_rps(),
+        "{algo:?}: goodput {goodput:.0}"
+    );
+}
+
+#[test]
+fn aimd_does_not_ratchet_under_sustained_overload() {
+    no_ratchet(Algo::Aimd, 0.1);
+}
+
+#[test]
+fn gradient_does_not_ratchet_under_sustained_overload() {
+    no_ratchet(Algo::Gradient, 0.1);
+}
+
+#[test]
+fn vegas_does_not_ratchet_under_sustained_overload() {
+    no_ratchet(Algo::Vegas, 0.1);
+}
+
+/// WIP's one-minute means depend on where its W..2 W sawtooth is, so it
+/// gets 0.25 W of slack; what bounds it is the multiplier (checked by the
+/// stability test).
+#[test]
+fn wip_does_not_ratchet_under_sustained_overload() {
+    no_ratchet(Algo::Wip, 0.25);
+}
+
+// ---------------------------------------------------------------------------
+// Long-tailed latency: service times also multiplied by a log-normal factor
+// (σ = 0.5, so p99 ≈ 3.2 × p50), as real upstreams have. The limit must
+// neither collapse toward the floor nor run away: mean over [30 s, 80 s]
+// within the algorithm's band, goodput at least 85 % of capacity (the
+// probes at the floor take longer on a slow tail). This is
+// the scenario that chose the defaults (p50, 100-sample windows, a pooled
+// baseline): with p99 and 20-sample windows, AIMD sat at its floor.
+// ---------------------------------------------------------------------------
+
+fn long_tail(algo: Algo, band: (f64, f64)) {
+    for seed in SEEDS {
+        let s = Scenario {
+            backend: Backend {
+                tail: 0.5,
+                ..Backend::default()
+            },
+            offered_rps: 2000.0,
+            ..reference(80, seed)
+        };
+        let t = simulate(algo, &s, None);
+        let l = t.limit(secs(30), secs(80));
+        let goodput = t.goodput(secs(30), secs(80));
+        report(
+            "long-tail",
+            algo,
+            &format!("seed {seed} 30s..80s"),
+            &l,
+            &format!("goodput {goodput:.0}/s of {:.0}", s.backend.capacity_rps()),
+        );
+        within(algo, "long tail", &l, band);
+        assert!(
+            goodput >= 0.85 * s.backend.capacity_rps(),
+            "{algo:?}: goodput {goodput:.0}"
+        );
+    }
+}
+
+#[test]
+fn aimd_holds_the_knee_on_long_tailed_latency() {
+    long_tail(Algo::Aimd, (0.9, 1.15));
+}
+
+#[test]
+fn gradient_holds_on_long_tailed_latency() {
+    long_tail(Algo::Gradient, (0.9, 1.25));
+}
+
+#[test]
+fn vegas_holds_on_long_tailed_latency() {
+    long_tail(Algo::Vegas, (0.95, 1.3));
+}
+
+#[test]
+fn wip_holds_on_long_tailed_latency() {
+    long_tail(Algo::Wip, (0.8, 1.5));
+}
+
+// ---------------------------------------------------------------------------
+// Hysteresis, in the simulation: the backend loses half its workers at
+// 60 s and gets them back at 63 s, so every algorithm cuts and then wants
+// to grow straight back. Over the whole run the limit never rises within
+// `stable_for` of a fall, except when a probe hands the limit back, or the
+// fall was a gradient's trim (a cut within the noise, which by design does
+// not hold growth); and some rise was held back (a `hysteresis` decision).
+// `stable_for` is 5 s here (10 s by default) so the 120 s run has several
+// holds to check.
+// ---------------------------------------------------------------------------
+
+fn hysteresis(algo: Algo) {
+    let stable_for = secs(5);
+    let shaping = ShapingConfig {
+        stable_for,
+        max: if algo == Algo::Wip { 4 * W } else { 1000 },
+        ..ShapingConfig::default()
+    };
+    let s = Scenario {
+        changes: vec![
+            (secs(60), Change::Workers(W / 2)),
+            (secs(63), Change::Workers(W)),
+        ],
+        ..reference(120, 1)
+    };
+    let t = simulate(algo, &s, Some(shaping));
+    let p = &t.points;
+    let probe = |i: usize| {
+        p[i].probing() || p[i - 1].probing() || p[i].cause.map(|c| c.as_str()) == Some("probed")
+    };
+    let (mut falls, mut held) = (0, 0);
+    for i in 1..p.len() {
+        let trim = p[i].cause.map(|c| c.as_str()) == Some("trim");
+        if p[i].limit >= p[i - 1].limit || probe(i) || trim {
+            continue;
+        }
+        falls += 1;
+        // A fall between points i−1 and i: no rise before t[i−1] + stable_for.
+        let until = p[i - 1].t + stable_for;
+        for j in i + 1..p.len() {
+            if p[j].t >= until {
+                break;
+            }
+            if probe(j) {
+                continue;
+            }
+            assert!(
+                p[j].limit <= p[j - 1].limit,
+                "{algo:?}: rose {} → {} at {:?}, {:?} after a fall at {:?}",
+                p[j - 1].limit,
+                p[j].limit,
+                p[j].t,
+                p[j].t - p[i].t,
+                p[i].t
+            );
+            if p[j].cause.map(|c| c.as_str()) == Some("hysteresis") {
+                held += 1;
+            }
+        }
+    }
+    eprintln!("hysteresis   {algo:<9?} {falls} falls checked, {held} points held by hysteresis");
+    assert!(falls >= 2, "{algo:?}: only {falls} falls");
+    assert!(held > 0, "{algo:?}: hysteresis never held a rise");
+}
+
+#[test]
+fn aimd_never_rises_within_stable_for_of_a_fall() {
+    hysteresis(Algo::Aimd);
+}
+
+#[test]
+fn gradient_never_rises_within_stable_for_of_a_fall() {
+    hysteresis(Algo::Gradient);
+}
+
+#[test]
+fn vegas_never_rises_within_stable_for_of_a_fall() {
+    hysteresis(Algo::Vegas);
+}
+
+#[test]
+fn wip_never_rises_within_stable_for_of_a_fall() {
+    hysteresis(Algo::Wip);
+}
+
+// ---------------------------------------------------------------------------
+// Cold-start ramp: a backend with room for far more than `max` (400 workers
+// × 200 ms, offered 2500 req/s), ramp 3 → 300 over 90 s. At every point the
+// limit is at most the ramp cap `3 + 297 × t / 90 s` (t from the start,
+// which is a looser cap than the one from the first sample), the ramp binds
+// at least once (a `ramp_up` decision), and the limit gets near `max` by
+// the end.
+// ---------------------------------------------------------------------------
+
+fn ramp(algo: Algo) {
+    let (min, max, ramp) = (3usize, 300usize, secs(90));
+    let shaping = ShapingConfig {
+        min,
+        max,
+        ramp_up: ramp,
+        ..ShapingConfig::default()
+    };
+    let s = Scenario {
+        backend: Backend {
+            workers: 400,
+            service_time: Duration::from_millis(200),
+            ..Backend::default()
+        },
+        offered_rps: 2500.0,
+        duration: secs(110),
+        resolution: Duration::from_millis(250),
+        ..Scenario::default()
+    };
+    let t = simulate(algo, &s, Some(shaping));
+    let cap = |at: Duration| {
+        min as f64 + (max - min) as f64 * (at.as_secs_f64() / ramp.as_secs_f64()).min(1.0)
+    };
+    let mut bound = 0usize;
+    for p in &t.points {
+        assert!(
+            p.limit as f64 <= cap(p.t) + 1e-9,
+            "{algo:?}: limit {} above the ramp cap {:.1} at {:?}",
+            p.limit,
+            cap(p.t),
+            p.t
+        );
+        bound += usize::from(p.cause.map(|c| c.as_str()) == Some("ramp_up"));
+    }
+    let end = t.limit(secs(100), secs(110));
+    report(
+        "ramp-up",
+        algo,
+        "100s..110s",
+        &end,
+        &format!("{bound} points capped by the ramp"),
+    );
+    assert!(bound > 0, "{algo:?}: the ramp never bound");
+    assert!(
+        end.mean >= 0.9 * max as f64,
+        "{algo:?}: ended at {:.1}",
+        end.mean
+    );
+}
+
+#[test]
+fn aimd_stays_under_the_ramp_cap() {
+    ramp(Algo::Aimd);
+}
+
+#[test]
+fn gradient_stays_under_the_ramp_cap() {
+    ramp(Algo::Gradient);
+}
+
+#[test]
+fn vegas_stays_under_the_ramp_cap() {
+    ramp(Algo::Vegas);
+}
+
+#[test]
+fn wip_stays_under_the_ramp_cap() {
+    ramp(Algo::Wip);
+}
+
+// ---------------------------------------------------------------------------
+// Vegas' excess over C* is a number of requests, not a fraction: at
+// W = 200 (D = 2: alpha 6, beta 12) it is within 10 %.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn vegas_is_within_10_percent_of_a_larger_backend() {
+    let backend = Backend {
+        workers: 200,
+        service_time: Duration::from_millis(100),
+        ..Backend::default()
+    };
+    let s = Scenario {
+        offered_rps: 2.0 * backend.capacity_rps(),
+        backend,
+        duration: secs(60),
+        resolution: Duration::from_millis(250),
+        ..Scenario::default()
+    };
+    let t = simulate(Algo::Vegas, &s, None);
+    let l = t.limit(secs(30), secs(60));
+    report("vegas W=200", Algo::Vegas, "30s..60s", &l, "");
+    within(Algo::Vegas, "W = 200", &l, (0.9, 1.1));
+}
+
+// ---------------------------------------------------------------------------
+// A limit chosen at run time, boxed, drives the limiter like any other, and
+// explains itself.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_boxed_limit_is_a_limit_and_explains_itself() {
+    use floodwall_core::{FixedLimit, Limit};
+    let pick = |name: &str| -> Box<dyn Limit> {
+        match name {
+            "aimd" => Box::new(AimdLimit::new(AimdConfig::default()).unwrap()),
+            _ => Box::new(FixedLimit::new(W)),
+        }
+    };
+    assert_eq!(pick("fixed").explain(), None);
+    let t = run(&reference(20, 1), pick("aimd"));
+    let last = t.points.last().unwrap();
+    assert!(last.limit > 3, "it grew from the floor: {}", last.limit);
+    assert!(last.cause.is_some() && last.baseline.is_some());
+}
