@@ -295,3 +295,22 @@ fn an_outside_constraint_caps_the_limit_and_lifts() {
     assert!(l.try_acquire(&r).is_ok());
     drop(two);
 }
+
+#[test]
+fn under_a_probe_constraint_batch_is_shed_before_interactive() {
+    // limit 10: interactive reserves 5, batch 1.
+    let (l, _) = limiter(10, LimiterConfig::default());
+    let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
+    // A constraint at the algorithm's own limit changes no number, only
+    // who may borrow.
+    l.set_constraint(Some(10));
+    let batch = take(&l, b, 1);
+    assert_eq!(
+        l.try_acquire(&b).unwrap_err().reason,
+        Reason::WipLimitExceeded,
+        "batch keeps only its own reserved slot while constrained"
+    );
+    let inter = take(&l, i, 9);
+    assert_eq!(l.inflight(), 10, "interactive may use everything else");
+    drop((batch, inter));
+}

@@ -13,7 +13,9 @@
 //! being idle gets its slots back as borrowed requests finish: at most one
 //! request duration later. A tenant above `floor(L × max_share)` is refused
 //! (429) while someone under their share was refused or queued within the
-//! tenant contention window.
+//! tenant contention window. While an outside constraint is set (a
+//! bottleneck probe reports saturation), classes below the first may not
+//! borrow at all, so lower priorities are shed first.
 //!
 //! There is no global lock: admission is a handful of atomic operations on
 //! per-class counters. Checks read counters that other threads may be
@@ -26,7 +28,7 @@ use super::queue::{Acquire, WaitQueue};
 use super::rejection::{Reason, Rejection};
 use super::tenants::{TenantKey, TenantTable};
 use crate::clock::{duration_nanos, Clock, Nanos};
-use crate::limit::{Limit, Outcome, Sample};
+use crate::limit::{Decision, Limit, Outcome, Sample};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -183,6 +185,12 @@ pub struct Snapshot {
     pub tenant_contended: bool,
     /// The smoothed request duration the retry-after estimate uses.
     pub ewma_rtt: Duration,
+    /// The algorithm's own limit, before any outside constraint.
+    pub algorithm_limit: usize,
+    /// The outside constraint (bottleneck probes), if any.
+    pub constraint: Option<usize>,
+    /// The algorithm's last decision, for "why is the limit what it is".
+    pub decision: Option<Decision>,
     /// Per-class figures, highest priority first.
     pub classes: Vec<ClassSnapshot>,
 }
@@ -254,6 +262,14 @@ impl Limiter {
     /// The limit algorithm's own figure, before any outside constraint.
     pub fn algorithm_limit(&self) -> usize {
         self.algo_limit.load(Ordering::Acquire)
+    }
+
+    /// The algorithm's last decision, if it has made one.
+    pub fn explain(&self) -> Option<Decision> {
+        self.algorithm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .explain()
     }
 
     /// The outside constraint, if one is set.
@@ -402,6 +418,12 @@ impl Limiter {
     /// Rule 2 of the module doc: borrowing never takes an active class's
     /// unused reservation.
     fn may_borrow(&self, ci: usize, in_c: usize, limit: usize, now: Nanos) -> bool {
+        // While the bottleneck itself says it is saturated, lower classes
+        // keep only their own reservations: batch is shed before
+        // interactive loses anything.
+        if ci > 0 && self.constraint.load(Ordering::Relaxed) != usize::MAX {
+            return false;
+        }
         let mut need = in_c;
         for (oi, o) in self.classes.iter().enumerate() {
             if oi == ci {
@@ -566,6 +588,9 @@ impl Limiter {
             tenants_active: self.tenants.as_ref().map_or(0, |t| t.active()),
             tenant_contended: self.tenants.is_some() && self.tenant_contended(),
             ewma_rtt: Duration::from_nanos(load(&self.ewma_rtt)),
+            algorithm_limit: self.algorithm_limit(),
+            constraint: self.constraint(),
+            decision: self.explain(),
             classes: self
                 .classes
                 .iter()
