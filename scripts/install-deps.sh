@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, on a bare
-# Debian machine: promtool (package prometheus) to lint /metrics.
+# Debian machine: promtool (package prometheus) to lint /metrics, and
+# PostgreSQL's server binaries (package postgresql) for the probe tests,
+# which start throwaway clusters with initdb and pg_ctl.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# Debian puts initdb in /usr/lib/postgresql/<version>/bin, off the PATH.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
@@ -19,3 +25,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 echo "install-deps: promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}')"
+initdb_bin=$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
+echo "install-deps: $("$initdb_bin" --version)"

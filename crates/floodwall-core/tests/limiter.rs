@@ -158,14 +158,25 @@ fn tenant_cap_applies_only_while_others_are_refused() {
     let _o = l
         .try_acquire(&other)
         .expect("the freed slot goes to the other tenant");
-    // Hot tenant stays refused down to its cap of 3.
-    held.truncate(3);
+    // Over its cap of 3, the hot tenant may still take free slots while
+    // one share (3) stays free for the others...
+    held.truncate(5); // hot 5 + other 1 = 6 in flight, 4 free
+    let extra = l
+        .try_acquire(&hot)
+        .expect("7 in flight leaves a share free");
+    // ...but not one of the last share.
     assert_eq!(
         l.try_acquire(&hot).unwrap_err().reason,
         Reason::TenantLimitExceeded
     );
-    held.pop();
-    assert!(l.try_acquire(&hot).is_ok(), "under the cap again");
+    drop(extra);
+    held.truncate(2);
+    let anonymous = Request {
+        class,
+        tenant: None,
+    };
+    let _more = take(&l, anonymous, 5); // hot 2 + other 1 + 5 = 8 in flight
+    assert!(l.try_acquire(&hot).is_ok(), "under its cap, always");
     // The hot tenant's own 429s do not keep contention alive.
     clock.advance(Duration::from_millis(1100));
     assert!(!l.tenant_contended());

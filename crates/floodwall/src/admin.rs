@@ -21,6 +21,25 @@ pub struct Admin {
     /// Set once shutdown has begun: `/readyz` turns 503 so load balancers
     /// stop sending new work while admitted requests drain.
     pub draining: Arc<AtomicBool>,
+    /// The bottleneck probes, for `/status` (`ProbeSet::status`,
+    /// `ProbeSet::limited_by`) and `/metrics` (`ProbeSet::encode`).
+    pub probes: Arc<crate::probe::ProbeSet>,
+}
+
+/// One line saying what sets the limit now: an outside constraint (a
+/// bottleneck probe), the algorithm's last decision, or a fixed value.
+fn limited_by(s: &floodwall_core::Snapshot, probe: Option<String>) -> String {
+    match (s.constraint, &s.decision) {
+        (Some(c), _) if c < s.algorithm_limit => format!(
+            "limited by {} to {c} (the {} algorithm allows {})",
+            probe.unwrap_or_else(|| "a probe".into()),
+            s.algorithm,
+            s.algorithm_limit
+        ),
+        (_, Some(d)) => format!("{}: {}", s.algorithm, d.detail),
+        (_, None) if s.algorithm == "fixed" => format!("fixed limit of {}", s.limit),
+        (_, None) => format!("{}: starting at {}, no decision yet", s.algorithm, s.limit),
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -47,7 +66,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/metrics" => {
-                let text = self.metrics().render(self.routes());
+                let text = self.metrics().render(self.routes(), &self.probes);
                 let wants_openmetrics = req
                     .headers()
                     .get(header::ACCEPT)
@@ -125,7 +144,15 @@ impl Admin {
                     "upstream": route.upstream.name,
                     "algorithm": s.algorithm,
                     "limit": s.limit,
-                    "limited_by": format!("{} limit of {}", s.algorithm, s.limit),
+                    "algorithm_limit": s.algorithm_limit,
+                    "constraint": s.constraint,
+                    "limited_by": limited_by(&s, self.probes.limited_by(&route.name)),
+                    "last_decision": s.decision.as_ref().map(|d| json!({
+                        "cause": d.cause.as_str(),
+                        "from": d.from,
+                        "to": d.to,
+                        "detail": d.detail,
+                    })),
                     "inflight": s.inflight,
                     "queue_depth": s.queue_depth,
                     "tenants_active": s.tenants_active,
@@ -138,6 +165,7 @@ impl Admin {
         json!({
             "draining": self.draining.load(Ordering::Acquire),
             "routes": routes,
+            "probes": self.probes.status(),
         })
     }
 }

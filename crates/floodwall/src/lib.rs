@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod respond;
 pub mod server;

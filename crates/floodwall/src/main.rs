@@ -73,9 +73,13 @@ struct BenchArgs {
     /// Skip the direct (ungated) run.
     #[arg(long)]
     no_direct: bool,
-    /// Skip the in-process floodwall run.
+    /// Skip the in-process fixed-limit floodwall run.
     #[arg(long)]
     no_floodwall: bool,
+    /// Adaptive floodwall runs, one per algorithm (comma-separated; empty
+    /// for none).
+    #[arg(long, default_value = "aimd", value_delimiter = ',')]
+    adaptive: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,9 +93,13 @@ struct ServeArgs {
     /// The upstream URL, e.g. http://127.0.0.1:3000.
     #[arg(long)]
     upstream: Option<http::Uri>,
-    /// A fixed limit on requests in flight per route [default: 64].
+    /// Pin a fixed limit on requests in flight per route. Without it the
+    /// limit is adaptive (`--algorithm`, default aimd).
     #[arg(long)]
     limit: Option<usize>,
+    /// The limit algorithm: fixed, aimd, gradient, vegas or wip.
+    #[arg(long)]
+    algorithm: Option<String>,
     /// The admin listen address for /metrics, /status, /healthz, /readyz
     /// [default: 127.0.0.1:9464].
     #[arg(long)]
@@ -121,6 +129,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         targets.push(Target {
             name: format!("floodwall-fixed-{}", args.limit),
             kind: TargetKind::Floodwall { limit: args.limit },
+        });
+    }
+    for a in args.adaptive.iter().filter(|a| !a.is_empty()) {
+        targets.push(Target {
+            name: format!("floodwall-{a}"),
+            kind: TargetKind::Adaptive {
+                algorithm: a.clone(),
+            },
         });
     }
     for g in &args.gates {
@@ -194,15 +210,23 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         admin: args.admin,
         upstream: args.upstream.clone(),
         limit: args.limit,
+        algorithm: args.algorithm.clone(),
     };
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,
-        (None, Some(upstream)) => Config::simple(
-            args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
-            upstream.clone(),
-            args.limit.unwrap_or(64),
-            args.admin.unwrap_or(([127, 0, 0, 1], 9464).into()),
-        ),
+        (None, Some(upstream)) => {
+            let mut c = Config::simple(
+                args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
+                upstream.clone(),
+                args.limit.unwrap_or(64),
+                args.admin.unwrap_or(([127, 0, 0, 1], 9464).into()),
+            );
+            if args.limit.is_none() {
+                // Adaptive is the default: no limit to tune by hand.
+                c.routes[0].limit = floodwall::config::LimitConfig::default();
+            }
+            c
+        }
         (None, None) => anyhow::bail!("serve needs --upstream URL or --config FILE"),
     };
     config.apply_overrides(&overrides)?;

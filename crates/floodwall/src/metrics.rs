@@ -71,6 +71,12 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgorithmLabels {
+    route: String,
+    algorithm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     route: String,
     class: String,
@@ -136,11 +142,12 @@ impl Metrics {
     }
 
     /// Renders the exposition for `router`'s routes.
-    pub fn render(&self, router: &Router) -> String {
+    pub fn render(&self, router: &Router, probes: &crate::probe::ProbeSet) -> String {
         let wip_current = Family::<ClassLabels, Gauge>::default();
         let wip_limit = Family::<ClassLabels, Gauge>::default();
         let wip_reserved = Family::<ClassLabels, Gauge>::default();
         let limit = Family::<RouteLabels, Gauge>::default();
+        let algorithm = Family::<AlgorithmLabels, Gauge>::default();
         let queue_depth = Family::<RouteLabels, Gauge>::default();
         let tenants = Family::<RouteLabels, Gauge>::default();
         let requests = Family::<OutcomeLabels, Counter>::default();
@@ -153,6 +160,12 @@ impl Metrics {
                 route: route.name.clone(),
             };
             limit.get_or_create(&r).set(s.limit as i64);
+            algorithm
+                .get_or_create(&AlgorithmLabels {
+                    route: route.name.clone(),
+                    algorithm: s.algorithm.to_owned(),
+                })
+                .set(s.algorithm_limit as i64);
             queue_depth.get_or_create(&r).set(s.queue_depth as i64);
             tenants.get_or_create(&r).set(s.tenants_active as i64);
             let held: usize = s
@@ -228,7 +241,16 @@ impl Metrics {
             "Slots reserved for this class at the current limit",
             wip_reserved,
         );
-        reg.register("floodwall_limit", "The route's effective limit", limit);
+        reg.register(
+            "floodwall_limit",
+            "The route's effective limit: the algorithm's, capped by any probe constraint",
+            limit,
+        );
+        reg.register(
+            "floodwall_limit_algorithm",
+            "The limit the route's algorithm (label) wants, before probe constraints",
+            algorithm,
+        );
         reg.register(
             "floodwall_queue_depth",
             "Requests waiting in the route's queue",
@@ -255,6 +277,7 @@ impl Metrics {
             Unit::Seconds,
             self.request_duration.clone(),
         );
+        probes.encode(&mut reg);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg)
             .expect("writing to a String cannot fail");

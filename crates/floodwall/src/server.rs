@@ -3,6 +3,7 @@
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::probe::{self, ProbeSet};
 use crate::proxy::{Proxy, Router};
 use floodwall_core::MonotonicClock;
 use hyper::service::service_fn;
@@ -27,6 +28,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The proxy state, for in-process inspection.
     pub proxy: Arc<Proxy>,
+    /// The bottleneck probes (`[[probes]]`), for in-process inspection.
+    pub probes: Arc<ProbeSet>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -38,6 +41,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        self.probes.stop().await;
     }
 }
 
@@ -69,9 +73,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let draining = Arc::new(AtomicBool::new(false));
+    // After the router, so probes constrain the gates requests will use.
+    let probes = probe::start(&config, &proxy)?;
     let admin = Arc::new(Admin {
         router: proxy.clone(),
         draining: draining.clone(),
+        probes: probes.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let builder = http_builder(&config);
@@ -95,6 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy_addr,
         admin_addr,
         proxy,
+        probes,
         stop,
         task,
     })

@@ -125,7 +125,8 @@ fn minimal_config_gets_every_default() {
     assert_eq!(route.host, None);
     assert_eq!(route.upstream, "api");
     assert_eq!(route.class, None);
-    assert_eq!(route.limit, LimitConfig::Fixed { value: 64 });
+    assert_eq!(route.limit, LimitConfig::default());
+    assert_eq!(route.limit.algorithm(), "aimd", "adaptive is the default");
     assert_eq!(route.queue.capacity, 0);
     assert_eq!(route.queue.timeout, Duration::from_millis(100));
     assert_eq!(route.queue.order, QueueOrder::Fifo);
@@ -325,9 +326,40 @@ fn unknown_key_in_the_limit_table_is_refused() {
 #[test]
 fn unknown_limit_algorithm_is_refused() {
     let message = error_of(&with_route_tables(
+        "[routes.limit]\nalgorithm = \"bogus\"\nvalue = 3",
+    ));
+    assert_mentions(&message, &["bogus", "fixed", "aimd", "line"]);
+}
+
+#[test]
+fn a_key_of_another_algorithm_is_refused_by_name() {
+    let message = error_of(&with_route_tables(
+        "[routes.limit]\nalgorithm = \"aimd\"\nsmoothing = 0.5",
+    ));
+    assert_mentions(&message, &["routes[0].limit.smoothing", "gradient"]);
+    let message = error_of(&with_route_tables(
         "[routes.limit]\nalgorithm = \"vegas\"\nvalue = 3",
     ));
-    assert_mentions(&message, &["vegas", "fixed", "line"]);
+    assert_mentions(&message, &["value", "line"]);
+}
+
+#[test]
+fn adaptive_limits_are_validated_by_key() {
+    let message = error_of(&with_route_tables(
+        "[routes.limit]\nalgorithm = \"gradient\"\nmin = 50\nmax = 10",
+    ));
+    assert_mentions(&message, &["routes[0].limit."]);
+    let message = error_of(&with_route_tables(
+        "[routes.limit]\nalgorithm = \"wip\"\nbaseline = \"soon\"",
+    ));
+    assert_mentions(&message, &["routes[0].limit.baseline", "probe"]);
+    for algorithm in ["fixed", "aimd", "gradient", "vegas", "wip"] {
+        let config = Config::from_toml_str(&with_route_tables(&format!(
+            "[routes.limit]\nalgorithm = \"{algorithm}\""
+        )))
+        .unwrap();
+        assert_eq!(config.routes[0].limit.algorithm(), algorithm);
+    }
 }
 
 #[test]
@@ -846,6 +878,7 @@ fn flags_override_the_file() {
             admin: Some(addr("0.0.0.0:5678")),
             upstream: Some(uri("http://10.0.0.1:81")),
             limit: Some(7),
+            algorithm: None,
         })
         .unwrap();
     assert_eq!(config.server.listen, addr("0.0.0.0:1234"));

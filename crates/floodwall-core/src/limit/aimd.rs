@@ -238,6 +238,7 @@ mod tests {
                 ..ShapingConfig::default()
             },
             baseline: Baseline::Fixed(Duration::from_millis(10)),
+            tolerance: 1.15,
             ..AimdConfig::default()
         })
         .unwrap()

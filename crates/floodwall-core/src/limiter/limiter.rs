@@ -11,9 +11,11 @@
 //! So an active class's unused reservation is never borrowed, while an idle
 //! class's is lent out and nothing is wasted. A class that comes back after
 //! being idle gets its slots back as borrowed requests finish: at most one
-//! request duration later. A tenant above `floor(L × max_share)` is refused
-//! (429) while someone under their share was refused or queued within the
-//! tenant contention window. While an outside constraint is set (a
+//! request duration later. A tenant at `floor(L × max_share)` slots or more
+//! is refused (429) while someone under their share was refused or queued
+//! within the tenant contention window *and* fewer than one share of slots
+//! is free: the cap keeps a share free for the others, but never leaves the
+//! rest of the gate idle. While an outside constraint is set (a
 //! bottleneck probe reports saturation), classes below the first may not
 //! borrow at all, so lower priorities are shed first.
 //!
@@ -459,10 +461,17 @@ impl Limiter {
         }
     }
 
+    /// The cap that applies to a new admission now, if any: only under
+    /// contention, and only once the gate is within one share of full.
+    /// Below that the tenant may still take free slots, so a cap never
+    /// leaves capacity idle while one share stays free for the others.
     fn tenant_cap_now(&self, limit: usize, now: Nanos) -> Option<usize> {
         self.tenants.as_ref()?;
-        self.within(&self.last_entitled_refusal, self.tenant_window, now)
-            .then(|| ((limit as f64 * self.tenant_share) as usize).max(1))
+        if !self.within(&self.last_entitled_refusal, self.tenant_window, now) {
+            return None;
+        }
+        let cap = ((limit as f64 * self.tenant_share) as usize).max(1);
+        (self.inflight() + 1 + cap > limit).then_some(cap)
     }
 
     /// Records a refusal and builds its [`Rejection`].

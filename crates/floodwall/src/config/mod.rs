@@ -20,7 +20,9 @@
 
 mod class;
 mod error;
+mod limit;
 mod overrides;
+pub mod probe;
 mod route;
 mod server;
 mod upstream;
@@ -34,7 +36,8 @@ use serde::Deserialize;
 pub use class::ClassConfig;
 pub use error::ConfigError;
 pub use overrides::Overrides;
-pub use route::{LimitConfig, QueueConfig, QueueOrder, RouteConfig, TenantConfig};
+pub use probe::{FailurePolicy, ProbeConfig, ProbeKind};
+pub use route::{AdaptiveConfig, LimitConfig, QueueConfig, QueueOrder, RouteConfig, TenantConfig};
 pub use server::{LogConfig, LogFormat, ServerConfig};
 pub use upstream::UpstreamConfig;
 
@@ -62,6 +65,10 @@ pub struct Config {
     /// at least one. The first route that matches a request wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Bottleneck probes (`[[probes]]`): constraints on every route's limit
+    /// that come from outside the request stream. None by default.
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
 }
 
 impl Config {
@@ -120,6 +127,7 @@ impl Config {
                 limit: LimitConfig::Fixed { value: limit },
                 ..RouteConfig::new(NAME, NAME)
             }],
+            probes: Vec::new(),
         }
     }
 }

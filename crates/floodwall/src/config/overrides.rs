@@ -16,6 +16,10 @@ pub struct Overrides {
     pub upstream: Option<http::Uri>,
     /// `--limit`: sets every route's limit to a fixed limit of this value.
     pub limit: Option<usize>,
+    /// `--algorithm`: sets every route's limit algorithm, keeping the
+    /// file's keys when the route already uses that algorithm. Cannot be
+    /// combined with `--limit` unless it is `fixed`.
+    pub algorithm: Option<String>,
 }
 
 impl Config {
@@ -55,6 +59,29 @@ impl Config {
                             many.len()
                         ),
                     })
+                }
+            }
+        }
+        if let Some(name) = &o.algorithm {
+            let Some(fresh) = LimitConfig::named(name) else {
+                return Err(ConfigError::Flag {
+                    flag: "--algorithm",
+                    message: format!(
+                        "unknown algorithm {name:?} (known: fixed, aimd, gradient, vegas, wip)"
+                    ),
+                });
+            };
+            if o.limit.is_some() && name != "fixed" {
+                return Err(ConfigError::Flag {
+                    flag: "--limit",
+                    message: format!(
+                        "pins a fixed limit; it cannot be combined with --algorithm {name}"
+                    ),
+                });
+            }
+            for route in &mut self.routes {
+                if route.limit.algorithm() != name {
+                    route.limit = fresh.clone();
                 }
             }
         }

@@ -59,32 +59,154 @@ fn default_path_prefix() -> String {
 }
 
 /// How the concurrency limit of a route is set (`[routes.limit]`, chosen by
-/// its `algorithm` key).
-///
-/// Only `fixed` exists for now; adaptive algorithms will be further
-/// variants, which is why this is an enum.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// its `algorithm` key). Adaptive (`aimd`) is the default: a static limit
+/// must be tuned by hand, and a mis-tuned one either wastes capacity or lets
+/// the bottleneck collapse.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "algorithm", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LimitConfig {
     /// A constant limit: at most `value` requests in flight. Right when you
-    /// know what the upstream can take.
+    /// know what the upstream can take (HAProxy `maxconn`, nginx
+    /// `limit_conn`).
     Fixed {
         /// The number of requests allowed in flight at once; at least 1.
         #[serde(default = "default_limit")]
         value: usize,
     },
+    /// Additive increase, multiplicative decrease per window (seed 001):
+    /// errors → ×0.7, latency above tolerance × baseline → ×0.85, else
+    /// ×1.1. Follows capacity changes fastest; the default.
+    Aimd(AdaptiveConfig),
+    /// Latency gradient (Netflix Gradient2, Envoy adaptive concurrency):
+    /// the smoothest, parks a little above the knee.
+    Gradient(AdaptiveConfig),
+    /// TCP Vegas queue estimate: steady, slow to follow a capacity drop.
+    Vegas(AdaptiveConfig),
+    /// Seed 000's rule: halve while latency is above `multiplier` ×
+    /// baseline, recover gradually.
+    Wip(AdaptiveConfig),
 }
 
 impl Default for LimitConfig {
     fn default() -> Self {
-        LimitConfig::Fixed {
-            value: default_limit(),
+        LimitConfig::Aimd(AdaptiveConfig::default())
+    }
+}
+
+impl LimitConfig {
+    /// The algorithm's name, as written in the config.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            LimitConfig::Fixed { .. } => "fixed",
+            LimitConfig::Aimd(_) => "aimd",
+            LimitConfig::Gradient(_) => "gradient",
+            LimitConfig::Vegas(_) => "vegas",
+            LimitConfig::Wip(_) => "wip",
         }
+    }
+
+    /// The default settings of algorithm `name` (for `--algorithm`).
+    pub fn named(name: &str) -> Option<LimitConfig> {
+        Some(match name {
+            "fixed" => LimitConfig::Fixed {
+                value: default_limit(),
+            },
+            "aimd" => LimitConfig::Aimd(AdaptiveConfig::default()),
+            "gradient" => LimitConfig::Gradient(AdaptiveConfig::default()),
+            "vegas" => LimitConfig::Vegas(AdaptiveConfig::default()),
+            "wip" => LimitConfig::Wip(AdaptiveConfig::default()),
+            _ => return None,
+        })
     }
 }
 
 fn default_limit() -> usize {
     64
+}
+
+/// The keys of an adaptive limit. Unset keys take the algorithm's own
+/// defaults (docs/config.md lists them); keys that belong to another
+/// algorithm are refused by validation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// The floor: the limit never goes below it, and starts there.
+    pub min: usize,
+    /// The cap: the limit never goes above it.
+    pub max: usize,
+    /// Cold start: the cap rises from `min` to `max` over this time after
+    /// start, so a fresh replica does not grab everything at once.
+    #[serde(with = "humantime_serde")]
+    pub ramp_up: Duration,
+    /// Hysteresis: the limit only rises after latency has been stable for
+    /// this long. Decreases are immediate.
+    #[serde(with = "humantime_serde", default)]
+    pub stable_for: Option<Duration>,
+    /// Samples per decision window.
+    pub window_min_samples: Option<usize>,
+    /// Shortest decision window.
+    #[serde(with = "humantime_serde", default)]
+    pub window_min_duration: Option<Duration>,
+    /// Samples faster than this are ignored (cache hits, errors returned at
+    /// once).
+    #[serde(with = "humantime_serde", default)]
+    pub min_rtt: Option<Duration>,
+    /// `"probe"` (measure the unloaded latency now and then by pinning the
+    /// limit to `min` briefly) or a fixed duration such as `"50ms"`.
+    pub baseline: Option<String>,
+    /// How often the unloaded latency is re-measured.
+    #[serde(with = "humantime_serde", default)]
+    pub probe_interval: Option<Duration>,
+    /// Error + drop share of a window above which the limit backs off.
+    pub error_rate: Option<f64>,
+    /// Drop (timeout, upstream 503/429) share above which it backs off.
+    pub drop_rate: Option<f64>,
+    /// The multiplicative cut on errors or drops.
+    pub failure_backoff: Option<f64>,
+    /// `aimd`, `gradient`: latency may be this many times the baseline
+    /// before it counts as queueing.
+    pub tolerance: Option<f64>,
+    /// `aimd`: the cut when latency is above tolerance.
+    pub backoff: Option<f64>,
+    /// `aimd`: the growth factor of a healthy window.
+    pub increase: Option<f64>,
+    /// `gradient`: how fast the limit follows the gradient (0..1].
+    pub smoothing: Option<f64>,
+    /// `vegas`: grow while the queue estimate is below alpha × log10(limit).
+    pub alpha: Option<f64>,
+    /// `vegas`: shrink while it is above beta × log10(limit).
+    pub beta: Option<f64>,
+    /// `vegas`: below this queue estimate, grow fast.
+    pub threshold: Option<f64>,
+    /// `wip`: halve while latency is above multiplier × baseline.
+    pub multiplier: Option<f64>,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            min: 3,
+            max: 1000,
+            ramp_up: Duration::from_secs(60),
+            stable_for: None,
+            window_min_samples: None,
+            window_min_duration: None,
+            min_rtt: None,
+            baseline: None,
+            probe_interval: None,
+            error_rate: None,
+            drop_rate: None,
+            failure_backoff: None,
+            tolerance: None,
+            backoff: None,
+            increase: None,
+            smoothing: None,
+            alpha: None,
+            beta: None,
+            threshold: None,
+            multiplier: None,
+        }
+    }
 }
 
 /// The wait queue of a route (`[routes.queue]`). A short queue absorbs

@@ -27,7 +27,8 @@ impl Config {
         self.validate_log()?;
         self.validate_classes()?;
         self.validate_upstreams()?;
-        self.validate_routes()
+        self.validate_routes()?;
+        super::probe::validate(self)
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
@@ -224,10 +225,18 @@ impl Config {
                 }
             }
 
-            match route.limit {
-                LimitConfig::Fixed { value } => {
-                    check_limit(value).map_err(|m| ConfigError::invalid(key("limit.value"), m))?
-                }
+            if let LimitConfig::Fixed { value } = route.limit {
+                check_limit(value).map_err(|m| ConfigError::invalid(key("limit.value"), m))?
+            }
+            let prefix = key("limit.");
+            if let Err(message) = route.limit.build(&prefix, 0) {
+                // The message starts with the full key it is about.
+                let (k, m) = message
+                    .split_once(": ")
+                    .map_or((prefix.clone(), message.clone()), |(k, m)| {
+                        (k.to_owned(), m.to_owned())
+                    });
+                return Err(ConfigError::invalid(k, m));
             }
 
             if route.queue.capacity > 0 {

@@ -4,7 +4,7 @@ use super::forward::Upstream;
 use crate::config::{Config, QueueOrder as CfgOrder, RouteConfig};
 use crate::respond::Refusal;
 use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};
-use floodwall_core::{ClassId, Clock, FixedLimit, Limiter};
+use floodwall_core::{ClassId, Clock, Limiter};
 use http::header::HOST;
 use http::{HeaderName, Request};
 use std::collections::HashMap;
@@ -80,10 +80,13 @@ impl Router {
             .map(|u| (u.name.as_str(), Arc::new(Upstream::new(u))))
             .collect();
         let mut routes = Vec::new();
-        for r in &config.routes {
-            let limit = match r.limit {
-                crate::config::LimitConfig::Fixed { value } => FixedLimit::new(value),
-            };
+        for (i, r) in config.routes.iter().enumerate() {
+            // Decorrelate baseline probes across replicas and routes.
+            let seed = u64::from(std::process::id()) << 16 ^ (i as u64) ^ clock.now().0;
+            let limit = r
+                .limit
+                .build(&format!("routes[{i}].limit."), seed)
+                .map_err(|e| anyhow::anyhow!(e))?;
             let limiter = Limiter::new(limiter_config(config, r), limit, clock.clone())?;
             let class_name = r.class.as_deref().unwrap_or(&config.server.default_class);
             let default_class = limiter

@@ -47,6 +47,7 @@ fn pct(x: Option<f64>) -> String {
 /// The headline of every run.
 pub fn headlines(report: &BenchReport) -> Vec<Headline> {
     let sc = &report.scenario;
+    let (capacity, window_capacity) = capacities(report);
     let w = sc.window.clone();
     report
         .runs
@@ -68,7 +69,7 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                     let before = run.load.goodput_rps(5..15);
                     extra.push((
                         "before the drop".into(),
-                        format!("{:.0}%", 100.0 * before / sc.capacity),
+                        format!("{:.0}%", 100.0 * before / capacity),
                     ));
                 }
                 _ => {}
@@ -95,7 +96,7 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                         .unwrap_or(0);
                     extra.push((
                         "peak wire load".into(),
-                        format!("{:.1}x", peak as f64 / sc.capacity),
+                        format!("{:.1}x", peak as f64 / capacity),
                     ));
                 }
                 _ => {}
@@ -108,7 +109,7 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
             Headline {
                 name,
                 goodput_rps: s.goodput_rps,
-                goodput_percent: 100.0 * s.goodput_rps / sc.window_capacity,
+                goodput_percent: 100.0 * s.goodput_rps / window_capacity,
                 p50_ms: ms(run.load.success_latency(w.clone(), 0.5)),
                 p99_ms: ms(run.load.success_latency(w.clone(), 0.99)),
                 percent_rejected: s.percent_rejected,
@@ -117,6 +118,17 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
             }
         })
         .collect()
+}
+
+/// The capacity at the start and during the window: measured in this run
+/// when the built-in backend was used, the scenario's nominal figures
+/// otherwise.
+pub fn capacities(report: &BenchReport) -> (f64, f64) {
+    let sc = &report.scenario;
+    match report.measured_capacity {
+        Some(m) => (m, m * sc.window_capacity / sc.capacity),
+        None => (sc.capacity, sc.window_capacity),
+    }
 }
 
 fn fmt_ms(x: Option<f64>) -> String {
@@ -170,13 +182,21 @@ pub fn markdown(report: &BenchReport) -> String {
         }
         out.push('\n');
     }
+    let (_, window_capacity) = capacities(report);
+    let measured = match report.measured_capacity {
+        Some(m) => format!(
+            " (measured unloaded at the start of this run: {m:.0} req/s against {:.0} nominal)",
+            sc.capacity
+        ),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "\ngoodput = 2xx within the {} ms SLO per second over seconds {}-{}, against a capacity of {:.0} req/s then; latencies are of successes, from the scheduled arrival; timed out = no answer within the {} ms client timeout.",
+        "\ngoodput = 2xx within the {} ms SLO per second over seconds {}-{}, against the backend's capacity then, {:.0} req/s{measured}; latencies are of successes, from the scheduled arrival; timed out = no answer within the {} ms client timeout.",
         sc.slo.as_millis(),
         sc.window.start,
         sc.window.end,
-        sc.window_capacity,
+        window_capacity,
         sc.client_timeout.as_millis()
     );
     out
@@ -185,12 +205,13 @@ pub fn markdown(report: &BenchReport) -> String {
 /// The capacity each second, following the scenario's events.
 fn capacity_series(report: &BenchReport) -> Vec<f64> {
     let sc = &report.scenario;
+    let (capacity, window_capacity) = capacities(report);
     let seconds = sc.schedule.seconds();
-    let mut cap = vec![sc.capacity; seconds];
+    let mut cap = vec![capacity; seconds];
     if let Some((at, _)) = sc.events.first() {
         let from = at.as_secs() as usize;
         for c in cap.iter_mut().skip(from) {
-            *c = sc.window_capacity;
+            *c = window_capacity;
         }
     }
     cap

@@ -57,6 +57,11 @@ pub struct BenchReport {
     pub scenario: Scenario,
     /// The load generator's target when `--target` was used.
     pub external: Option<String>,
+    /// The built-in backend's capacity as measured at the start of this
+    /// run: `workers` connections sending back to back, unloaded. Timer
+    /// granularity and the loopback round trip make it a little below the
+    /// nominal `workers / service_time`; goodput is reported against it.
+    pub measured_capacity: Option<f64>,
     /// One entry per target and client kind.
     pub runs: Vec<TargetRun>,
 }
@@ -173,6 +178,10 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             "--target: floodwall cannot change your service mid-run; the scenario's backend events are skipped"
         );
     }
+    let measured_capacity = match &opts.external {
+        Some(_) => None,
+        None => Some(calibrate(opts, &scenario).await?),
+    };
     let mut runs = Vec::new();
     for client in &scenario.clients {
         for target in &opts.targets {
@@ -182,6 +191,22 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     Ok(BenchReport {
         scenario,
         external: opts.external.as_ref().map(|u| u.to_string()),
+        measured_capacity,
         runs,
     })
+}
+
+/// Measures what the backend really sustains, unloaded: exactly `workers`
+/// clients sending back to back for 2 s (scaled), so no request ever queues.
+async fn calibrate(opts: &BenchOptions, scenario: &Scenario) -> anyhow::Result<f64> {
+    let backend = match opts.backend_addr {
+        Some(addr) => backend::start_on(addr, scenario.backend).await?,
+        None => backend::start(scenario.backend).await?,
+    };
+    let url: Uri = format!("http://{}", backend.addr).parse()?;
+    let secs = (2.0 * opts.scale).clamp(0.5, 2.0);
+    let r = loadgen::run_closed_loop(url, scenario.backend.workers, Duration::from_secs_f64(secs))
+        .await;
+    backend.shutdown().await;
+    Ok(r?.rps)
 }

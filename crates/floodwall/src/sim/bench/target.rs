@@ -1,6 +1,6 @@
 //! What a bench run sends its load through.
 
-use crate::config::Config;
+use crate::config::{Config, LimitConfig};
 use crate::server::{self, Running};
 use http::Uri;
 use serde::Serialize;
@@ -15,6 +15,12 @@ pub enum TargetKind {
     Floodwall {
         /// The fixed limit.
         limit: usize,
+    },
+    /// An in-process floodwall with an adaptive limit: nobody told it the
+    /// backend's capacity.
+    Adaptive {
+        /// The algorithm (`aimd`, `gradient`, `vegas`, `wip`).
+        algorithm: String,
     },
     /// A gate started outside the bench (HAProxy, nginx, a remote
     /// floodwall), already pointed at the backend.
@@ -111,9 +117,24 @@ pub(crate) async fn start(
             gate: None,
             static_limit: *limit,
         }),
-        TargetKind::Floodwall { limit } => {
+        TargetKind::Floodwall { .. } | TargetKind::Adaptive { .. } => {
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-            let mut config = Config::simple(loopback, upstream.clone(), *limit, loopback);
+            let (fixed, limit_config) = match &target.kind {
+                TargetKind::Floodwall { limit } => (Some(*limit), None),
+                TargetKind::Adaptive { algorithm } => (
+                    None,
+                    Some(
+                        LimitConfig::named(algorithm)
+                            .ok_or_else(|| anyhow::anyhow!("unknown algorithm {algorithm:?}"))?,
+                    ),
+                ),
+                _ => unreachable!("matched above"),
+            };
+            let mut config =
+                Config::simple(loopback, upstream.clone(), fixed.unwrap_or(64), loopback);
+            if let Some(l) = limit_config {
+                config.routes[0].limit = l;
+            }
             if let Some(share) = tenant_share {
                 config.routes[0].tenant.max_share = share;
             }
@@ -126,7 +147,7 @@ pub(crate) async fn start(
             Ok(Started {
                 url,
                 gate: Some(running),
-                static_limit: Some(*limit),
+                static_limit: fixed,
             })
         }
     }

@@ -1,0 +1,604 @@
+//! `[[probes]]`: bottleneck probes, constraints on the limit that come from
+//! outside the request stream (see [`crate::probe`]).
+//!
+//! One flat table per probe rather than one struct per kind: serde cannot
+//! combine `deny_unknown_fields` with a flattened common part, and a flat
+//! table keeps TOML's line and column in every parse error. The price is that
+//! a key of another kind parses; [`validate`] refuses it by name
+//! (`probes[0].dsn: only applies to kind = "postgres"`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::{Config, ConfigError, UpstreamConfig};
+
+/// Default `interval`: a bottleneck's state changes over seconds, and a
+/// probe that queries PostgreSQL should cost it next to nothing.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `timeout` (or `interval`, if shorter): half the default
+/// interval, so a slow check never overlaps the next one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default `backoff`: the multiplicative decrease of AIMD (seed 001), which
+/// halves the limit in two intervals without dropping it to the floor at once.
+pub const DEFAULT_BACKOFF: f64 = 0.7;
+/// Default `cooldown`: readings must stay healthy this long before the
+/// constraint grows again, so a convoy that just cleared because the load
+/// dropped is not fed again at once (seed 000, "WIP Limit Too Aggressive").
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(2);
+/// Default `conn_ratio` of a postgres probe: the 80 % of seed 000. Past it a
+/// burst runs into `too many connections` before any limit can react.
+pub const DEFAULT_CONN_RATIO: f64 = 0.8;
+/// Default `lock_waits` of a postgres probe. One waiter is ordinary row
+/// contention (two transactions updating the same row); three at one instant
+/// is a convoy that more concurrency only lengthens. Seed 000 used "any", which
+/// would throttle a healthy OLTP database most of the time.
+pub const DEFAULT_LOCK_WAITS: usize = 3;
+/// Default `ratio` of a memory probe (seed 001 used 0.8 of the container
+/// limit against Go's heap; resident memory includes allocator slack, so 0.9).
+pub const DEFAULT_MEMORY_RATIO: f64 = 0.9;
+/// Default `max_backlog` of a backlog probe: the threshold of seed 004. A
+/// deeper accept queue is latency nobody is working on yet.
+pub const DEFAULT_MAX_BACKLOG: usize = 16;
+/// Default `multiplier` of a latency probe: twice the baseline, as in
+/// seed 000's `MaxLatencyMultiplier`.
+pub const DEFAULT_LATENCY_MULTIPLIER: f64 = 2.0;
+/// Default `baseline_half_life` of a latency probe: how fast a higher latency
+/// becomes the new normal. Long enough that an overload is not learned as
+/// normal while the probe is fighting it, short enough that a slower release
+/// does not keep the limit down for good.
+pub const DEFAULT_BASELINE_HALF_LIFE: Duration = Duration::from_secs(300);
+
+/// What a probe measures (`kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// PostgreSQL connection saturation and lock waits (`pg_stat_activity`).
+    Postgres,
+    /// This process's memory, or its cgroup v2's, against a limit.
+    Memory,
+    /// The accept queue of the upstream's listening socket on this host.
+    Backlog,
+    /// Upstream latency against a learned baseline.
+    Latency,
+}
+
+impl ProbeKind {
+    /// The name used in the config file, logs, `/status` and as the default
+    /// probe name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Postgres => "postgres",
+            ProbeKind::Memory => "memory",
+            ProbeKind::Backlog => "backlog",
+            ProbeKind::Latency => "latency",
+        }
+    }
+}
+
+/// What a probe's constraint does while the probe cannot read its bottleneck
+/// (`on_failure`). Unlike seed 000, an unreadable bottleneck is not taken for
+/// a saturated one unless you ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Lift the probe's constraint: the limit is the algorithm's (and the
+    /// other probes'). The probe shows as failing in `/status`, metrics and
+    /// logs. Right when the probe is an optimisation, not a safety net.
+    #[default]
+    Ignore,
+    /// Keep the probe's last constraint as it is until a check succeeds.
+    Hold,
+    /// Constrain to `min_limit`: fail closed, for a bottleneck that must
+    /// never be overrun blind.
+    Closed,
+}
+
+impl FailurePolicy {
+    /// The name used in the config file and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Ignore => "ignore",
+            FailurePolicy::Hold => "hold",
+            FailurePolicy::Closed => "closed",
+        }
+    }
+}
+
+/// One bottleneck probe (`[[probes]]`). Probes are global: the bottleneck
+/// they watch is shared by every route, so each route's limit is capped by
+/// every probe.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// What the probe measures.
+    pub kind: ProbeKind,
+    /// The probe's name in logs, `/status` and metric labels; defaults to the
+    /// kind. Unique among probes.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How often the probe checks.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take before it counts as a failure; unset
+    /// means 500 ms or `interval`, whichever is shorter (see
+    /// [`ProbeConfig::timeout`]).
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    /// What the constraint does while checks fail.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+    /// The factor the limit is multiplied by at each saturated reading.
+    #[serde(default = "default_backoff")]
+    pub backoff: f64,
+    /// The lowest constraint the probe sets, so some traffic always flows.
+    #[serde(default = "default_min_limit")]
+    pub min_limit: usize,
+    /// How long readings must stay healthy before the constraint grows.
+    #[serde(default = "default_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// A file created while the probe is saturated and removed when it
+    /// recovers, for a web server in front to answer 503 from (seed 004).
+    #[serde(default)]
+    pub flag_file: Option<PathBuf>,
+
+    /// postgres: the connection string, `"host=… port=… user=… dbname=…"`
+    /// or `"postgresql://user@host:port/db"`.
+    #[serde(default)]
+    pub dsn: Option<String>,
+    /// postgres: saturated when client connections reach this fraction of
+    /// `max_connections`.
+    #[serde(default)]
+    pub conn_ratio: Option<f64>,
+    /// postgres: saturated when this many sessions wait on a lock.
+    #[serde(default)]
+    pub lock_waits: Option<usize>,
+
+    /// memory: saturated (and throttled straight to `min_limit`) above this
+    /// fraction of the limit.
+    #[serde(default)]
+    pub ratio: Option<f64>,
+    /// memory: the resident-memory budget of this process, for when it does
+    /// not run in a cgroup v2 with a `memory.max`. An integer (bytes) or a
+    /// string such as `"512MiB"`.
+    #[serde(default, deserialize_with = "deserialize_bytes")]
+    pub max_bytes: Option<u64>,
+
+    /// backlog: the TCP port of the listening socket to watch.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// backlog: the upstream whose port to watch, when `port` is unset.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// backlog: saturated when this many connections wait to be accepted.
+    #[serde(default)]
+    pub max_backlog: Option<usize>,
+
+    /// latency: saturated when smoothed latency exceeds the baseline by this
+    /// factor.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// latency: how fast the baseline follows latency upward.
+    #[serde(default, with = "humantime_serde::option")]
+    pub baseline_half_life: Option<Duration>,
+}
+
+impl ProbeConfig {
+    /// A probe of `kind` with every key at its default (a postgres probe
+    /// still needs its `dsn`).
+    pub fn new(kind: ProbeKind) -> ProbeConfig {
+        ProbeConfig {
+            kind,
+            name: None,
+            interval: DEFAULT_INTERVAL,
+            timeout: None,
+            on_failure: FailurePolicy::default(),
+            backoff: DEFAULT_BACKOFF,
+            min_limit: default_min_limit(),
+            cooldown: DEFAULT_COOLDOWN,
+            flag_file: None,
+            dsn: None,
+            conn_ratio: None,
+            lock_waits: None,
+            ratio: None,
+            max_bytes: None,
+            port: None,
+            upstream: None,
+            max_backlog: None,
+            multiplier: None,
+            baseline_half_life: None,
+        }
+    }
+
+    /// The probe's name: `name` if set, else the kind.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.kind.as_str())
+    }
+
+    /// The timeout of one check: `timeout`, else 500 ms or `interval`,
+    /// whichever is shorter.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval))
+    }
+
+    /// The backlog port: `port`, else the port of `upstream`, else the port
+    /// of the only upstream. An error message (without the key) when none
+    /// applies.
+    pub fn backlog_port(&self, upstreams: &[UpstreamConfig]) -> Result<u16, String> {
+        if let Some(port) = self.port {
+            return Ok(port);
+        }
+        let upstream = match &self.upstream {
+            Some(name) => upstreams
+                .iter()
+                .find(|u| &u.name == name)
+                .ok_or_else(|| format!("no upstream named {name:?}"))?,
+            None => match upstreams {
+                [only] => only,
+                _ => {
+                    return Err(format!(
+                        "set port or upstream: there are {} upstreams, so the port to watch is ambiguous",
+                        upstreams.len()
+                    ))
+                }
+            },
+        };
+        Ok(upstream.url.port_u16().unwrap_or(80))
+    }
+}
+
+fn default_interval() -> Duration {
+    DEFAULT_INTERVAL
+}
+
+fn default_backoff() -> f64 {
+    DEFAULT_BACKOFF
+}
+
+fn default_min_limit() -> usize {
+    1
+}
+
+fn default_cooldown() -> Duration {
+    DEFAULT_COOLDOWN
+}
+
+/// Bytes as an integer or as a string with a binary unit (`"512MiB"`,
+/// `"1.5 GiB"`); a budget written as `536870912` is hard to check by eye.
+fn deserialize_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(Some(n)),
+        Raw::Text(s) => parse_bytes(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `"512MiB"`, `"1.5 GiB"`, `"4096"` or `"4096B"` into bytes.
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}; use B, KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as \"512MiB\""))?;
+    Ok((n * factor as f64).round() as u64)
+}
+
+/// Checks the `[[probes]]` entries: names, durations, ranges, that each
+/// kind-specific key is used with its kind, and what each kind requires.
+pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for (i, p) in config.probes.iter().enumerate() {
+        let key = |field: &str| format!("probes[{i}].{field}");
+        let bad = |field: &str, message: String| Err(ConfigError::invalid(key(field), message));
+        check_name(&key("name"), p.name(), &mut names)?;
+        if p.interval.is_zero() {
+            return bad("interval", "must be greater than 0".into());
+        }
+        let timeout = p.timeout();
+        if timeout.is_zero() || timeout > p.interval {
+            return bad(
+                "timeout",
+                format!(
+                    "must be greater than 0 and at most interval ({}), so checks never overlap (got {})",
+                    humantime::format_duration(p.interval),
+                    humantime::format_duration(timeout)
+                ),
+            );
+        }
+        if !(p.backoff > 0.0 && p.backoff < 1.0) {
+            return bad(
+                "backoff",
+                format!("must be between 0 and 1, exclusive (got {})", p.backoff),
+            );
+        }
+        if p.min_limit == 0 {
+            return bad("min_limit", "must be at least 1".into());
+        }
+        if let Some(path) = &p.flag_file {
+            if !path.is_absolute() || path.file_name().is_none() {
+                return bad(
+                    "flag_file",
+                    format!(
+                        "must be an absolute file path, the one the web server in front checks (got {:?})",
+                        path.display().to_string()
+                    ),
+                );
+            }
+        }
+        for (field, set, owner) in [
+            ("dsn", p.dsn.is_some(), ProbeKind::Postgres),
+            ("conn_ratio", p.conn_ratio.is_some(), ProbeKind::Postgres),
+            ("lock_waits", p.lock_waits.is_some(), ProbeKind::Postgres),
+            ("ratio", p.ratio.is_some(), ProbeKind::Memory),
+            ("max_bytes", p.max_bytes.is_some(), ProbeKind::Memory),
+            ("port", p.port.is_some(), ProbeKind::Backlog),
+            ("upstream", p.upstream.is_some(), ProbeKind::Backlog),
+            ("max_backlog", p.max_backlog.is_some(), ProbeKind::Backlog),
+            ("multiplier", p.multiplier.is_some(), ProbeKind::Latency),
+            (
+                "baseline_half_life",
+                p.baseline_half_life.is_some(),
+                ProbeKind::Latency,
+            ),
+        ] {
+            if set && p.kind != owner {
+                return bad(
+                    field,
+                    format!(
+                        "only applies to kind = {:?} (this probe is kind = {:?})",
+                        owner.as_str(),
+                        p.kind.as_str()
+                    ),
+                );
+            }
+        }
+        match p.kind {
+            ProbeKind::Postgres => {
+                let Some(dsn) = &p.dsn else {
+                    return bad(
+                        "dsn",
+                        "required for kind = \"postgres\", e.g. \"host=127.0.0.1 port=5432 user=floodwall dbname=postgres\"".into(),
+                    );
+                };
+                // The message of a parse error never contains the DSN, which
+                // may hold a password.
+                let parsed: tokio_postgres::Config = dsn.parse().map_err(|e| {
+                    ConfigError::invalid(
+                        key("dsn"),
+                        format!("not a PostgreSQL connection string: {e}"),
+                    )
+                })?;
+                if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                    return bad(
+                        "dsn",
+                        "sslmode=require is not supported: the probe connects without TLS (use a local socket or a trusted network)".into(),
+                    );
+                }
+                if let Some(r) = p.conn_ratio {
+                    if !(r > 0.0 && r <= 1.0) {
+                        return bad(
+                            "conn_ratio",
+                            format!("must be greater than 0 and at most 1.0 (got {r})"),
+                        );
+                    }
+                }
+                if p.lock_waits == Some(0) {
+                    return bad("lock_waits", "must be at least 1".into());
+                }
+            }
+            ProbeKind::Memory => {
+                if let Some(r) = p.ratio {
+                    if !(r > 0.0 && r <= 1.0) {
+                        return bad(
+                            "ratio",
+                            format!("must be greater than 0 and at most 1.0 (got {r})"),
+                        );
+                    }
+                }
+                if p.max_bytes == Some(0) {
+                    return bad("max_bytes", "must be greater than 0".into());
+                }
+            }
+            ProbeKind::Backlog => {
+                if p.port == Some(0) {
+                    return bad("port", "must be a port between 1 and 65535".into());
+                }
+                if p.port.is_some() && p.upstream.is_some() {
+                    return bad("upstream", "set port or upstream, not both".into());
+                }
+                if let Err(m) = p.backlog_port(&config.upstreams) {
+                    let field = if p.upstream.is_some() {
+                        "upstream"
+                    } else {
+                        "port"
+                    };
+                    return bad(field, m);
+                }
+                if p.max_backlog == Some(0) {
+                    return bad("max_backlog", "must be at least 1".into());
+                }
+            }
+            ProbeKind::Latency => {
+                if let Some(m) = p.multiplier {
+                    if !(m > 1.0 && m.is_finite()) {
+                        return bad("multiplier", format!("must be greater than 1.0 (got {m})"));
+                    }
+                }
+                if p.baseline_half_life.is_some_and(|d| d.is_zero()) {
+                    return bad("baseline_half_life", "must be greater than 0".into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The same rules as other names: they become metric label values.
+fn check_name<'a>(
+    key: &str,
+    name: &'a str,
+    seen: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{name:?} contains {c:?}; use only letters, digits, '_', '.' and '-'"),
+        ));
+    }
+    if !seen.insert(name) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{name:?} is used by more than one probe; give each a name"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[upstreams]]
+name = "api"
+url = "http://127.0.0.1:3000"
+
+[[routes]]
+name = "all"
+upstream = "api"
+"#;
+
+    fn parse(probes: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(&format!("{BASE}\n{probes}"))
+    }
+
+    #[track_caller]
+    fn refused(probes: &str, key: &str, part: &str) {
+        let err = parse(probes).expect_err("expected an error");
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert!(err.to_string().contains(part), "{err}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("[[probes]]\nkind = \"memory\"\n").unwrap();
+        assert_eq!(c.probes, vec![ProbeConfig::new(ProbeKind::Memory)]);
+        assert_eq!(c.probes[0].name(), "memory");
+        assert_eq!(c.probes[0].timeout(), DEFAULT_TIMEOUT);
+        let fast = parse("[[probes]]\nkind = \"memory\"\ninterval = \"100ms\"\n").unwrap();
+        assert_eq!(fast.probes[0].timeout(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("5MB").unwrap_err().contains("unknown unit"));
+        let c = parse("[[probes]]\nkind = \"memory\"\nmax_bytes = \"2GiB\"\n").unwrap();
+        assert_eq!(c.probes[0].max_bytes, Some(2 << 30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        refused(
+            "[[probes]]\nkind = \"postgres\"\n",
+            "probes[0].dsn",
+            "required",
+        );
+        refused(
+            "[[probes]]\nkind = \"memory\"\ndsn = \"host=x\"\n",
+            "probes[0].dsn",
+            "only applies to kind = \"postgres\"",
+        );
+        refused(
+            "[[probes]]\nkind = \"postgres\"\ndsn = \"host=x sslmode=require\"\n",
+            "probes[0].dsn",
+            "sslmode=require",
+        );
+        refused(
+            "[[probes]]\nkind = \"postgres\"\ndsn = \"nonsense=1\"\n",
+            "probes[0].dsn",
+            "connection string",
+        );
+        refused(
+            "[[probes]]\nkind = \"memory\"\n[[probes]]\nkind = \"memory\"\n",
+            "probes[1].name",
+            "more than one probe",
+        );
+        refused(
+            "[[probes]]\nkind = \"memory\"\ntimeout = \"2s\"\n",
+            "probes[0].timeout",
+            "at most interval",
+        );
+        refused(
+            "[[probes]]\nkind = \"memory\"\nbackoff = 1.0\n",
+            "probes[0].backoff",
+            "between 0 and 1",
+        );
+        refused(
+            "[[probes]]\nkind = \"backlog\"\nupstream = \"nope\"\n",
+            "probes[0].upstream",
+            "no upstream named",
+        );
+        refused(
+            "[[probes]]\nkind = \"latency\"\nmultiplier = 0.5\n",
+            "probes[0].multiplier",
+            "greater than 1.0",
+        );
+        refused(
+            "[[probes]]\nkind = \"backlog\"\nflag_file = \"relative.flag\"\n",
+            "probes[0].flag_file",
+            "absolute",
+        );
+        refused(
+            "[[probes]]\nkind = \"memory\"\nmin_limit = 0\n",
+            "probes[0].min_limit",
+            "at least 1",
+        );
+    }
+
+    #[test]
+    fn backlog_port_defaults_to_the_only_upstream() {
+        let c = parse("[[probes]]\nkind = \"backlog\"\n").unwrap();
+        assert_eq!(c.probes[0].backlog_port(&c.upstreams), Ok(3000));
+        let two = format!(
+            "{BASE}\n[[upstreams]]\nname = \"b\"\nurl = \"http://h\"\n[[probes]]\nkind = \"backlog\"\n"
+        );
+        let err = Config::from_toml_str(&two).unwrap_err();
+        assert_eq!(err.key(), Some("probes[0].port"), "{err}");
+        let named = format!(
+            "{BASE}\n[[upstreams]]\nname = \"b\"\nurl = \"http://h\"\n[[probes]]\nkind = \"backlog\"\nupstream = \"b\"\n"
+        );
+        let c = Config::from_toml_str(&named).unwrap();
+        assert_eq!(c.probes[0].backlog_port(&c.upstreams), Ok(80));
+    }
+}
