@@ -5,8 +5,8 @@
 //! it twice with the [open-loop load generator](super::loadgen):
 //!
 //! 1. straight at the backend, as most systems run today;
-//! 2. through a floodwall gate with a fixed limit equal to the backend's
-//!    worker count.
+//! 2. through a floodwall gate with its default adaptive limit: nobody tells
+//!    it the backend's capacity (a fixed limit can be chosen instead).
 //!
 //! The spike is 0.5× capacity for 4 s, 3× for 12 s, 0.5× for 4 s. Each run
 //! gets a fresh backend, so the direct run's leftover queue cannot hurt the
@@ -39,12 +39,13 @@ pub trait Gate {
     /// Whatever keeps the gate alive; handed back to [`Gate::stop`].
     type Running: Send;
 
-    /// Starts a gate proxying to `backend` with a fixed concurrency `limit`
-    /// and returns the address clients should use.
+    /// Starts a gate proxying to `backend` with a fixed concurrency `limit`,
+    /// or with floodwall's default adaptive limit when `None`, and returns
+    /// the address clients should use.
     fn start(
         &self,
         backend: SocketAddr,
-        limit: usize,
+        limit: Option<usize>,
     ) -> impl Future<Output = anyhow::Result<(SocketAddr, Self::Running)>> + Send;
 
     /// Stops the gate and frees its ports.
@@ -78,11 +79,13 @@ pub struct DemoOptions {
     pub client_timeout: Duration,
     /// Print the run descriptions, progress bars and the final table.
     pub print: bool,
-    /// The gate's fixed limit. The best static limit for a backend with W
-    /// workers is a little above W: the slack covers the time between a
-    /// worker finishing and the gate admitting the next request, so workers
-    /// never idle while the backend's own queue stays tiny.
-    pub gate_limit: usize,
+    /// The gate's fixed limit, or `None` for floodwall's default adaptive
+    /// limit (what `floodwall serve` runs without `--limit`), which is not
+    /// told the backend's capacity and finds it. For a fixed limit, the best
+    /// static value for W workers is a little above W: the slack covers the
+    /// time between a worker finishing and the gate admitting the next
+    /// request.
+    pub gate_limit: Option<usize>,
 }
 
 impl Default for DemoOptions {
@@ -99,7 +102,7 @@ impl Default for DemoOptions {
             slo: Duration::from_millis(250),
             client_timeout: Duration::from_secs(1),
             print: true,
-            gate_limit: 10,
+            gate_limit: None,
         }
     }
 }
@@ -227,8 +230,8 @@ pub struct DemoReport {
     pub schedule: Schedule,
     /// The seconds counted as "during the spike".
     pub spike_seconds: Range<usize>,
-    /// The gate's fixed concurrency limit (the backend's worker count).
-    pub gate_limit: usize,
+    /// The gate's fixed limit; `None` when it was adaptive.
+    pub gate_limit: Option<usize>,
     /// The run straight at the backend.
     pub direct: RunReport,
     /// The run through the gate.
@@ -288,6 +291,13 @@ fn ms(value: Option<f64>) -> String {
     }
 }
 
+fn gate_name(limit: Option<usize>) -> String {
+    match limit {
+        Some(l) => format!("fixed limit {l}"),
+        None => "adaptive, no limit given".to_owned(),
+    }
+}
+
 /// Runs the spike straight at a backend, then through `gate` in front of a
 /// fresh backend, and reports both. Prints as it goes if `options.print`.
 pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result<DemoReport> {
@@ -326,7 +336,8 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
     ));
 
     say(format!(
-        "Run 2/2: the same spike through floodwall with a fixed limit of {limit} on a fresh backend..."
+        "Run 2/2: the same spike through floodwall ({}) on a fresh backend...",
+        gate_name(limit)
     ));
     let gated = {
         let backend = backend::start(options.backend).await?;
@@ -339,7 +350,7 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
         let stats = backend.stats();
         backend.shutdown().await;
         RunReport::new(
-            &format!("through floodwall, limit {limit}"),
+            &format!("through floodwall, {}", gate_name(limit)),
             &options,
             load?,
             stats,
@@ -433,7 +444,7 @@ mod tests {
             after: Duration::from_millis(1000),
             client_timeout: Duration::from_millis(500),
             print: false,
-            gate_limit: 4,
+            gate_limit: Some(4),
             ..DemoOptions::default()
         };
         assert_eq!(options.spike_seconds(), 1..2);
@@ -456,7 +467,10 @@ mod tests {
 
         let table = report.to_markdown();
         assert!(table.contains("| direct, no gate |"), "{table}");
-        assert!(table.contains("| through floodwall, limit 4 |"), "{table}");
+        assert!(
+            table.contains("| through floodwall, fixed limit 4 |"),
+            "{table}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["gate_limit"], 4);
     }

@@ -1,12 +1,13 @@
 //! The real floodwall proxy as the demo's and bench's gate.
 
 use super::demo::Gate;
-use crate::config::Config;
+use crate::config::{Config, LimitConfig};
 use crate::server::{self, Running};
 use std::net::SocketAddr;
 
 /// Starts a real floodwall (the same `server::start` as `floodwall serve`)
-/// with a fixed limit on loopback ports chosen by the OS.
+/// on loopback ports chosen by the OS, with a fixed limit or the default
+/// adaptive one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FloodwallGate;
 
@@ -16,11 +17,15 @@ impl Gate for FloodwallGate {
     async fn start(
         &self,
         backend: SocketAddr,
-        limit: usize,
+        limit: Option<usize>,
     ) -> anyhow::Result<(SocketAddr, Running)> {
         let upstream: http::Uri = format!("http://{backend}").parse()?;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = server::start(Config::simple(loopback, upstream, limit, loopback)).await?;
+        let mut config = Config::simple(loopback, upstream, limit.unwrap_or(64), loopback);
+        if limit.is_none() {
+            config.routes[0].limit = LimitConfig::default();
+        }
+        let running = server::start(config).await?;
         Ok((running.proxy_addr, running))
     }
 
