@@ -9,7 +9,8 @@
 # backend's (pre-chosen, free) port, runs `floodwall bench` with them as
 # extra targets, and stops them by PID. Results land in bench/results/.
 #
-# Environment: W (the best static limit, default 10: 8 workers plus the
+# Environment: SCALE (multiplies every duration, default 1), W (the best
+# static limit, default 10: 8 workers plus the
 # slack that covers hand-off time, see BENCHMARKS.md), OUT (results dir),
 # FLOODWALL (path to the binary; built in release if unset).
 set -euo pipefail
@@ -128,5 +129,5 @@ for p in "${pids[@]}"; do
 done
 
 for s in "${scenarios[@]}"; do
-  "$FLOODWALL" bench "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" "${gates[@]}" --out "$OUT"
+  "$FLOODWALL" bench "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" --out "$OUT"
 done

@@ -8,9 +8,11 @@
 //! 2. through a floodwall gate with its default adaptive limit: nobody tells
 //!    it the backend's capacity (a fixed limit can be chosen instead).
 //!
-//! The spike is 0.5× capacity for 4 s, 3× for 12 s, 0.5× for 4 s. Each run
+//! The spike is 0.5× capacity for 5 s, 3× for 8 s, 0.5× for 3 s. Each run
 //! gets a fresh backend, so the direct run's leftover queue cannot hurt the
-//! gated one. Both runs together take about 45 s.
+//! gated ones. A third run repeats the spike through floodwall's default
+//! adaptive limit, which is not told the capacity. All three take about
+//! 50 s.
 //!
 //! Without the gate, the backend's queue grows by 800 requests a second,
 //! every request waits longer than the SLO, clients time out, and the backend
@@ -86,23 +88,28 @@ pub struct DemoOptions {
     /// time between a worker finishing and the gate admitting the next
     /// request.
     pub gate_limit: Option<usize>,
+    /// Also run the spike through floodwall's default adaptive limit (not
+    /// told the capacity), after the fixed-limit run.
+    pub adaptive_run: bool,
 }
 
 impl Default for DemoOptions {
-    /// 400 req/s backend; 4 s at 200, 12 s at 1200, 4 s at 200 req/s; 250 ms
-    /// SLO; 1 s client timeout; printing on. About 45 s for both runs.
+    /// 400 req/s backend; 5 s at 200, 8 s at 1200, 3 s at 200 req/s; 250 ms
+    /// SLO; 1 s client timeout; printing on; direct, fixed limit 10 and
+    /// adaptive runs. About 55 s for the three.
     fn default() -> Self {
         Self {
             backend: BackendConfig::default(),
             base_load: 0.5,
             spike_load: 3.0,
-            before: Duration::from_secs(4),
-            spike: Duration::from_secs(12),
-            after: Duration::from_secs(4),
+            before: Duration::from_secs(5),
+            spike: Duration::from_secs(8),
+            after: Duration::from_secs(3),
             slo: Duration::from_millis(250),
             client_timeout: Duration::from_secs(1),
             print: true,
-            gate_limit: None,
+            gate_limit: Some(10),
+            adaptive_run: true,
         }
     }
 }
@@ -236,6 +243,8 @@ pub struct DemoReport {
     pub direct: RunReport,
     /// The run through the gate.
     pub gated: RunReport,
+    /// The run through floodwall's default adaptive limit, if asked for.
+    pub adaptive: Option<RunReport>,
 }
 
 impl DemoReport {
@@ -247,7 +256,14 @@ impl DemoReport {
             "| run | goodput in spike | p50 | p99 | rejected | timed out | good after spike |\n",
         );
         out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
-        for run in [&self.direct, &self.gated] {
+        for run in [
+            Some(&self.direct),
+            Some(&self.gated),
+            self.adaptive.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             out.push_str(&format!(
                 "| {} | {:.0}% ({:.0} req/s) | {} | {} | {:.1}% | {:.1}% | {:.0}% |\n",
                 run.name,
@@ -322,7 +338,14 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
         humantime::format_duration(options.after),
     ));
 
-    say("Run 1/2: the spike straight at the backend, no gate (watch the queue build up)...".into());
+    let runs = if options.adaptive_run && limit.is_some() {
+        3
+    } else {
+        2
+    };
+    say(format!(
+        "Run 1/{runs}: the spike straight at the backend, no gate (watch the queue build up)..."
+    ));
     let direct = {
         let backend = backend::start(options.backend).await?;
         let load = play(&options, &schedule, backend.addr, "direct").await?;
@@ -336,30 +359,28 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
     ));
 
     say(format!(
-        "Run 2/2: the same spike through floodwall ({}) on a fresh backend...",
+        "Run 2/{runs}: the same spike through floodwall ({}) on a fresh backend...",
         gate_name(limit)
     ));
-    let gated = {
-        let backend = backend::start(options.backend).await?;
-        let (proxy, running) = gate
-            .start(backend.addr, limit)
-            .await
-            .context("starting the floodwall gate for the demo")?;
-        let load = play(&options, &schedule, proxy, "gated ").await;
-        gate.stop(running).await;
-        let stats = backend.stats();
-        backend.shutdown().await;
-        RunReport::new(
-            &format!("through floodwall, {}", gate_name(limit)),
-            &options,
-            load?,
-            stats,
-        )
-    };
+    let gated = run_gated(&options, &schedule, gate, limit).await?;
     say(format!(
         "  goodput in spike: {:.0}% of capacity",
         gated.goodput_percent_of_capacity
     ));
+    let adaptive = if runs == 3 {
+        say(format!(
+            "Run 3/3: the same spike through floodwall ({}) on a fresh backend...",
+            gate_name(None)
+        ));
+        let run = run_gated(&options, &schedule, gate, None).await?;
+        say(format!(
+            "  goodput in spike: {:.0}% of capacity",
+            run.goodput_percent_of_capacity
+        ));
+        Some(run)
+    } else {
+        None
+    };
 
     let report = DemoReport {
         capacity_rps: capacity,
@@ -368,12 +389,36 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
         gate_limit: limit,
         direct,
         gated,
+        adaptive,
         options,
     };
     if report.options.print {
         println!("\n{}", report.to_markdown());
     }
     Ok(report)
+}
+
+async fn run_gated<G: Gate>(
+    options: &DemoOptions,
+    schedule: &Schedule,
+    gate: &G,
+    limit: Option<usize>,
+) -> anyhow::Result<RunReport> {
+    let backend = backend::start(options.backend).await?;
+    let (proxy, running) = gate
+        .start(backend.addr, limit)
+        .await
+        .context("starting the floodwall gate for the demo")?;
+    let load = play(options, schedule, proxy, "gated ").await;
+    gate.stop(running).await;
+    let stats = backend.stats();
+    backend.shutdown().await;
+    Ok(RunReport::new(
+        &format!("through floodwall, {}", gate_name(limit)),
+        options,
+        load?,
+        stats,
+    ))
 }
 
 async fn play(
@@ -445,6 +490,7 @@ mod tests {
             client_timeout: Duration::from_millis(500),
             print: false,
             gate_limit: Some(4),
+            adaptive_run: false,
             ..DemoOptions::default()
         };
         assert_eq!(options.spike_seconds(), 1..2);
