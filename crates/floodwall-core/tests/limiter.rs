@@ -325,3 +325,32 @@ fn under_a_probe_constraint_batch_is_shed_before_interactive() {
     assert_eq!(l.inflight(), 10, "interactive may use everything else");
     drop((batch, inter));
 }
+
+#[test]
+fn shared_slots_go_to_a_refused_higher_class_first() {
+    // limit 10: interactive reserves 5, batch 1, 4 shared.
+    let (l, clock) = limiter(10, LimiterConfig::default());
+    let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
+    let _inter = take(&l, i, 6);
+    let mut batch = take(&l, b, 4);
+    // Interactive wants a slot and the gate is full.
+    assert_eq!(
+        l.try_acquire(&i).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    assert!(l.snapshot().classes[0].wanting);
+    batch.pop();
+    assert_eq!(
+        l.try_acquire(&b).unwrap_err().reason,
+        Reason::WipLimitExceeded,
+        "batch may not borrow the freed shared slot while interactive wants it"
+    );
+    let _p = l.try_acquire(&i).expect("interactive gets it");
+    // Batch still has its own reserved slot to use...
+    drop(batch);
+    let _own = l.try_acquire(&b).expect("batch keeps its reservation");
+    // ...and borrows again once interactive has stopped wanting.
+    clock.advance(Duration::from_millis(1100));
+    let _i2 = l.try_acquire(&i).unwrap(); // interactive stays active, not wanting
+    assert!(l.try_acquire(&b).is_ok());
+}

@@ -101,10 +101,13 @@ proptest! {
                     let t_held = tenant.map_or(0, |t| l.tenant_inflight(t));
                     let cap = l.tenant_cap();
                     let queued = before.queue_depth;
+                    let higher_wanting = before.classes[..class].iter().any(|h| h.wanting);
                     let room = if in_c < reserved {
                         before.inflight < limit
                     } else {
-                        before.inflight < limit && in_c + 1 + others_effective(&l, class) <= limit
+                        before.inflight < limit
+                            && !higher_wanting
+                            && in_c + 1 + others_effective(&l, class) <= limit
                     };
                     let tenant_blocked = matches!((tenant, cap), (Some(_), Some(cap))
                         if contended && t_held >= cap && before.inflight + 1 + cap > limit);

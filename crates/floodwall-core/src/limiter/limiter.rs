@@ -9,7 +9,10 @@
 //!    that had an arrival within `class_idle_window` and `in_o` otherwise.
 //!
 //! So an active class's unused reservation is never borrowed, while an idle
-//! class's is lent out and nothing is wasted. A class that comes back after
+//! class's is lent out and nothing is wasted. Borrowing is also strict
+//! priority: while a higher class has been refused or queued within the
+//! idle window, a lower class keeps to its own reservation, so under
+//! overload batch gets what interactive leaves, not an equal fight for it. A class that comes back after
 //! being idle gets its slots back as borrowed requests finish: at most one
 //! request duration later. A tenant at `floor(L × max_share)` slots or more
 //! is refused (429) while someone under their share was refused or queued
@@ -71,6 +74,8 @@ struct ClassState {
     reserved_permille: usize,
     inflight: AtomicUsize,
     last_seen: AtomicU64,
+    /// When the class was last refused or queued for lack of a slot.
+    last_wanting: AtomicU64,
     counters: ClassCounters,
 }
 
@@ -162,6 +167,9 @@ pub struct ClassSnapshot {
     /// Whether it had an arrival within the idle window (its reservation is
     /// held).
     pub active: bool,
+    /// Whether it was refused or queued for lack of a slot within the idle
+    /// window (lower classes may not borrow meanwhile).
+    pub wanting: bool,
     /// Requests admitted since start.
     pub admitted: u64,
     /// Finished requests by outcome, in [`Outcome::ALL`] order.
@@ -213,6 +221,7 @@ impl Limiter {
                 reserved_permille: (c.reserved * 1000.0).round() as usize,
                 inflight: AtomicUsize::new(0),
                 last_seen: AtomicU64::new(NEVER),
+                last_wanting: AtomicU64::new(NEVER),
                 counters: ClassCounters::default(),
             })
             .collect();
@@ -426,6 +435,14 @@ impl Limiter {
         if ci > 0 && self.constraint.load(Ordering::Relaxed) != usize::MAX {
             return false;
         }
+        // Strict priority for the shared part: a higher class that wanted a
+        // slot recently gets it before this one may borrow.
+        if self.classes[..ci]
+            .iter()
+            .any(|h| self.within(&h.last_wanting, self.class_window, now))
+        {
+            return false;
+        }
         let mut need = in_c;
         for (oi, o) in self.classes.iter().enumerate() {
             if oi == ci {
@@ -487,11 +504,21 @@ impl Limiter {
         self.refusals.record(now);
         if reason != Reason::TenantLimitExceeded {
             self.note_waiting(tenant, now);
+            self.note_class_wanting(class, now);
         }
         Rejection {
             reason,
             retry_after: self.retry_after(now),
         }
+    }
+
+    /// A class was refused or queued for lack of a slot: lower classes stop
+    /// borrowing beyond their reservations until it has gone a whole idle
+    /// window without that, so shared capacity goes to the higher class.
+    pub(super) fn note_class_wanting(&self, class: ClassId, now: Nanos) {
+        self.classes[class.index()]
+            .last_wanting
+            .store(now.0, Ordering::Relaxed);
     }
 
     /// Someone is refused or queued: if they are within their tenant share,
@@ -612,6 +639,7 @@ impl Limiter {
                         reserved: self.reserved_at(i, limit),
                         inflight,
                         active: self.within(&c.last_seen, self.class_window, now),
+                        wanting: self.within(&c.last_wanting, self.class_window, now),
                         // Derived rather than counted: one atomic less per
                         // admission.
                         admitted: outcomes.iter().sum::<u64>() + inflight as u64,

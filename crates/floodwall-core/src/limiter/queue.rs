@@ -190,6 +190,7 @@ impl Acquire {
             queue.depth.store(q.len(), Ordering::Release);
         }
         l.note_waiting(self.tenant, now);
+        l.note_class_wanting(self.class, now);
         self.stage = Stage::Queued(w);
         // Slots may have been freed between the failed admission and the
         // enqueue; nobody else would grant them.

@@ -73,8 +73,11 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
         // A limit far above anything reachable: this measures the hop, not
         // the gate refusing.
         let t = match &t.kind {
+            // The hop's cost is the same whatever sets the limit; an adaptive
+            // one would only add its cold start to the closed loop.
+            target::TargetKind::Adaptive { .. } => continue,
             target::TargetKind::Floodwall { .. } => Target {
-                name: t.name.clone(),
+                name: "floodwall".into(),
                 kind: target::TargetKind::Floodwall { limit: 100_000 },
             },
             _ => t.clone(),
