@@ -66,7 +66,10 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                     }
                 }
                 ScenarioName::CapacityDrop | ScenarioName::WorkersDrop => {
-                    let before = run.load.goodput_rps(5..15);
+                    // The two thirds of the time before the drop that follow
+                    // the cold start.
+                    let at = sc.events.first().map_or(0, |(at, _)| at.as_secs() as usize);
+                    let before = run.load.goodput_rps(at / 3..at.max(1));
                     extra.push((
                         "before the drop".into(),
                         format!("{:.0}%", 100.0 * before / capacity),
