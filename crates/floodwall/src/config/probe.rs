@@ -461,18 +461,7 @@ fn check_name<'a>(
     name: &'a str,
     seen: &mut std::collections::HashSet<&'a str>,
 ) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        return Err(ConfigError::invalid(key, "must not be empty"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{name:?} contains {c:?}; use only letters, digits, '_', '.' and '-'"),
-        ));
-    }
+    super::validate::check_label(key, name)?;
     if !seen.insert(name) {
         return Err(ConfigError::invalid(
             key,

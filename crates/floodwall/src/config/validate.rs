@@ -293,6 +293,19 @@ fn unique_name<'a>(
     name: &'a str,
     seen: &mut HashSet<&'a str>,
 ) -> Result<(), ConfigError> {
+    check_label(key, name)?;
+    if !seen.insert(name) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{name:?} is used more than once"),
+        ));
+    }
+    Ok(())
+}
+
+/// A name that becomes a metric label value: non-empty, letters, digits,
+/// `_`, `.` and `-` only.
+pub(super) fn check_label(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(ConfigError::invalid(key, "must not be empty"));
     }
@@ -303,12 +316,6 @@ fn unique_name<'a>(
         return Err(ConfigError::invalid(
             key,
             format!("{name:?} contains {c:?}; use only letters, digits, '_', '.' and '-'"),
-        ));
-    }
-    if !seen.insert(name) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{name:?} is used more than once"),
         ));
     }
     Ok(())
