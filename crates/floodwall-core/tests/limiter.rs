@@ -50,6 +50,35 @@ fn fixed_limit_refuses_past_the_limit_and_releases_on_drop() {
 }
 
 #[test]
+fn a_share_caps_the_limit_may_be_zero_and_never_cuts_admitted_work() {
+    let (l, _) = limiter(8, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let held = take(&l, r, 5);
+    l.set_share(Some(3));
+    assert_eq!(l.limit(), 3);
+    assert_eq!(l.snapshot().share, Some(3));
+    // Five stay admitted; nothing new until the gate drains below three.
+    assert_eq!(l.inflight(), 5);
+    assert!(l.try_acquire(&r).is_err());
+    drop(held);
+    let three = take(&l, r, 3);
+    assert!(l.try_acquire(&r).is_err());
+    drop(three);
+    l.set_share(Some(0));
+    assert_eq!(l.limit(), 0);
+    assert_eq!(
+        l.try_acquire(&r).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    // A share above the algorithm's limit does not raise it.
+    l.set_share(Some(100));
+    assert_eq!(l.limit(), 8);
+    l.set_share(None);
+    assert_eq!(l.share(), None);
+    assert_eq!(l.limit(), 8);
+}
+
+#[test]
 fn outcomes_are_counted_and_unrecorded_drops_are_ignored() {
     let (l, _) = limiter(4, LimiterConfig::default());
     let r = req(&l, "interactive");

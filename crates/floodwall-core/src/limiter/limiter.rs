@@ -130,7 +130,11 @@ pub struct Limiter {
     algo_limit: AtomicUsize,
     /// An outside cap (bottleneck probes); `usize::MAX` when none.
     constraint: AtomicUsize,
-    /// `min(algo_limit, constraint)`, at least 1: what admission reads.
+    /// This replica's share of a global limit (distributed mode);
+    /// `usize::MAX` when there is none. Unlike the other terms it may be 0.
+    share: AtomicUsize,
+    /// `min(max(min(algo_limit, constraint), 1), share)`: what admission
+    /// reads.
     limit: AtomicUsize,
     inflight: AtomicUsize,
     classes: Box<[ClassState]>,
@@ -199,6 +203,8 @@ pub struct Snapshot {
     pub algorithm_limit: usize,
     /// The outside constraint (bottleneck probes), if any.
     pub constraint: Option<usize>,
+    /// This replica's share of a global limit (distributed mode), if any.
+    pub share: Option<usize>,
     /// The algorithm's last decision, for "why is the limit what it is".
     pub decision: Option<Decision>,
     /// Per-class figures, highest priority first.
@@ -237,6 +243,7 @@ impl Limiter {
             algorithm: Mutex::new(Box::new(limit)),
             algo_limit: AtomicUsize::new(current),
             constraint: AtomicUsize::new(usize::MAX),
+            share: AtomicUsize::new(usize::MAX),
             limit: AtomicUsize::new(current),
             inflight: AtomicUsize::new(0),
             classes,
@@ -301,10 +308,34 @@ impl Limiter {
         self.refresh_limit();
     }
 
+    /// This replica's share of a global limit, if one is set.
+    pub fn share(&self) -> Option<usize> {
+        match self.share.load(Ordering::Acquire) {
+            usize::MAX => None,
+            s => Some(s),
+        }
+    }
+
+    /// Caps the limit at this replica's share of a global limit shared by
+    /// several gateways (distributed mode): the effective limit becomes
+    /// `min(algorithm, constraint, share)`. Unlike the other terms the
+    /// share may be 0, when other replicas hold the whole global limit;
+    /// every admission is then refused. `None` lifts the cap. As with
+    /// [`Limiter::set_constraint`], requests already admitted are never
+    /// cut. The share does not stop lower classes borrowing: it is the
+    /// size of this gate, not a sign that the bottleneck is saturated.
+    pub fn set_share(&self, share: Option<usize>) {
+        self.share
+            .store(share.unwrap_or(usize::MAX), Ordering::Release);
+        self.refresh_limit();
+    }
+
     fn refresh_limit(&self) {
         let algo = self.algo_limit.load(Ordering::Acquire);
         let cap = self.constraint.load(Ordering::Acquire);
-        self.limit.store(algo.min(cap).max(1), Ordering::Release);
+        let share = self.share.load(Ordering::Acquire);
+        self.limit
+            .store(algo.min(cap).max(1).min(share), Ordering::Release);
     }
 
     /// Total requests in flight now.
@@ -626,6 +657,7 @@ impl Limiter {
             ewma_rtt: Duration::from_nanos(load(&self.ewma_rtt)),
             algorithm_limit: self.algorithm_limit(),
             constraint: self.constraint(),
+            share: self.share(),
             decision: self.explain(),
             classes: self
                 .classes
