@@ -256,6 +256,64 @@ fn wip_tracks_a_halving_of_capacity_in_5s() {
 }
 
 // ---------------------------------------------------------------------------
+// Slowdown: at t = 60 s every request takes twice as long (a slower query
+// plan, a cold cache), so capacity halves but the best concurrency stays
+// W. A limit that reads "latency doubled" as "queueing" cuts itself to
+// the floor and serves a fraction of what the backend can still do; the
+// baseline must move with the upstream instead. Goodput over
+// [60 + 5, 60 + 35] must be at least 90 % of the new capacity, and the
+// mean limit over that stretch near W.
+// ---------------------------------------------------------------------------
+
+fn slowdown(algo: Algo, band: (f64, f64)) {
+    for seed in SEEDS {
+        let base = reference(100, seed);
+        let slower = base.backend.service_time * 2;
+        let s = Scenario {
+            changes: vec![(secs(60), Change::ServiceTime(slower))],
+            ..base
+        };
+        let t = simulate(algo, &s, None);
+        let capacity = Backend {
+            service_time: slower,
+            ..s.backend
+        }
+        .capacity_rps();
+        let good = t.goodput(secs(65), secs(95)) / capacity;
+        let l = t.limit(secs(65), secs(95));
+        report(
+            "slowdown",
+            algo,
+            &format!("seed {seed} 65s..95s"),
+            &l,
+            &format!("goodput {:.1}% of the new capacity", good * 100.0),
+        );
+        assert!(
+            good >= 0.9,
+            "{algo:?} seed {seed}: goodput {:.1}% of the new capacity after a slowdown",
+            good * 100.0
+        );
+        within(algo, "slowdown", &l, band);
+    }
+}
+
+#[test]
+fn aimd_keeps_the_backend_busy_when_it_slows_down() {
+    slowdown(Algo::Aimd, (0.9, 1.2));
+}
+
+#[test]
+fn gradient_keeps_the_backend_busy_when_it_slows_down() {
+    slowdown(Algo::Gradient, (0.9, 1.25));
+}
+
+#[test]
+fn vegas_keeps_the_backend_busy_when_it_slows_down() {
+    let (lo, hi) = vegas_band(W);
+    slowdown(Algo::Vegas, (lo, hi + 0.05));
+}
+
+// ---------------------------------------------------------------------------
 // Stability: steady load, 120 s; over the last 60 s (probe points left
 // out) the limit stays in a band no wider than ±25 % of C*
 // (max − min ≤ 0.5 W) and its standard deviation is at most 10 % of C*.

@@ -353,6 +353,17 @@ fn adaptive_limits_are_validated_by_key() {
         "[routes.limit]\nalgorithm = \"wip\"\nbaseline = \"soon\"",
     ));
     assert_mentions(&message, &["routes[0].limit.baseline", "probe"]);
+    let message = error_of(&with_route_tables(
+        "[routes.limit]\nalgorithm = \"aimd\"\nprobe_shift = 0.9",
+    ));
+    assert_mentions(&message, &["routes[0].limit.probe_shift", "above 1.0"]);
+    let message = error_of(&with_route_tables(
+        "[routes.limit]\nalgorithm = \"aimd\"\nbaseline = \"20ms\"\nprobe_shift = 1.5",
+    ));
+    assert_mentions(
+        &message,
+        &["routes[0].limit.probe_shift", "only with baseline"],
+    );
     for algorithm in ["fixed", "aimd", "gradient", "vegas", "wip"] {
         let config = Config::from_toml_str(&with_route_tables(&format!(
             "[routes.limit]\nalgorithm = \"{algorithm}\""

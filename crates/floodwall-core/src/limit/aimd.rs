@@ -3,7 +3,7 @@
 //! ```text
 //! per closed window, with L the limit:
 //!   failures over threshold (see `failures`)     → L × 0.7
-//!   p50 > 1.15 × baseline p50                    → L × 0.85
+//!   p50 > T = (1.15 + 1/L) × baseline p50        → L × clamp(T ÷ p50, 0.5, 0.85)
 //!   otherwise                                    → max(L × 1.1, L + 1)
 //! ```
 //!
@@ -72,8 +72,12 @@ pub struct AimdConfig {
     /// The window statistic may reach `tolerance × baseline` before it
     /// counts as overload. Default 1.15.
     pub tolerance: f64,
-    /// The cut on latency overload. Default 0.85.
+    /// The cut on latency overload just past the threshold. Default 0.85.
     pub backoff: f64,
+    /// The deepest cut one window can make when latency is far past the
+    /// threshold (the cut is `threshold ÷ latency` between the two).
+    /// Default 0.5, Gradient2's and Envoy's lowest gradient.
+    pub max_cut: f64,
     /// The growth factor on a healthy window. Default 1.1.
     pub increase: f64,
 }
@@ -88,6 +92,7 @@ impl Default for AimdConfig {
             statistic: Statistic::P50,
             tolerance: 1.15,
             backoff: 0.85,
+            max_cut: 0.5,
             increase: 1.1,
         }
     }
@@ -111,6 +116,15 @@ impl AimdConfig {
             return Err(LimitConfigError::new(
                 key("backoff"),
                 format!("must be in (0, 1), got {}", self.backoff),
+            ));
+        }
+        if !(self.max_cut > 0.0 && self.max_cut <= self.backoff) {
+            return Err(LimitConfigError::new(
+                key("max_cut"),
+                format!(
+                    "must be in (0, backoff = {}], got {}",
+                    self.backoff, self.max_cut
+                ),
             ));
         }
         if self.increase.is_nan() || self.increase <= 1.0 {
@@ -147,6 +161,34 @@ impl AimdLimit {
         self.ctl.baseline(self.cfg.statistic)
     }
 
+    /// How many times the baseline the window statistic may be at `limit`
+    /// before it counts as queueing: `tolerance + 1 / limit`. The `1 /
+    /// limit` is one request's worth of queueing: with W workers, a limit
+    /// of W + 1 keeps one request waiting, which adds about `1 / W` of a
+    /// service time. Without it a small limit cannot hold that one spare
+    /// request, which is what keeps every worker busy across the hand-off
+    /// between a response and the next admission: at W = 4, 15 % is less
+    /// than one request, so AIMD would sit at exactly W and leave workers
+    /// idle between requests (the bench's workers-drop lost 9 % that way).
+    /// At W = 50 the term is 0.02 and changes little.
+    fn allowance(&self, limit: f64) -> f64 {
+        self.cfg.tolerance + 1.0 / limit.floor().max(1.0)
+    }
+
+    /// The factor of a latency cut: `backoff` (0.85) for a window just over
+    /// the threshold, deeper in proportion to how far over it is
+    /// (`threshold ÷ latency`), never below `max_cut`. Queueing delay is
+    /// proportional to the excess concurrency, so a window at twice the
+    /// threshold says the limit is about twice too high; cutting by 0.85 a
+    /// window would take eight windows to get there from a limit four
+    /// times too high while the backend drowns (the bench's workers-drop
+    /// did exactly that). DCTCP scales its cut by the extent of congestion
+    /// for the same reason.
+    fn cut(&self, threshold: std::time::Duration, lat: std::time::Duration) -> f64 {
+        let proportional = threshold.as_secs_f64() / lat.as_secs_f64().max(1e-9);
+        proportional.min(self.cfg.backoff).max(self.cfg.max_cut)
+    }
+
     fn evaluate(&self, w: &WindowSummary) -> Evaluation {
         let limit = self.ctl.value();
         if let Some(cut) = self.cfg.failures.check(w, limit) {
@@ -166,19 +208,21 @@ impl AimdLimit {
                 ),
             };
         };
-        let threshold = base.mul_f64(self.cfg.tolerance);
+        let allowance = self.allowance(limit);
+        let threshold = base.mul_f64(allowance);
         if lat > threshold {
+            let cut = self.cut(threshold, lat);
             Evaluation {
-                step: Step::Decrease(limit * self.cfg.backoff),
+                step: Step::Decrease(limit * cut),
                 cause: Cause::Latency,
                 latency,
                 detail: format!(
                     "{} {} > {:.2} × baseline {} → ×{:.2}",
                     stat.as_str(),
                     ms(lat),
-                    self.cfg.tolerance,
+                    allowance,
                     ms(base),
-                    self.cfg.backoff
+                    cut
                 ),
             }
         } else {
@@ -190,7 +234,7 @@ impl AimdLimit {
                     "{} {} ≤ {:.2} × baseline {}, failures {:.1}% → ×{:.2} (at least +1)",
                     stat.as_str(),
                     ms(lat),
-                    self.cfg.tolerance,
+                    allowance,
                     ms(base),
                     w.failure_rate() * 100.0,
                     self.cfg.increase
@@ -232,6 +276,7 @@ mod tests {
     fn aimd() -> AimdLimit {
         AimdLimit::new(AimdConfig {
             shaping: ShapingConfig {
+                slow_start: false,
                 min: 3,
                 ramp_up: Duration::ZERO,
                 stable_for: Duration::ZERO,
@@ -278,17 +323,46 @@ mod tests {
         assert_eq!(l.explain().unwrap().cause, Cause::Errors);
 
         let before = l.ctl.value();
-        f.ok(&mut l, 12); // p50 12 ms > 1.15 × 10 ms
+        f.ok(&mut l, 12); // p50 12 ms > (1.15 + 1/L) × 10 ms
         assert!((l.ctl.value() - before * 0.85).abs() < 1e-9);
         let d = l.explain().unwrap();
         assert_eq!(d.cause, Cause::Latency);
+        let allowance = format!("{:.2}", 1.15 + 1.0 / (before.floor()));
         assert!(
-            d.detail.contains("p50 12.0ms > 1.15 × baseline 10.0ms"),
+            d.detail
+                .contains(&format!("p50 12.0ms > {allowance} × baseline 10.0ms")),
             "{d}"
         );
 
         let before = l.ctl.value();
         f.ok(&mut l, 11); // 11 ms ≤ 1.15 × 10 ms: healthy
         assert!(l.ctl.value() > before);
+    }
+
+    #[test]
+    fn slow_start_doubles_until_the_first_cut() {
+        let mut l = AimdLimit::new(AimdConfig {
+            shaping: ShapingConfig {
+                min: 3,
+                ramp_up: Duration::ZERO,
+                stable_for: Duration::ZERO,
+                ..ShapingConfig::default()
+            },
+            baseline: Baseline::Fixed(Duration::from_millis(10)),
+            ..AimdConfig::default()
+        })
+        .unwrap();
+        let mut f = Feeder::new();
+        assert_eq!(f.ok(&mut l, 10), 6);
+        assert_eq!(f.ok(&mut l, 10), 12);
+        assert!(l.explain().unwrap().detail.contains("slow start"));
+        assert_eq!(f.ok(&mut l, 10), 24);
+        // 20 ms is 1.7 × the threshold: a proportional cut, at most ÷2.
+        let cut = f.ok(&mut l, 20);
+        assert!((12..=14).contains(&cut), "{cut}");
+        // Slow start is over: growth is ×1.1 again.
+        let before = l.ctl.value();
+        f.ok(&mut l, 10);
+        assert!((l.ctl.value() - before * 1.1).abs() < 1e-9);
     }
 }

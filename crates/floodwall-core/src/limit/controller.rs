@@ -15,8 +15,14 @@
 //!    decreases at once (and the window restarts, so samples admitted under
 //!    the old limit are not counted twice), trims at once without arming
 //!    hysteresis, increases only past hysteresis, the growth guard and the
-//!    ramp cap, and always within `[min, max]`.
-//! 4. The outcome is kept as the last [`Decision`], for `/status`.
+//!    ramp cap, and always within `[min, max]`. Until the first decrease a
+//!    healthy window at least doubles the limit (TCP's slow start), still
+//!    under the ramp cap.
+//! 4. A run of latency cuts that does not lower latency, or a window much
+//!    faster than the baseline, starts a baseline probe at once; a probe
+//!    that finds the upstream changed speed undoes the run of cuts
+//!    ([`probe`](super::probe), `ProbeConfig::shift`).
+//! 5. The outcome is kept as the last [`Decision`], for `/status`.
 
 use super::decision::{ms, Cause, Decision};
 use super::histogram::LatencyStats;
@@ -73,7 +79,26 @@ pub(crate) struct Controller {
     limit: f64,
     before_probe: Option<f64>,
     floor_streak: usize,
+    /// The run of latency cuts in progress, if any (see `note_cut`).
+    cuts: Option<CutRun>,
+    /// Until the first decrease, a healthy window at least doubles the
+    /// limit (see `apply`).
+    slow_start: bool,
     last: Option<Decision>,
+}
+
+/// A run of latency cuts with no healthy window between them.
+#[derive(Debug, Clone, Copy)]
+struct CutRun {
+    /// The limit before the first cut: where a slowdown rolls back to.
+    from: f64,
+    /// The window latency that triggered the last cut.
+    latency: Duration,
+    /// The factor of the last cut (new ÷ old).
+    ratio: f64,
+    /// Cuts in a row after which latency fell less than half as much as
+    /// the limit.
+    flat: usize,
 }
 
 impl Controller {
@@ -95,6 +120,8 @@ impl Controller {
             limit: shaping.min as f64,
             before_probe: None,
             floor_streak: 0,
+            cuts: None,
+            slow_start: shaping.slow_start,
             last: None,
         }
     }
@@ -181,7 +208,15 @@ impl Controller {
 
     fn end_probe(&mut self, now: Nanos, end: ProbeEnd) {
         let from = self.limit;
-        let back = self.before_probe.take().unwrap_or(from);
+        let mut back = self.before_probe.take().unwrap_or(from);
+        // The upstream changed speed: the cuts since the last healthy
+        // window were made against a stale baseline. Undo them, and let
+        // the limit grow again at once.
+        if let (ProbeEnd::Shifted { .. }, Some(run)) = (&end, self.cuts.take()) {
+            back = back.max(run.from);
+            self.shaping.clear_hold();
+        }
+        self.cuts = None;
         self.limit = back.clamp(self.shaping.floor(), self.shaping.cap(now));
         self.window.restart(now);
         self.floor_streak = 0;
@@ -197,6 +232,16 @@ impl Controller {
                 describe(&s),
                 next.as_secs_f64()
             ),
+            ProbeEnd::Shifted { probe, was } => format!(
+                "the upstream changed speed: probe median {} against baseline {} \
+                 from {} requests ({}); baseline restarted from this probe, \
+                 latency cuts since the last healthy window undone; next probe in {:.0}s",
+                ms(probe.p50),
+                ms(was),
+                probe.count,
+                describe(&probe),
+                next.as_secs_f64()
+            ),
             ProbeEnd::Kept { timed } => format!(
                 "probe timed only {timed} requests: baseline kept; next probe in {:.0}s",
                 next.as_secs_f64()
@@ -209,6 +254,9 @@ impl Controller {
     pub(crate) fn apply(&mut self, now: Nanos, w: &WindowSummary, e: Evaluation) {
         let from = self.limit;
         let cap = self.shaping.cap(now);
+        if matches!(e.step, Step::Decrease(_) | Step::Trim(_)) {
+            self.slow_start = false;
+        }
         let (to, cause, note) = match e.step {
             Step::Decrease(to) => {
                 self.shaping.note_decrease(now);
@@ -231,6 +279,21 @@ impl Controller {
                         self.shaping.config().busy_ratio * 100.0
                     );
                     (from, Cause::AppLimited, Some(note))
+                } else if self.slow_start && from * 2.0 > to {
+                    // TCP's slow start: from a cold start at the floor,
+                    // growing by ×1.1 (or +1) a window takes a dozen
+                    // windows to reach a limit of 20, refusing traffic the
+                    // backend could serve all the while. Double instead
+                    // until the first overload; the ramp cap still bounds
+                    // it, so a cold backend is not flooded.
+                    let to = from * 2.0;
+                    if to > cap && cap < self.shaping.max() {
+                        let note = format!("capped by the cold-start ramp at {cap:.0}");
+                        (cap, Cause::RampUp, Some(note))
+                    } else {
+                        let note = "slow start: doubling until the first overload".to_string();
+                        (to, e.cause, Some(note))
+                    }
                 } else if to > cap && cap < self.shaping.max() {
                     let note = format!("capped by the cold-start ramp at {cap:.0}");
                     (cap, Cause::RampUp, Some(note))
@@ -242,12 +305,73 @@ impl Controller {
         };
         let to = to.clamp(self.shaping.floor(), cap.max(self.shaping.floor()));
         self.limit = to;
+        self.note_cut(&e, from, to);
+        self.note_speed(w, e.latency);
         self.note_floor(to);
         let detail = match note {
             Some(n) => format!("{}; {n}", e.detail),
             None => e.detail,
         };
         self.record(now, from, cause, e.latency, detail);
+    }
+
+    /// Tells a slowdown from a queue. Cutting the limit of a queueing
+    /// upstream shortens the queue, so latency falls about as much as the
+    /// limit did; when the upstream itself got slower it does not fall at
+    /// all. After two cuts in a row that lowered latency by less than half
+    /// the cut, the baseline is suspect: probe now. If the probe finds the
+    /// upstream changed speed, `end_probe` undoes the run of cuts.
+    fn note_cut(&mut self, e: &Evaluation, from: f64, to: f64) {
+        let latency_cut =
+            matches!(e.step, Step::Decrease(_)) && matches!(e.cause, Cause::Latency) && to < from;
+        if matches!(e.step, Step::Increase(_)) {
+            self.cuts = None;
+            return;
+        }
+        let (true, Some(latency)) = (latency_cut, e.latency) else {
+            return;
+        };
+        let ratio = to / from;
+        let run = match self.cuts {
+            None => CutRun {
+                from,
+                latency,
+                ratio,
+                flat: 0,
+            },
+            Some(run) => {
+                let expected = 1.0 - (1.0 - run.ratio) / 2.0;
+                let flat = latency.as_secs_f64() >= run.latency.as_secs_f64() * expected;
+                CutRun {
+                    from: run.from,
+                    latency,
+                    ratio,
+                    flat: if flat { run.flat + 1 } else { 0 },
+                }
+            }
+        };
+        self.cuts = Some(run);
+        if run.flat >= 2 {
+            if let Source::Probe(p) = &mut self.source {
+                p.request_now();
+            }
+            self.cuts = Some(CutRun { flat: 0, ..run });
+        }
+    }
+
+    /// A window faster than `baseline ÷ shift`: the upstream got faster,
+    /// and a stale baseline would let a queue build until the next
+    /// scheduled probe. Probe now.
+    fn note_speed(&mut self, w: &WindowSummary, latency: Option<Duration>) {
+        let Source::Probe(p) = &mut self.source else {
+            return;
+        };
+        let (Some(lat), Some(base)) = (latency, p.baseline().map(|b| self.statistic.of(b))) else {
+            return;
+        };
+        if w.max_inflight > 0 && lat.as_secs_f64() * p.shift() < base.as_secs_f64() {
+            p.request_now();
+        }
     }
 
     /// Envoy PR #10647: a limit stuck at the floor suggests a baseline

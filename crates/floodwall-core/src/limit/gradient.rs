@@ -262,6 +262,7 @@ mod tests {
     fn gradient() -> GradientLimit {
         GradientLimit::new(GradientConfig {
             shaping: ShapingConfig {
+                slow_start: false,
                 min: 16,
                 ramp_up: Duration::ZERO,
                 stable_for: Duration::ZERO,
@@ -324,6 +325,7 @@ mod tests {
     fn probes_gently_after_a_decrease_and_a_trim_does_not_hold_growth() {
         let mut l = GradientLimit::new(GradientConfig {
             shaping: ShapingConfig {
+                slow_start: false,
                 min: 16,
                 ramp_up: Duration::ZERO,
                 stable_for: Duration::from_secs(3600),

@@ -42,6 +42,14 @@
 //! `samples`), so the first probe, at cold start where the limit sits at
 //! the floor anyway, fills the whole pool.
 //!
+//! **A change of speed replaces the pool.** When a probe's median is more
+//! than `shift` (1.3) away from the pool's, the upstream itself got slower
+//! or faster; waiting `history` probes to believe it would keep an
+//! algorithm cutting to its floor for minutes while a slower backend sits
+//! half idle. The pool restarts from that probe. The `Controller` asks for
+//! such a probe at once when cuts stop lowering latency (a slowdown, not a
+//! queue) or a window runs faster than `baseline ÷ shift`.
+//!
 //! Like Envoy (PR #10647), a probe also starts early when the limit has sat
 //! at the floor for `floor_windows` windows in a row: the limit is already
 //! at the probe's concurrency, so it costs nothing, and a baseline measured
@@ -106,6 +114,12 @@ impl Baseline {
                         "must be at least 1",
                     ));
                 }
+                if p.shift.is_nan() || p.shift <= 1.0 {
+                    return Err(LimitConfigError::new(
+                        key("probe_shift"),
+                        format!("must be above 1.0, got {}", p.shift),
+                    ));
+                }
                 if p.history == 0 {
                     return Err(LimitConfigError::new(
                         key("probe_history"),
@@ -142,6 +156,14 @@ pub struct ProbeConfig {
     /// Probe early once the limit has been at the floor for this many
     /// consecutive windows (Envoy PR #10647 uses 5). Zero disables it.
     pub floor_windows: usize,
+    /// A probe whose median is more than this factor above or below the
+    /// pooled baseline's median means the upstream itself changed speed
+    /// (a slower query plan, a cold cache, a faster release): the pool is
+    /// emptied and restarted from this probe, so the change is believed at
+    /// once instead of after `history` probes. Default 1.3: the median of
+    /// 50 log-normal samples with p99 ≈ 3 × p50 is within ±9 % (one sd)
+    /// of the true one, so 1.3 is about three sd of probe-to-pool noise.
+    pub shift: f64,
     /// Seeds the jitter. Give each process its own (e.g. from its pid and
     /// start time): the same seed on every pod of a fleet makes their
     /// probes line up, which is what jitter is for. Default a constant, so
@@ -158,6 +180,7 @@ impl Default for ProbeConfig {
             max_duration: Duration::from_secs(10),
             history: 4,
             floor_windows: 5,
+            shift: 1.3,
             seed: 0x5EED_F100_D3A1,
         }
     }
@@ -169,6 +192,15 @@ pub(crate) enum ProbeEnd {
     /// It timed enough samples: these are its statistics (the baseline is
     /// now those of the pool).
     Measured(LatencyStats),
+    /// It timed enough samples, and their median was more than `shift`
+    /// away from the old baseline's: the upstream changed speed, and the
+    /// baseline is now this probe's alone.
+    Shifted {
+        /// This probe's statistics (now the baseline).
+        probe: LatencyStats,
+        /// The old baseline's median.
+        was: Duration,
+    },
     /// Too few samples in `max_duration`; the old baseline stays.
     Kept { timed: u64 },
 }
@@ -222,6 +254,17 @@ impl Prober {
         if self.cfg.floor_windows > 0 {
             self.early = true;
         }
+    }
+
+    /// Probes at the next sample: the windows suggest the upstream's
+    /// unloaded latency is no longer the baseline (see `Controller`).
+    pub(crate) fn request_now(&mut self) {
+        self.early = true;
+    }
+
+    /// The factor past which a probe counts as a change of speed.
+    pub(crate) fn shift(&self) -> f64 {
+        self.cfg.shift
     }
 
     pub(crate) fn begin(&mut self, now: Nanos) {
@@ -285,10 +328,18 @@ impl Prober {
     }
 
     /// Moves the probe's samples into the pool (the oldest fall out) and
-    /// recomputes the baseline over the pool.
+    /// recomputes the baseline over the pool. A probe more than `shift`
+    /// away from the pool replaces it (see [`ProbeConfig::shift`]).
     fn take_measurement(&mut self) -> Option<ProbeEnd> {
         let this = LatencyStats::of_nanos(self.timed.iter().copied())?;
         let capacity = self.capacity();
+        let shifted = self.baseline.as_ref().and_then(|old| {
+            let ratio = this.p50.as_secs_f64() / old.p50.as_secs_f64().max(1e-9);
+            (ratio > self.cfg.shift || ratio * self.cfg.shift < 1.0).then_some(old.p50)
+        });
+        if shifted.is_some() {
+            self.pool.clear();
+        }
         for v in self.timed.drain(..) {
             if self.pool.len() == capacity {
                 self.pool.pop_front();
@@ -296,7 +347,10 @@ impl Prober {
             self.pool.push_back(v);
         }
         self.baseline = LatencyStats::of_nanos(self.pool.iter().copied());
-        Some(ProbeEnd::Measured(this))
+        Some(match shifted {
+            Some(was) => ProbeEnd::Shifted { probe: this, was },
+            None => ProbeEnd::Measured(this),
+        })
     }
 
     /// When the next scheduled probe starts.
@@ -373,6 +427,8 @@ mod tests {
         let mut p = Prober::new(ProbeConfig {
             samples: 2,
             history: 2,
+            // No change of speed counts: this test is about pooling.
+            shift: 10.0,
             ..ProbeConfig::default()
         });
         // The first probe fills the pool of 2 × 2 with 10 ms; then each
@@ -390,5 +446,40 @@ mod tests {
         let b = p.baseline().unwrap();
         assert_eq!(b.count, 4, "the 10 ms samples have left the pool");
         assert_eq!(b.mean, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn a_change_of_speed_restarts_the_pool_from_that_probe() {
+        let mut p = Prober::new(ProbeConfig {
+            samples: 4,
+            history: 4,
+            ..ProbeConfig::default()
+        });
+        let mut probe = |t: u64, ms: &[u64]| {
+            p.begin(Nanos(t * 1_000_000));
+            for &ms in ms {
+                p.offer(&s(t, ms, 1), 3, Duration::ZERO);
+            }
+            let end = p.finish(Nanos(t * 1_000_000 + 1)).unwrap();
+            (end, p.baseline().unwrap().count, p.baseline().unwrap().p50)
+        };
+        let (end, count, _) = probe(0, &[10; 16]);
+        assert!(matches!(end, ProbeEnd::Measured(_)));
+        assert_eq!(count, 16);
+        // 12 ms is 1.2 × the pool: noise, pooled.
+        let (end, count, _) = probe(100_000, &[12; 4]);
+        assert!(matches!(end, ProbeEnd::Measured(_)), "{end:?}");
+        assert_eq!(count, 16);
+        // 20 ms is 2 × the pool: the upstream slowed down.
+        let (end, count, p50) = probe(200_000, &[20; 4]);
+        assert!(
+            matches!(end, ProbeEnd::Shifted { was, .. } if was == Duration::from_millis(10)),
+            "{end:?}"
+        );
+        assert_eq!((count, p50), (4, Duration::from_millis(20)));
+        // And faster again: 10 ms is 0.5 × 20 ms.
+        let (end, _, p50) = probe(300_000, &[10; 16]);
+        assert!(matches!(end, ProbeEnd::Shifted { .. }), "{end:?}");
+        assert_eq!(p50, Duration::from_millis(10));
     }
 }

@@ -58,6 +58,12 @@ pub struct ShapingConfig {
     /// A window may grow the limit only if some request in it was admitted
     /// with at least `busy_ratio × limit` in flight. Default 0.5 (Netflix).
     pub busy_ratio: f64,
+    /// From a cold start, a healthy window at least doubles the limit until
+    /// the first decrease (TCP's slow start), still under the ramp cap.
+    /// Default on: growing by ×1.1 (or +1) a window from the floor of 3
+    /// took the bench a dozen seconds to reach a limit of 20, refusing
+    /// traffic the backend could serve all along.
+    pub slow_start: bool,
 }
 
 impl Default for ShapingConfig {
@@ -68,6 +74,7 @@ impl Default for ShapingConfig {
             ramp_up: Duration::from_secs(60),
             stable_for: Duration::from_secs(10),
             busy_ratio: 0.5,
+            slow_start: true,
         }
     }
 }
@@ -144,6 +151,12 @@ impl Shaping {
 
     pub(crate) fn note_decrease(&mut self, now: Nanos) {
         self.last_decrease = Some(now);
+    }
+
+    /// Forgets the last decrease: it was a mistake (made against a stale
+    /// baseline), so it must not hold growth.
+    pub(crate) fn clear_hold(&mut self) {
+        self.last_decrease = None;
     }
 
     /// How much longer growth is held after the last decrease, if at all.

@@ -76,7 +76,13 @@ pub struct VegasConfig {
 impl Default for VegasConfig {
     fn default() -> Self {
         Self {
-            shaping: ShapingConfig::default(),
+            // Vegas grows fast on its own while its queue estimate is below
+            // `threshold`, and comes down by one a window: a doubling
+            // overshoot would take it tens of windows to shed.
+            shaping: ShapingConfig {
+                slow_start: false,
+                ..ShapingConfig::default()
+            },
             window: WindowConfig::default(),
             baseline: Baseline::default(),
             failures: Failures::default(),
@@ -208,6 +214,7 @@ mod tests {
     fn vegas() -> VegasLimit {
         VegasLimit::new(VegasConfig {
             shaping: ShapingConfig {
+                slow_start: false,
                 min: 20,
                 ramp_up: Duration::ZERO,
                 stable_for: Duration::ZERO,

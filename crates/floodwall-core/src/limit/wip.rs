@@ -218,6 +218,7 @@ mod tests {
     fn halves_above_the_multiplier_and_recovers_by_steps_toward_base() {
         let mut l = WipLimit::new(WipConfig {
             shaping: ShapingConfig {
+                slow_start: false,
                 min: 3,
                 max: 40,
                 ramp_up: Duration::ZERO,

@@ -7,9 +7,10 @@ use floodwall_core::limit::{
 };
 
 /// Keys that only one algorithm reads, and which.
-const OWN_KEYS: [(&str, &[&str]); 9] = [
+const OWN_KEYS: [(&str, &[&str]); 10] = [
     ("tolerance", &["aimd", "gradient"]),
     ("backoff", &["aimd"]),
+    ("max_cut", &["aimd"]),
     ("increase", &["aimd"]),
     ("smoothing", &["gradient"]),
     ("alpha", &["vegas"]),
@@ -28,6 +29,7 @@ fn set_keys(a: &AdaptiveConfig) -> Vec<&'static str> {
     };
     note("tolerance", a.tolerance.is_some());
     note("backoff", a.backoff.is_some());
+    note("max_cut", a.max_cut.is_some());
     note("increase", a.increase.is_some());
     note("smoothing", a.smoothing.is_some());
     note("alpha", a.alpha.is_some());
@@ -51,6 +53,9 @@ fn common(
     if let Some(s) = a.stable_for {
         shaping.stable_for = s;
     }
+    if let Some(s) = a.slow_start {
+        shaping.slow_start = s;
+    }
     let mut window = WindowConfig::default();
     if let Some(n) = a.window_min_samples {
         window.min_samples = n;
@@ -71,12 +76,19 @@ fn common(
         if let Some(i) = a.probe_interval {
             p.interval = i;
         }
+        if let Some(x) = a.probe_shift {
+            p.shift = x;
+        }
         // Replicas must not probe in lockstep.
         p.seed = seed;
-    } else if a.probe_interval.is_some() {
-        return Err(format!(
-            "{prefix}probe_interval: only with baseline = \"probe\""
-        ));
+    } else if let Some(key) = [
+        ("probe_interval", a.probe_interval.is_some()),
+        ("probe_shift", a.probe_shift.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(k, set)| set.then_some(k))
+    {
+        return Err(format!("{prefix}{key}: only with baseline = \"probe\""));
     }
     let mut failures = Failures::default();
     if let Some(x) = a.error_rate {
@@ -138,6 +150,9 @@ impl LimitConfig {
                 if let Some(x) = a.backoff {
                     c.backoff = x;
                 }
+                if let Some(x) = a.max_cut {
+                    c.max_cut = x;
+                }
                 if let Some(x) = a.increase {
                     c.increase = x;
                 }
@@ -163,7 +178,10 @@ impl LimitConfig {
             }
             LimitConfig::Vegas(_) => {
                 let mut c = VegasConfig {
-                    shaping,
+                    shaping: ShapingConfig {
+                        slow_start: a.slow_start.unwrap_or(false),
+                        ..shaping
+                    },
                     window,
                     baseline,
                     failures,

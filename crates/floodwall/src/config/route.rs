@@ -157,6 +157,13 @@ pub struct AdaptiveConfig {
     /// How often the unloaded latency is re-measured.
     #[serde(with = "humantime_serde", default)]
     pub probe_interval: Option<Duration>,
+    /// Double the limit each healthy window from a cold start until the
+    /// first decrease (default on, off for `vegas`).
+    pub slow_start: Option<bool>,
+    /// A probe this many times slower or faster than the baseline means the
+    /// upstream changed speed: the baseline restarts from it, and latency
+    /// cuts made against the old one are undone.
+    pub probe_shift: Option<f64>,
     /// Error + drop share of a window above which the limit backs off.
     pub error_rate: Option<f64>,
     /// Drop (timeout, upstream 503/429) share above which it backs off.
@@ -168,6 +175,9 @@ pub struct AdaptiveConfig {
     pub tolerance: Option<f64>,
     /// `aimd`: the cut when latency is above tolerance.
     pub backoff: Option<f64>,
+    /// `aimd`: the deepest cut one window makes when latency is far above
+    /// tolerance.
+    pub max_cut: Option<f64>,
     /// `aimd`: the growth factor of a healthy window.
     pub increase: Option<f64>,
     /// `gradient`: how fast the limit follows the gradient (0..1].
@@ -194,11 +204,14 @@ impl Default for AdaptiveConfig {
             min_rtt: None,
             baseline: None,
             probe_interval: None,
+            slow_start: None,
+            probe_shift: None,
             error_rate: None,
             drop_rate: None,
             failure_backoff: None,
             tolerance: None,
             backoff: None,
+            max_cut: None,
             increase: None,
             smoothing: None,
             alpha: None,
