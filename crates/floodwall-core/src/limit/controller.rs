@@ -96,8 +96,8 @@ struct CutRun {
     latency: Duration,
     /// The factor of the last cut (new ÷ old).
     ratio: f64,
-    /// Cuts in a row after which latency fell less than half as much as
-    /// the limit.
+    /// Windows in a row after a cut in which latency fell less than half
+    /// as much as the limit.
     flat: usize,
 }
 
@@ -254,7 +254,12 @@ impl Controller {
     pub(crate) fn apply(&mut self, now: Nanos, w: &WindowSummary, e: Evaluation) {
         let from = self.limit;
         let cap = self.shaping.cap(now);
-        if matches!(e.step, Step::Decrease(_) | Step::Trim(_)) {
+        // Slow start ends at the first decrease, or at the first window
+        // that did not fill the limit: from then on the limit is above
+        // what traffic needs, and doubling it later, when a slowdown makes
+        // requests pile up to it, would be exactly wrong.
+        let filled = w.max_inflight >= from.floor() as usize;
+        if matches!(e.step, Step::Decrease(_) | Step::Trim(_)) || !filled {
             self.slow_start = false;
         }
         let (to, cause, note) = match e.step {
@@ -284,8 +289,12 @@ impl Controller {
                     // growing by ×1.1 (or +1) a window takes a dozen
                     // windows to reach a limit of 20, refusing traffic the
                     // backend could serve all the while. Double instead
-                    // until the first overload; the ramp cap still bounds
-                    // it, so a cold backend is not flooded.
+                    // until the first overload, and only while the limit
+                    // is what holds traffic back (every window filled it):
+                    // doubling a limit that traffic does not reach builds
+                    // a limit far above the load, which protects nothing
+                    // when capacity drops (RFC 7661's lesson for cwnd).
+                    // The ramp cap still bounds it.
                     let to = from * 2.0;
                     if to > cap && cap < self.shaping.max() {
                         let note = format!("capped by the cold-start ramp at {cap:.0}");
@@ -318,12 +327,17 @@ impl Controller {
     /// Tells a slowdown from a queue. Cutting the limit of a queueing
     /// upstream shortens the queue, so latency falls about as much as the
     /// limit did; when the upstream itself got slower it does not fall at
-    /// all. After two cuts in a row that lowered latency by less than half
-    /// the cut, the baseline is suspect: probe now. If the probe finds the
-    /// upstream changed speed, `end_probe` undoes the run of cuts.
+    /// all. After a cut that lowered latency by less than half as much as
+    /// the one before it lowered the limit, the baseline is suspect: probe
+    /// now. A false alarm costs one probe (well under a second at the
+    /// floor); a missed slowdown costs a backend left half idle. If the
+    /// probe finds the upstream changed speed, `end_probe` undoes the run
+    /// of cuts.
     fn note_cut(&mut self, e: &Evaluation, from: f64, to: f64) {
-        let latency_cut =
-            matches!(e.step, Step::Decrease(_)) && matches!(e.cause, Cause::Latency) && to < from;
+        // A latency verdict at the floor counts too (ratio 1): the limit
+        // cannot go lower, and latency not falling there is the clearest
+        // sign of a slowdown.
+        let latency_cut = matches!(e.step, Step::Decrease(_)) && matches!(e.cause, Cause::Latency);
         if matches!(e.step, Step::Increase(_)) {
             self.cuts = None;
             return;
@@ -351,7 +365,7 @@ impl Controller {
             }
         };
         self.cuts = Some(run);
-        if run.flat >= 2 {
+        if run.flat >= 1 {
             if let Source::Probe(p) = &mut self.source {
                 p.request_now();
             }

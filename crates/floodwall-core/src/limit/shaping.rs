@@ -58,8 +58,10 @@ pub struct ShapingConfig {
     /// A window may grow the limit only if some request in it was admitted
     /// with at least `busy_ratio × limit` in flight. Default 0.5 (Netflix).
     pub busy_ratio: f64,
-    /// From a cold start, a healthy window at least doubles the limit until
-    /// the first decrease (TCP's slow start), still under the ramp cap.
+    /// From a cold start, a healthy window that filled the limit at least
+    /// doubles it (TCP's slow start), still under the ramp cap. Slow start
+    /// ends for good at the first decrease or the first window that did
+    /// not fill the limit.
     /// Default on: growing by ×1.1 (or +1) a window from the floor of 3
     /// took the bench a dozen seconds to reach a limit of 20, refusing
     /// traffic the backend could serve all along.

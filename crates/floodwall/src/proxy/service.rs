@@ -69,7 +69,12 @@ impl Proxy {
         };
 
         // 3. Forward, bounded by the upstream's response timeout. Dropping
-        //    the permit on these early returns frees the slot.
+        //    the permit on these early returns frees the slot. A client
+        //    that hangs up before the upstream answers (hyper drops this
+        //    future) is a drop: it is what a client timeout looks like from
+        //    here, and in a collapse it may be the only signal left, since
+        //    nothing else completes (Netflix concurrency-limits #176).
+        permit.record(Outcome::Dropped);
         let upstream = &route.upstream;
         let outbound = upstream.prepare(req, peer);
         let response = match tokio::time::timeout(
@@ -95,6 +100,9 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         super::forward::strip_hop_by_hop(&mut parts.headers);
         let outcome = outcome_of(parts.status);
+        // The upstream answered: a client leaving mid-body from here on
+        // says nothing about the upstream.
+        permit.record(Outcome::Ignored);
         let body = PermitBody::new(
             body,
             permit,
