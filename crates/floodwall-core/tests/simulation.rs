@@ -314,6 +314,58 @@ fn vegas_keeps_the_backend_busy_when_it_slows_down() {
 }
 
 // ---------------------------------------------------------------------------
+// Recovery: the backend loses half its workers at 60 s and gets them back
+// at 100 s. The limit must climb back (mean over [100 + N, 100 + N + 30]
+// within the band) without flooding the backend on the way: at no point
+// after the recovery does the limit pass 1.5 W, nor do more than W / 2
+// requests wait for a worker. N covers hysteresis (10 s) and growth at
+// ×1.1 a window from W / 2 back to W (about 7 windows).
+// ---------------------------------------------------------------------------
+
+fn recovery(algo: Algo, n: u64, band: (f64, f64)) {
+    for seed in SEEDS {
+        let s = Scenario {
+            changes: vec![
+                (secs(60), Change::Workers(W / 2)),
+                (secs(100), Change::Workers(W)),
+            ],
+            ..reference(100 + n + 30, seed)
+        };
+        let t = simulate(algo, &s, None);
+        let l = t.limit(secs(100 + n), secs(100 + n + 30));
+        let after: Vec<_> = t.between(secs(100), secs(100 + n + 30)).collect();
+        let peak_limit = after.iter().map(|p| p.limit).max().unwrap_or(0);
+        let peak_queue = after.iter().map(|p| p.queued).max().unwrap_or(0);
+        report(
+            "recovery",
+            algo,
+            &format!("seed {seed} {}s..{}s", 100 + n, 100 + n + 30),
+            &l,
+            &format!("after the recovery: peak limit {peak_limit}, peak queue {peak_queue}"),
+        );
+        within(algo, "recovery", &l, band);
+        assert!(
+            peak_limit as f64 <= 1.5 * W as f64,
+            "{algo:?} seed {seed}: limit overshot to {peak_limit}"
+        );
+        assert!(
+            peak_queue <= W / 2,
+            "{algo:?} seed {seed}: {peak_queue} waiting at the backend"
+        );
+    }
+}
+
+#[test]
+fn aimd_climbs_back_after_a_recovery_without_flooding() {
+    recovery(Algo::Aimd, 25, (0.9, 1.2));
+}
+
+#[test]
+fn gradient_climbs_back_after_a_recovery_without_flooding() {
+    recovery(Algo::Gradient, 25, (0.9, 1.25));
+}
+
+// ---------------------------------------------------------------------------
 // Stability: steady load, 120 s; over the last 60 s (probe points left
 // out) the limit stays in a band no wider than ±25 % of C*
 // (max − min ≤ 0.5 W) and its standard deviation is at most 10 % of C*.
