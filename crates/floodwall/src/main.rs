@@ -107,6 +107,21 @@ struct ServeArgs {
     /// Log format; the level comes from FLOODWALL_LOG or the config.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Distributed mode: share each route's limit through this Redis, e.g.
+    /// redis://127.0.0.1:6379. `--limit` is then the GLOBAL limit of every
+    /// replica pointed at the same store and route.
+    #[arg(long)]
+    store: Option<String>,
+    /// How replicas share the global limit: lease (a leased share per
+    /// replica, few Redis calls) or strict (one Lua call per request).
+    #[arg(long, value_enum)]
+    store_mode: Option<StoreModeArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreModeArg {
+    Lease,
+    Strict,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,6 +226,11 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         upstream: args.upstream.clone(),
         limit: args.limit,
         algorithm: args.algorithm.clone(),
+        store: args.store.clone(),
+        store_mode: args.store_mode.map(|m| match m {
+            StoreModeArg::Lease => floodwall::config::StoreMode::Lease,
+            StoreModeArg::Strict => floodwall::config::StoreMode::Strict,
+        }),
     };
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,
