@@ -648,3 +648,45 @@ fn store_config_errors_name_the_key() {
     .unwrap();
     assert_eq!(c.store.unwrap().mode, StoreMode::Strict);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_counts_requests_admitted_during_an_outage_once_redis_is_back() {
+    let mut redis = Redis::start();
+    let upstream = Upstream::start(Duration::ZERO).await;
+    let (_f, bins) = replicas("strict-outage", &config(&upstream, &redis, "strict", ""), 1);
+    converged(&[&bins[0]], 1).await;
+    redis.stop();
+    // Three requests admitted under the `local` policy while Redis is down,
+    // held at the upstream until the test lets them go.
+    let proxy = bins[0].proxy;
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move { Client::http1().get(proxy, "/?hold=h", &[]).await.status })
+        })
+        .collect();
+    common::wait_until(Duration::from_secs(5), "3 at the upstream", || async {
+        upstream.current() == 3
+    })
+    .await;
+    redis.restart();
+    converged(&[&bins[0]], 1).await;
+    let held_in_redis = || {
+        redis
+            .cli(&["HVALS", "floodwall:{api}:held"])
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    common::wait_until(Duration::from_secs(3), "Redis counts them", || async {
+        held_in_redis() == 3
+    })
+    .await;
+    upstream.open("h");
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    common::wait_until(Duration::from_secs(3), "and forgets them", || async {
+        held_in_redis() == 0
+    })
+    .await;
+}

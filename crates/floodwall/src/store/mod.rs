@@ -97,8 +97,9 @@ struct RouteStore {
     limiter: Arc<Limiter>,
     global: usize,
     keys: RouteKeys,
-    /// Strict mode: slots granted or being asked for by this replica, the
-    /// upper bound `heartbeat.lua` reconciles Redis to.
+    /// Strict mode: slots granted, being asked for, or admitted locally
+    /// during an outage by this replica: the upper bound `heartbeat.lua`
+    /// reconciles Redis to.
     held: AtomicUsize,
     state: Mutex<RouteState>,
 }
@@ -167,10 +168,11 @@ fn redact(url: &str) -> String {
 /// The outcome of [`Store::admit`] in the proxy's admission path.
 #[derive(Debug)]
 pub enum Admit {
-    /// Decided locally: lease mode, or strict mode while Redis is
-    /// unreachable under the `local` or `open` policy.
+    /// Lease mode: the local gate, capped by the share, decided alone.
     Local,
-    /// Strict mode: Redis granted a slot, given back when this drops.
+    /// Strict mode: a slot, given back when this drops. Granted by Redis,
+    /// or by the failure policy while Redis is unreachable (then counted
+    /// by the next heartbeat, so Redis knows of it once it is back).
     Slot(Slot),
     /// Refused by the store.
     Refused(Refusal),
@@ -182,10 +184,18 @@ pub enum Admit {
 pub struct Slot {
     store: Arc<Store>,
     route: usize,
+    /// Whether Redis counted it (else it was admitted during an outage).
+    in_redis: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if !self.in_redis {
+            self.store.routes[self.route]
+                .held
+                .fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         let store = self.store.clone();
         let route = self.route;
         match tokio::runtime::Handle::try_current() {
@@ -491,16 +501,23 @@ impl Store {
         let Some(i) = self.routes.iter().position(|r| r.name == route) else {
             return Admit::Local;
         };
+        let r = &self.routes[i];
         let unavailable = || match self.config.on_store_failure {
             StoreFailure::Closed => Admit::Refused(Refusal::StoreUnavailable),
-            StoreFailure::Local | StoreFailure::Open => Admit::Local,
+            StoreFailure::Local | StoreFailure::Open => {
+                r.held.fetch_add(1, Ordering::AcqRel);
+                Admit::Slot(Slot {
+                    store: self.clone(),
+                    route: i,
+                    in_redis: false,
+                })
+            }
         };
         if !self.backend.up.load(Ordering::Acquire) {
             // The renew loop probes Redis; requests do not wait on a Redis
             // known to be failing.
             return unavailable();
         }
-        let r = &self.routes[i];
         r.held.fetch_add(1, Ordering::AcqRel);
         match self
             .backend
@@ -510,6 +527,7 @@ impl Store {
             Ok(true) => Admit::Slot(Slot {
                 store: self.clone(),
                 route: i,
+                in_redis: true,
             }),
             Ok(false) => {
                 r.held.fetch_sub(1, Ordering::AcqRel);
@@ -646,5 +664,44 @@ impl Store {
             "The route's global limit, shared by every replica",
             global,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AdaptiveConfig;
+
+    #[test]
+    fn passwords_never_reach_status() {
+        assert_eq!(redact("redis://u:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn the_global_limit_is_the_fixed_value_or_the_adaptive_max() {
+        assert_eq!(global_limit(&LimitConfig::Fixed { value: 12 }), 12);
+        let a = AdaptiveConfig::default();
+        assert_eq!(global_limit(&LimitConfig::Aimd(a.clone())), a.max);
+    }
+
+    #[test]
+    fn keys_share_the_route_hash_tag() {
+        let k = RouteKeys::new("floodwall", "api");
+        for key in [&k.members, &k.usage, &k.demand, &k.held] {
+            assert!(key.starts_with("floodwall:{api}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn replica_ids_are_label_safe_and_distinct() {
+        let (a, b) = (default_replica_id(), default_replica_id());
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)));
+        assert!(a.len() <= 64);
+        // Same host and pid; the random suffix tells them apart (1 in 65536
+        // chance of a false failure is too much: compare prefixes only).
+        assert_eq!(a.rsplit_once('-').unwrap().0, b.rsplit_once('-').unwrap().0);
     }
 }
