@@ -586,6 +586,53 @@ async fn strict_mode_closed_policy_refuses_with_store_unavailable() {
     );
     let m = common::metrics_text(bins[0].admin).await;
     assert!(m.contains("floodwall_store_up 0"), "{m}");
+    for series in [
+        "floodwall_store_latency_seconds_bucket",
+        "floodwall_store_commands_total",
+        "floodwall_store_errors_total",
+        "floodwall_store_commands_per_admitted",
+        "floodwall_store_replicas{route=\"api\"}",
+        "floodwall_store_share{route=\"api\"}",
+        "floodwall_store_global_limit{route=\"api\"} 12",
+        "reason=\"store_unavailable\"",
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
+    promtool_check(&m);
+}
+
+/// Pipes `text` into `promtool check metrics` (installed by
+/// scripts/install-deps.sh); skipped with a note if it is missing.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("note: promtool is not on PATH, skipping `promtool check metrics`");
+            return;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
