@@ -3,6 +3,8 @@
 # Debian machine: promtool (package prometheus) to lint /metrics, and
 # PostgreSQL's server binaries (package postgresql) for the probe tests,
 # which start throwaway clusters with initdb and pg_ctl.
+# redis-server (package redis-server, which also ships redis-cli) for the
+# distributed-mode tests, which start one throwaway redis-server per test.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
@@ -27,3 +30,4 @@ fi
 echo "install-deps: promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}')"
 initdb_bin=$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
 echo "install-deps: $("$initdb_bin" --version)"
+echo "install-deps: $(redis-server --version | awk '{print $1, $2, $3}')"

@@ -66,7 +66,11 @@ impl Admin {
         }
         match req.uri().path() {
             "/metrics" => {
-                let text = self.metrics().render(self.routes(), &self.probes);
+                let text = self.metrics().render(
+                    self.routes(),
+                    &self.probes,
+                    self.router.store.as_deref(),
+                );
                 let wants_openmetrics = req
                     .headers()
                     .get(header::ACCEPT)
@@ -166,6 +170,7 @@ impl Admin {
             "draining": self.draining.load(Ordering::Acquire),
             "routes": routes,
             "probes": self.probes.status(),
+            "store": self.router.store.as_ref().map(|s| s.status()),
         })
     }
 }

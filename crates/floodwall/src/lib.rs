@@ -17,4 +17,5 @@ pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

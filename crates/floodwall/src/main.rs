@@ -33,6 +33,50 @@ enum Command {
     /// Run an overload scenario against direct, floodwall and any other
     /// gates, and write a table, JSON and plots (see docs/bench.md).
     Bench(BenchArgs),
+    /// Measure distributed mode: one replica without Redis, then N replicas
+    /// in lease mode and in strict mode, same run (needs redis-server).
+    BenchDistributed(BenchDistributedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchDistributedArgs {
+    /// Replicas in the distributed setups.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// The global limit, far above the load so nothing is refused.
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+    /// Closed-loop connections, split over three generators.
+    #[arg(long, default_value_t = 48)]
+    concurrency: usize,
+    /// Length of each closed-loop and open-loop measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Where to write distributed.{md,json}.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+async fn bench_distributed(args: BenchDistributedArgs) -> anyhow::Result<()> {
+    use floodwall::sim::bench::distributed;
+    let report = distributed::run_distributed(&distributed::DistributedOptions {
+        binary: std::env::current_exe()?,
+        replicas: args.replicas,
+        limit: args.limit,
+        concurrency: args.concurrency,
+        closed_for: args.duration,
+        open_for: args.duration,
+    })
+    .await?;
+    let md = distributed::markdown(&report);
+    println!("{md}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("distributed.md"), &md)?;
+    std::fs::write(
+        args.out.join("distributed.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +151,21 @@ struct ServeArgs {
     /// Log format; the level comes from FLOODWALL_LOG or the config.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Distributed mode: share each route's limit through this Redis, e.g.
+    /// redis://127.0.0.1:6379. `--limit` is then the GLOBAL limit of every
+    /// replica pointed at the same store and route.
+    #[arg(long)]
+    store: Option<String>,
+    /// How replicas share the global limit: lease (a leased share per
+    /// replica, few Redis calls) or strict (one Lua call per request).
+    #[arg(long, value_enum)]
+    store_mode: Option<StoreModeArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreModeArg {
+    Lease,
+    Strict,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,6 +270,11 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         upstream: args.upstream.clone(),
         limit: args.limit,
         algorithm: args.algorithm.clone(),
+        store: args.store.clone(),
+        store_mode: args.store_mode.map(|m| match m {
+            StoreModeArg::Lease => floodwall::config::StoreMode::Lease,
+            StoreModeArg::Strict => floodwall::config::StoreMode::Strict,
+        }),
     };
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,
@@ -286,6 +350,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
+        Command::BenchDistributed(args) => runtime.block_on(bench_distributed(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

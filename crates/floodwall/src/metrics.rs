@@ -142,7 +142,12 @@ impl Metrics {
     }
 
     /// Renders the exposition for `router`'s routes.
-    pub fn render(&self, router: &Router, probes: &crate::probe::ProbeSet) -> String {
+    pub fn render(
+        &self,
+        router: &Router,
+        probes: &crate::probe::ProbeSet,
+        store: Option<&crate::store::Store>,
+    ) -> String {
         let wip_current = Family::<ClassLabels, Gauge>::default();
         let wip_limit = Family::<ClassLabels, Gauge>::default();
         let wip_reserved = Family::<ClassLabels, Gauge>::default();
@@ -278,6 +283,9 @@ impl Metrics {
             self.request_duration.clone(),
         );
         probes.encode(&mut reg);
+        if let Some(store) = store {
+            store.encode(&mut reg);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg)
             .expect("writing to a String cannot fail");

@@ -23,10 +23,16 @@ pub enum Refusal {
     InvalidTenantId,
     /// No route matches the request's host and path.
     NoRoute,
+    /// Distributed strict mode: Redis says the route's global limit is
+    /// full.
+    GlobalLimitExceeded,
+    /// Distributed mode with `on_store_failure = "closed"`: Redis is
+    /// unreachable, so nothing is admitted.
+    StoreUnavailable,
 }
 
 /// Every reason, in the order `docs/metrics.md` lists them.
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 10] = [
     "wip_limit_exceeded",
     "tenant_limit_exceeded",
     "queue_full",
@@ -35,6 +41,8 @@ pub const REASONS: [&str; 8] = [
     "upstream_timeout",
     "invalid_tenant_id",
     "no_route",
+    "global_limit_exceeded",
+    "store_unavailable",
 ];
 
 /// The header naming the reason on every response floodwall makes.
@@ -52,6 +60,8 @@ impl Refusal {
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::InvalidTenantId => "invalid_tenant_id",
             Refusal::NoRoute => "no_route",
+            Refusal::GlobalLimitExceeded => "global_limit_exceeded",
+            Refusal::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -70,6 +80,9 @@ impl Refusal {
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::InvalidTenantId => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -77,6 +90,11 @@ impl Refusal {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Refusal::Gate(r) => Some(r.retry_after),
+            // Other replicas' requests free the global limit; a slot is
+            // likely within a second.
+            Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
@@ -146,6 +164,8 @@ mod tests {
             (Refusal::UpstreamTimeout, 504, false),
             (Refusal::InvalidTenantId, 400, false),
             (Refusal::NoRoute, 404, false),
+            (Refusal::GlobalLimitExceeded, 503, true),
+            (Refusal::StoreUnavailable, 503, true),
         ];
         for (i, (refusal, status, retry)) in cases.iter().enumerate() {
             assert_eq!(refusal.reason(), REASONS[i]);
@@ -159,7 +179,7 @@ mod tests {
                     .unwrap()
                     .parse()
                     .unwrap();
-                assert!((1..=3).contains(&secs), "2 s jittered: {secs}");
+                assert!((1..=3).contains(&secs), "1-2 s jittered: {secs}");
             }
         }
     }

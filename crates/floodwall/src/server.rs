@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::probe::{self, ProbeSet};
 use crate::proxy::{Proxy, Router};
+use crate::store::Store;
 use floodwall_core::MonotonicClock;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -42,6 +43,9 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         self.probes.stop().await;
+        if let Some(store) = &self.proxy.store {
+            store.stop().await;
+        }
     }
 }
 
@@ -60,9 +64,17 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
     let clock = Arc::new(MonotonicClock::new());
+    let router = Router::new(&config, clock)?;
+    // Before any listener: the first renewal sets every route's share, so
+    // nothing is admitted beyond what this replica holds.
+    let store = Store::new(&config, &router)?;
+    if let Some(s) = &store {
+        s.start().await;
+    }
     let proxy = Arc::new(Proxy {
-        router: Router::new(&config, clock)?,
+        router,
         metrics: Arc::new(Metrics::new()),
+        store: store.clone(),
     });
     let proxy_listener = TcpListener::bind(config.server.listen)
         .await

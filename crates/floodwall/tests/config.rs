@@ -890,6 +890,7 @@ fn flags_override_the_file() {
             upstream: Some(uri("http://10.0.0.1:81")),
             limit: Some(7),
             algorithm: None,
+            ..Overrides::default()
         })
         .unwrap();
     assert_eq!(config.server.listen, addr("0.0.0.0:1234"));

@@ -25,6 +25,7 @@ mod overrides;
 pub mod probe;
 mod route;
 mod server;
+mod store;
 mod upstream;
 mod validate;
 
@@ -39,6 +40,7 @@ pub use overrides::Overrides;
 pub use probe::{FailurePolicy, ProbeConfig, ProbeKind};
 pub use route::{AdaptiveConfig, LimitConfig, QueueConfig, QueueOrder, RouteConfig, TenantConfig};
 pub use server::{LogConfig, LogFormat, ServerConfig};
+pub use store::{StoreConfig, StoreFailure, StoreMode};
 pub use upstream::UpstreamConfig;
 
 /// The whole config file: where floodwall listens, which upstreams it
@@ -69,6 +71,11 @@ pub struct Config {
     /// that come from outside the request stream. None by default.
     #[serde(default)]
     pub probes: Vec<ProbeConfig>,
+    /// Distributed mode (`[store]`): every route's limit becomes a global
+    /// limit shared through Redis by all replicas with the same store and
+    /// route name. Absent by default (each replica limits alone).
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
 }
 
 impl Config {
@@ -128,6 +135,7 @@ impl Config {
                 ..RouteConfig::new(NAME, NAME)
             }],
             probes: Vec::new(),
+            store: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use super::{upstream, validate, Config, ConfigError, LimitConfig};
+use super::{upstream, validate, Config, ConfigError, LimitConfig, StoreConfig, StoreMode};
 
 /// Command-line flags that override the config file. `None` leaves the
 /// file's value alone; flags always win over the file, so an operator can
@@ -20,6 +20,13 @@ pub struct Overrides {
     /// file's keys when the route already uses that algorithm. Cannot be
     /// combined with `--limit` unless it is `fixed`.
     pub algorithm: Option<String>,
+    /// `--store`: replaces `store.url`, adding a `[store]` section with
+    /// defaults when the file has none. Every route's limit then becomes a
+    /// global limit shared by the replicas.
+    pub store: Option<String>,
+    /// `--store-mode`: replaces `store.mode`; needs a store from the file or
+    /// `--store`.
+    pub store_mode: Option<StoreMode>,
 }
 
 impl Config {
@@ -92,6 +99,23 @@ impl Config {
             })?;
             for route in &mut self.routes {
                 route.limit = LimitConfig::Fixed { value };
+            }
+        }
+        if let Some(url) = &o.store {
+            match &mut self.store {
+                Some(s) => s.url = url.clone(),
+                None => self.store = Some(StoreConfig::new(url.clone())),
+            }
+        }
+        if let Some(mode) = o.store_mode {
+            match &mut self.store {
+                Some(s) => s.mode = mode,
+                None => {
+                    return Err(ConfigError::Flag {
+                        flag: "--store-mode",
+                        message: "needs a store: pass --store URL or add a [store] section".into(),
+                    })
+                }
             }
         }
         Ok(())

@@ -28,6 +28,9 @@ impl Config {
         self.validate_classes()?;
         self.validate_upstreams()?;
         self.validate_routes()?;
+        if let Some(store) = &self.store {
+            store.validate()?;
+        }
         super::probe::validate(self)
     }
 

@@ -4,6 +4,7 @@
 //! when its headers arrive, so the slot is held until the body ends (or is
 //! dropped, when the client goes away mid-stream).
 
+use crate::store::Slot;
 use floodwall_core::{Outcome, Permit};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -26,6 +27,9 @@ pin_project! {
         outcome: Outcome,
         started: Instant,
         duration: Histogram,
+        // Strict distributed mode: the global slot, released with the
+        // permit.
+        slot: Option<Slot>,
     }
 
     impl PinnedDrop for PermitBody {
@@ -51,6 +55,7 @@ impl PermitBody {
         outcome: Outcome,
         started: Instant,
         duration: Histogram,
+        slot: Option<Slot>,
     ) -> Self {
         Self {
             inner,
@@ -58,6 +63,7 @@ impl PermitBody {
             outcome,
             started,
             duration,
+            slot,
         }
     }
 }

@@ -5,6 +5,7 @@ use super::route::Router;
 use super::Body;
 use crate::metrics::Metrics;
 use crate::respond::{respond, Refusal};
+use crate::store::Admit;
 use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -20,6 +21,8 @@ pub struct Proxy {
     pub router: Router,
     /// Metrics the hot path writes.
     pub metrics: Arc<Metrics>,
+    /// Distributed mode (`[store]`), if configured.
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 /// What an upstream status says about load: 503 and 429 are the upstream
@@ -68,6 +71,19 @@ impl Proxy {
             }
         };
 
+        // 2b. Distributed strict mode: the global limit in Redis, asked
+        //     only once the local gate admitted, so a full gate costs no
+        //     round trip. In lease mode the share already capped step 2.
+        //     A refusal here drops the local permit unrecorded (ignored).
+        let slot = match &self.store {
+            None => None,
+            Some(store) => match store.admit(&route.name).await {
+                Admit::Local => None,
+                Admit::Slot(s) => Some(s),
+                Admit::Refused(r) => return self.refuse(Some((&route.name, class)), r),
+            },
+        };
+
         // 3. Forward, bounded by the upstream's response timeout. Dropping
         //    the permit on these early returns frees the slot. A client
         //    that hangs up before the upstream answers (hyper drops this
@@ -109,6 +125,7 @@ impl Proxy {
             outcome,
             started,
             self.metrics.request_duration.clone(),
+            slot,
         );
         Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
     }

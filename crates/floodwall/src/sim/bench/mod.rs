@@ -6,6 +6,7 @@
 //! latency and refusals over the seconds that matter, as a table, JSON and
 //! plots. `overhead` measures the proxy's own cost instead.
 
+pub mod distributed;
 pub mod overhead;
 pub mod plot;
 pub mod report;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Measures distributed mode in one run: one floodwall without Redis, then
+# three replicas sharing a global limit through Redis in lease mode, then in
+# strict mode, all in front of the same instant backend.
+#
+#   bench/distributed.sh [extra flags for `floodwall bench-distributed`]
+#
+# Installs redis-server (with redis-cli) if missing, builds floodwall in
+# release, and runs `floodwall bench-distributed`, which starts its own
+# redis-server on a free port, the replicas as real processes on free ports,
+# and stops them all. Results land in bench/results/distributed.{md,json}.
+#
+# Environment: OUT (results dir), FLOODWALL (path to the binary; built in
+# release if unset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh >/dev/null
+if [ -z "${FLOODWALL:-}" ]; then
+  cargo build --release -p floodwall --locked
+  FLOODWALL=target/release/floodwall
+fi
+"$FLOODWALL" bench-distributed --out "${OUT:-bench/results}" "$@"

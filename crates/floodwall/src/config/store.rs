@@ -1,0 +1,195 @@
+//! `[store]`: distributed mode, one global limit per route shared by every
+//! replica pointed at the same Redis (see `docs/config.md`, "[store]").
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// How replicas share a route's global limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreMode {
+    /// Each replica holds a leased share, renewed every `renew_interval`;
+    /// requests decide locally with no Redis round trip. The default.
+    Lease,
+    /// One atomic Lua call per request (plus one to release): exact, for
+    /// small limits where exactness matters more than latency.
+    Strict,
+}
+
+impl StoreMode {
+    /// The mode's name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreMode::Lease => "lease",
+            StoreMode::Strict => "strict",
+        }
+    }
+}
+
+/// What a replica does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFailure {
+    /// Keep the last grant until its lease would have expired, then the
+    /// global limit ÷ the last known replica count. The default.
+    Local,
+    /// Drop the share: only the local limits apply.
+    Open,
+    /// Refuse everything (share 0) until Redis is back.
+    Closed,
+}
+
+impl StoreFailure {
+    /// The policy's name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreFailure::Local => "local",
+            StoreFailure::Open => "open",
+            StoreFailure::Closed => "closed",
+        }
+    }
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The Redis URL, `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// `lease` (default) or `strict`.
+    #[serde(default = "default_mode")]
+    pub mode: StoreMode,
+    /// How long a replica's membership and share live in Redis without a
+    /// renewal: the bound on how long a crashed replica's slots stay taken.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often a replica renews its lease and rebalances its share.
+    #[serde(default = "default_renew_interval", with = "humantime_serde")]
+    pub renew_interval: Duration,
+    /// The deadline of every Redis call, so a slow Redis never stalls
+    /// requests.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// What to do while Redis is unreachable: `local`, `open` or `closed`.
+    #[serde(default = "default_failure")]
+    pub on_store_failure: StoreFailure,
+    /// How long a joining replica takes to ramp its demand up to the whole
+    /// global limit, so it does not grab its full share at once.
+    #[serde(default = "default_join_ramp", with = "humantime_serde")]
+    pub join_ramp: Duration,
+    /// The prefix of every key; keys are `PREFIX:{ROUTE}:...`.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// This replica's id in Redis; default `HOSTNAME-PID-RANDOM`. Two live
+    /// replicas must never share one.
+    #[serde(default)]
+    pub replica_id: Option<String>,
+}
+
+fn default_mode() -> StoreMode {
+    StoreMode::Lease
+}
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_renew_interval() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_failure() -> StoreFailure {
+    StoreFailure::Local
+}
+fn default_join_ramp() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_prefix() -> String {
+    "floodwall".into()
+}
+
+impl StoreConfig {
+    /// A store at `url` with every other key at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            mode: default_mode(),
+            lease_ttl: default_lease_ttl(),
+            renew_interval: default_renew_interval(),
+            timeout: default_timeout(),
+            on_store_failure: default_failure(),
+            join_ramp: default_join_ramp(),
+            key_prefix: default_prefix(),
+            replica_id: None,
+        }
+    }
+
+    /// Ranges and relations serde cannot express.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let u = self.url.as_str();
+        if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) {
+            return Err(ConfigError::invalid(
+                "store.url",
+                format!("must start with redis://, rediss:// or unix:// (got {u:?})"),
+            ));
+        }
+        if let Err(e) = redis::Client::open(u) {
+            return Err(ConfigError::invalid("store.url", format!("{e}")));
+        }
+        let ms = |d: Duration| humantime::format_duration(d).to_string();
+        if self.renew_interval < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                "store.renew_interval",
+                format!("must be at least 10ms (got {})", ms(self.renew_interval)),
+            ));
+        }
+        if self.lease_ttl < self.renew_interval * 3 {
+            return Err(ConfigError::invalid(
+                "store.lease_ttl",
+                format!(
+                    "must be at least 3 × store.renew_interval ({}), so one lost renewal does \
+                     not expire a live replica (got {})",
+                    ms(self.renew_interval * 3),
+                    ms(self.lease_ttl)
+                ),
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout >= self.renew_interval {
+            return Err(ConfigError::invalid(
+                "store.timeout",
+                format!(
+                    "must be above 0 and below store.renew_interval ({}) (got {})",
+                    ms(self.renew_interval),
+                    ms(self.timeout)
+                ),
+            ));
+        }
+        let label_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        if !label_ok(&self.key_prefix) {
+            return Err(ConfigError::invalid(
+                "store.key_prefix",
+                format!(
+                    "must be 1 to 64 characters of A-Z a-z 0-9 _ - . (got {:?})",
+                    self.key_prefix
+                ),
+            ));
+        }
+        if let Some(id) = &self.replica_id {
+            if !label_ok(id) {
+                return Err(ConfigError::invalid(
+                    "store.replica_id",
+                    format!("must be 1 to 64 characters of A-Z a-z 0-9 _ - . (got {id:?})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! The Redis side: one auto-reconnecting connection, the Lua scripts, a
+//! deadline on every call, and the figures `/metrics` shows about them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+/// The keys of one route's global limit. They share the `{ROUTE}` hash tag
+/// so that every script's keys live in one Redis Cluster slot.
+#[derive(Debug, Clone)]
+pub struct RouteKeys {
+    /// ZSET replica id → lease expiry (ms).
+    pub members: String,
+    /// HASH replica id → slots it may hold (lease mode).
+    pub usage: String,
+    /// HASH replica id → slots it asked for (lease mode).
+    pub demand: String,
+    /// HASH replica id → slots held now (strict mode).
+    pub held: String,
+}
+
+impl RouteKeys {
+    /// `PREFIX:{ROUTE}:members` and friends.
+    pub fn new(prefix: &str, route: &str) -> Self {
+        let k = |s: &str| format!("{prefix}:{{{route}}}:{s}");
+        Self {
+            members: k("members"),
+            usage: k("usage"),
+            demand: k("demand"),
+            held: k("held"),
+        }
+    }
+}
+
+/// What a lease renewal returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// The slots this replica may now admit up to.
+    pub grant: usize,
+    /// What Redis now counts against this replica (≥ grant).
+    pub usage: usize,
+    /// Every live member's demand, this replica's included, sorted by id.
+    pub demands: Vec<(String, usize)>,
+}
+
+/// What a lease renewal asks for (see `lease.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// The fair share this replica wants.
+    pub want: usize,
+    /// What it may still hold whatever the grant: at least its in flight.
+    pub floor: usize,
+    /// Its demand, published for the others' fair-share computation.
+    pub demand: usize,
+}
+
+/// Why a Redis call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No answer within the configured `store.timeout`.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis (or the connection) returned an error.
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The connection, the scripts and the call figures.
+pub struct Backend {
+    conn: ConnectionManager,
+    timeout: Duration,
+    lease: Script,
+    acquire: Script,
+    release: Script,
+    heartbeat: Script,
+    leave: Script,
+    /// Whether the last call succeeded.
+    pub up: AtomicBool,
+    /// Redis commands sent (one per script call).
+    pub commands: AtomicU64,
+    /// Calls that failed or timed out.
+    pub errors: AtomicU64,
+    /// Round-trip time of every call, successful or not.
+    pub latency: Histogram,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("timeout", &self.timeout)
+            .field("up", &self.up)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// A backend for `url` that connects lazily: a floodwall whose Redis is
+    /// down at start still starts, under its failure policy.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            timeout,
+            lease: Script::new(include_str!("lease.lua")),
+            acquire: Script::new(include_str!("acquire.lua")),
+            release: Script::new(include_str!("release.lua")),
+            heartbeat: Script::new(include_str!("heartbeat.lua")),
+            leave: Script::new(include_str!("leave.lua")),
+            up: AtomicBool::new(false),
+            commands: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+        })
+    }
+
+    /// Runs one script invocation under the deadline, counting it.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        let started = tokio::time::Instant::now();
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let result = match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        self.latency.observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.up.store(true, Ordering::Release),
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.up.store(false, Ordering::Release);
+            }
+        }
+        result
+    }
+
+    /// Renews this replica's lease on a route and asks for `want` slots
+    /// (see `lease.lua`).
+    pub async fn renew(
+        &self,
+        keys: &RouteKeys,
+        id: &str,
+        global: usize,
+        ttl: Duration,
+        ask: Ask,
+    ) -> Result<Renewal, StoreError> {
+        let mut inv = self.lease.prepare_invoke();
+        inv.key(&keys.members)
+            .key(&keys.usage)
+            .key(&keys.demand)
+            .arg(id)
+            .arg(global)
+            .arg(ttl.as_millis() as u64)
+            .arg(ask.want)
+            .arg(ask.floor)
+            .arg(ask.demand);
+        let (grant, usage, flat): (i64, i64, Vec<String>) = self.call(inv).await?;
+        let mut demands: Vec<(String, usize)> = flat
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0)))
+            .collect();
+        demands.sort();
+        Ok(Renewal {
+            grant: grant.max(0) as usize,
+            usage: usage.max(0) as usize,
+            demands,
+        })
+    }
+
+    /// Strict mode: takes one slot if the route's global total is below
+    /// `global` (see `acquire.lua`). `Ok(false)` when it is full.
+    pub async fn acquire(
+        &self,
+        keys: &RouteKeys,
+        id: &str,
+        global: usize,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.acquire.prepare_invoke();
+        inv.key(&keys.members)
+            .key(&keys.held)
+            .arg(id)
+            .arg(global)
+            .arg(ttl.as_millis() as u64);
+        let admitted: i64 = self.call(inv).await?;
+        Ok(admitted == 1)
+    }
+
+    /// Strict mode: gives one slot back (see `release.lua`).
+    pub async fn release(&self, keys: &RouteKeys, id: &str) -> Result<(), StoreError> {
+        let mut inv = self.release.prepare_invoke();
+        inv.key(&keys.held).arg(id);
+        let _: i64 = self.call(inv).await?;
+        Ok(())
+    }
+
+    /// Strict mode: renews the lease and reconciles the held count (see
+    /// `heartbeat.lua`). Returns the live member count.
+    pub async fn heartbeat(
+        &self,
+        keys: &RouteKeys,
+        id: &str,
+        ttl: Duration,
+        held: usize,
+    ) -> Result<usize, StoreError> {
+        let mut inv = self.heartbeat.prepare_invoke();
+        inv.key(&keys.members)
+            .key(&keys.held)
+            .arg(id)
+            .arg(ttl.as_millis() as u64)
+            .arg(held);
+        let n: i64 = self.call(inv).await?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Removes this replica from a route (see `leave.lua`).
+    pub async fn leave(&self, keys: &RouteKeys, id: &str) -> Result<(), StoreError> {
+        let mut inv = self.leave.prepare_invoke();
+        inv.key(&keys.members)
+            .key(&keys.usage)
+            .key(&keys.demand)
+            .key(&keys.held)
+            .arg(id);
+        let _: i64 = self.call(inv).await?;
+        Ok(())
+    }
+}
