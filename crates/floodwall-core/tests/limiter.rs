@@ -17,6 +17,18 @@ fn limiter(limit: usize, cfg: LimiterConfig) -> (Arc<Limiter>, Arc<ManualClock>)
     (l, clock)
 }
 
+/// The default classes, but with batch guaranteed a tenth (by default it
+/// has no reservation).
+fn batch_reserves_a_tenth() -> LimiterConfig {
+    LimiterConfig {
+        classes: vec![
+            ClassSpec::new("interactive", 0.5),
+            ClassSpec::new("batch", 0.1),
+        ],
+        ..LimiterConfig::default()
+    }
+}
+
 fn req(l: &Limiter, class: &str) -> Request<'static> {
     Request {
         class: l.class_id(class).unwrap(),
@@ -109,7 +121,7 @@ fn a_panic_releases_the_slot() {
 #[test]
 fn batch_cannot_take_an_active_interactive_reservation() {
     // limit 10: interactive reserves 5, batch 1.
-    let (l, _) = limiter(10, LimiterConfig::default());
+    let (l, _) = limiter(10, batch_reserves_a_tenth());
     let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
     let first = l.try_acquire(&i).unwrap(); // interactive is active
     drop(first);
@@ -339,7 +351,7 @@ fn an_outside_constraint_caps_the_limit_and_lifts() {
 #[test]
 fn under_a_probe_constraint_batch_is_shed_before_interactive() {
     // limit 10: interactive reserves 5, batch 1.
-    let (l, _) = limiter(10, LimiterConfig::default());
+    let (l, _) = limiter(10, batch_reserves_a_tenth());
     let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
     // A constraint at the algorithm's own limit changes no number, only
     // who may borrow.
@@ -358,7 +370,7 @@ fn under_a_probe_constraint_batch_is_shed_before_interactive() {
 #[test]
 fn shared_slots_go_to_a_refused_higher_class_first() {
     // limit 10: interactive reserves 5, batch 1, 4 shared.
-    let (l, clock) = limiter(10, LimiterConfig::default());
+    let (l, clock) = limiter(10, batch_reserves_a_tenth());
     let (i, b) = (req(&l, "interactive"), req(&l, "batch"));
     let _inter = take(&l, i, 6);
     let mut batch = take(&l, b, 4);

@@ -105,7 +105,7 @@ fn minimal_config_gets_every_default() {
         .iter()
         .map(|c| (c.name.as_str(), c.reserved))
         .collect();
-    assert_eq!(classes, [("interactive", 0.5), ("batch", 0.1)]);
+    assert_eq!(classes, [("interactive", 0.5), ("batch", 0.0)]);
 
     let [up] = config.upstreams.as_slice() else {
         panic!("one upstream expected")

@@ -291,8 +291,9 @@ async fn tenant_is_capped_only_under_contention() {
     let upstream = Upstream::start(Duration::ZERO).await;
     let mut config = simple_config(upstream.uri(), 8);
     config.routes[0].tenant.max_share = 0.25;
-    // Long enough that the second phase below is still "contended".
-    config.routes[0].tenant.contention_window = Duration::from_secs(10);
+    // Long enough that the second phase below is still "contended", even
+    // on a loaded machine.
+    config.routes[0].tenant.contention_window = Duration::from_secs(60);
     let fw = start(config).await;
     let (proxy, admin) = (fw.proxy_addr, fw.admin_addr);
     let client = Client::http1();
@@ -448,9 +449,13 @@ async fn bad_tenant_ids_and_unknown_priorities() {
 /// An upstream that refuses connections gives 502, with the slot released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_upstream_is_502() {
+    // A port just freed on 127.0.0.1 may be taken again at once by this
+    // very floodwall's own listeners (which bind 127.0.0.1:0); the same port
+    // on 127.0.0.3, where nothing in the tests ever listens, stays refused.
     let dead = {
         let l = std::net::TcpListener::bind(loopback()).unwrap();
-        l.local_addr().unwrap()
+        let port = l.local_addr().unwrap().port();
+        std::net::SocketAddr::from(([127, 0, 0, 3], port))
     };
     let fw = start(simple_config(format!("http://{dead}").parse().unwrap(), 4)).await;
     let reply = Client::http1().get(fw.proxy_addr, "/", &[]).await;

@@ -91,7 +91,7 @@ impl Default for LimiterConfig {
         Self {
             classes: vec![
                 ClassSpec::new("interactive", 0.5),
-                ClassSpec::new("batch", 0.1),
+                ClassSpec::new("batch", 0.0),
             ],
             class_idle_window: Duration::from_secs(1),
             tenant: TenantSpec::default(),

@@ -17,8 +17,10 @@ pub struct ClassConfig {
 }
 
 /// The classes used when the file has no `[[classes]]`: interactive traffic
-/// first with half the limit kept for it, then batch with a tenth so it is
-/// never starved completely.
+/// first with half the limit kept for it, then batch with no reservation:
+/// batch gets what interactive leaves, and is shed first when interactive
+/// alone fills the gate (a reserved tenth would come out of interactive's
+/// goodput in exactly that case).
 pub(super) fn default_classes() -> Vec<ClassConfig> {
     vec![
         ClassConfig {
@@ -27,7 +29,7 @@ pub(super) fn default_classes() -> Vec<ClassConfig> {
         },
         ClassConfig {
             name: "batch".to_owned(),
-            reserved: 0.1,
+            reserved: 0.0,
         },
     ]
 }

@@ -188,8 +188,11 @@ pub fn markdown(report: &BenchReport) -> String {
     let (_, window_capacity) = capacities(report);
     let measured = match report.measured_capacity {
         Some(m) => format!(
-            " (measured unloaded at the start of this run: {m:.0} req/s against {:.0} nominal)",
-            sc.capacity
+            " (measured unloaded at the start of this run: {m:.0} req/s against {:.0} nominal{})",
+            sc.capacity,
+            report
+                .unloaded_p99_ms
+                .map_or(String::new(), |p| format!(", p99 {p:.1} ms"))
         ),
         None => String::new(),
     };

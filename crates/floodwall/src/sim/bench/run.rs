@@ -62,6 +62,9 @@ pub struct BenchReport {
     /// granularity and the loopback round trip make it a little below the
     /// nominal `workers / service_time`; goodput is reported against it.
     pub measured_capacity: Option<f64>,
+    /// The p99 latency of that unloaded measurement, in milliseconds: the
+    /// yardstick for "p99 under overload ≤ 2 × unloaded".
+    pub unloaded_p99_ms: Option<f64>,
     /// One entry per target and client kind.
     pub runs: Vec<TargetRun>,
 }
@@ -178,9 +181,12 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             "--target: floodwall cannot change your service mid-run; the scenario's backend events are skipped"
         );
     }
-    let measured_capacity = match &opts.external {
-        Some(_) => None,
-        None => Some(calibrate(opts, &scenario).await?),
+    let (measured_capacity, unloaded_p99_ms) = match &opts.external {
+        Some(_) => (None, None),
+        None => {
+            let (rps, p99) = calibrate(opts, &scenario).await?;
+            (Some(rps), p99)
+        }
     };
     let mut runs = Vec::new();
     for client in &scenario.clients {
@@ -192,13 +198,18 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         scenario,
         external: opts.external.as_ref().map(|u| u.to_string()),
         measured_capacity,
+        unloaded_p99_ms,
         runs,
     })
 }
 
 /// Measures what the backend really sustains, unloaded: exactly `workers`
 /// clients sending back to back for 2 s (scaled), so no request ever queues.
-async fn calibrate(opts: &BenchOptions, scenario: &Scenario) -> anyhow::Result<f64> {
+/// Returns req/s and the p99 latency in milliseconds.
+async fn calibrate(
+    opts: &BenchOptions,
+    scenario: &Scenario,
+) -> anyhow::Result<(f64, Option<f64>)> {
     let backend = match opts.backend_addr {
         Some(addr) => backend::start_on(addr, scenario.backend).await?,
         None => backend::start(scenario.backend).await?,
@@ -208,5 +219,6 @@ async fn calibrate(opts: &BenchOptions, scenario: &Scenario) -> anyhow::Result<f
     let r = loadgen::run_closed_loop(url, scenario.backend.workers, Duration::from_secs_f64(secs))
         .await;
     backend.shutdown().await;
-    Ok(r?.rps)
+    let r = r?;
+    Ok((r.rps, r.p99_ms))
 }
