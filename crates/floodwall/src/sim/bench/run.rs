@@ -206,10 +206,7 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 /// Measures what the backend really sustains, unloaded: exactly `workers`
 /// clients sending back to back for 2 s (scaled), so no request ever queues.
 /// Returns req/s and the p99 latency in milliseconds.
-async fn calibrate(
-    opts: &BenchOptions,
-    scenario: &Scenario,
-) -> anyhow::Result<(f64, Option<f64>)> {
+async fn calibrate(opts: &BenchOptions, scenario: &Scenario) -> anyhow::Result<(f64, Option<f64>)> {
     let backend = match opts.backend_addr {
         Some(addr) => backend::start_on(addr, scenario.backend).await?,
         None => backend::start(scenario.backend).await?,
