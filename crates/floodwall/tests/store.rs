@@ -2,8 +2,9 @@
 //! the global limit holds across replicas (lease and strict), a killed
 //! replica's slots come back within the documented bound, a Redis outage
 //! causes no spike of refusals, a joining replica gets a share without
-//! breaking the limit, hostile tenant ids cost no memory, and a graceful
-//! stop returns the share at once.
+//! breaking the limit, hostile tenant ids cost no memory, a graceful stop
+//! returns the share at once, and a slow (paused) Redis never stalls a
+//! request.
 //!
 //! Needs redis-server and redis-cli (`scripts/install-deps.sh`).
 
@@ -736,4 +737,51 @@ async fn strict_mode_counts_requests_admitted_during_an_outage_once_redis_is_bac
         held_in_redis() == 0
     })
     .await;
+}
+
+/// A Redis that is slow rather than down: `CLIENT PAUSE 2000 ALL` holds
+/// every command for 2 s while the connections stay open. In strict mode,
+/// where every request asks Redis, each call gives up after `store.timeout`
+/// (50 ms) and the replica falls back to its local share, so no request
+/// waits for Redis: the slowest answer stays far below the 2 s a stalled
+/// request would take, and every request is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_never_stalls_requests() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Duration::from_millis(5)).await;
+    let (_f, bins) = replicas("slow", &config(&upstream, &redis, "strict", ""), 1);
+    converged(&[&bins[0]], 1).await;
+    let client = Client::http1();
+    assert_eq!(client.get(bins[0].proxy, "/", &[]).await.status, 200);
+
+    redis.cli(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    let paused = Instant::now();
+    let (mut worst, mut served, mut other) = (Duration::ZERO, 0u32, Vec::new());
+    while paused.elapsed() < Duration::from_millis(1500) {
+        let t = Instant::now();
+        let reply = client.get(bins[0].proxy, "/", &[]).await;
+        worst = worst.max(t.elapsed());
+        if reply.status == 200 {
+            served += 1;
+        } else {
+            other.push((reply.status, reply.reason().map(str::to_owned)));
+        }
+    }
+    let errors = common::metrics_text(bins[0].admin).await;
+    let errors: f64 = errors
+        .lines()
+        .filter(|l| l.starts_with("floodwall_store_errors_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "slow redis: {served} served in 1.5 s of a 2 s pause, slowest {worst:?}, \
+         store errors {errors}, others {other:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(1000),
+        "a request waited {worst:?} on a paused Redis"
+    );
+    assert!(other.is_empty(), "refused while Redis was slow: {other:?}");
+    assert!(served >= 10, "only {served} served");
+    assert!(errors >= 1.0, "the timeouts are counted as store errors");
 }
