@@ -18,9 +18,10 @@
 //!    ramp cap, and always within `[min, max]`. Until the first decrease a
 //!    healthy window at least doubles the limit (TCP's slow start), still
 //!    under the ramp cap.
-//! 4. A run of latency cuts that does not lower latency, or a window much
-//!    faster than the baseline, starts a baseline probe at once; a probe
-//!    that finds the upstream changed speed undoes the run of cuts
+//! 4. A latency cut that does not lower latency, or a window much faster
+//!    than the baseline, starts a baseline probe at once; a probe that
+//!    finds the upstream changed speed undoes the run of cuts, back to the
+//!    highest cut whose latency fits the new baseline
 //!    ([`probe`](super::probe), `ProbeConfig::shift`).
 //! 5. The outcome is kept as the last [`Decision`], for `/status`.
 
@@ -87,11 +88,20 @@ pub(crate) struct Controller {
     last: Option<Decision>,
 }
 
+/// How many cuts of a run are remembered for the rollback.
+const STEPS: usize = 8;
+
 /// A run of latency cuts with no healthy window between them.
 #[derive(Debug, Clone, Copy)]
 struct CutRun {
-    /// The limit before the first cut: where a slowdown rolls back to.
+    /// The limit before the first cut.
     from: f64,
+    /// Each cut's old limit and the window latency measured at it (the
+    /// first `STEPS`): on a change of speed, the highest of these limits
+    /// whose latency fits the new baseline is where the limit goes back.
+    steps: [(f64, Duration); STEPS],
+    /// How many of `steps` are filled.
+    n: usize,
     /// The window latency that triggered the last cut.
     latency: Duration,
     /// The factor of the last cut (new ÷ old).
@@ -212,8 +222,8 @@ impl Controller {
         // The upstream changed speed: the cuts since the last healthy
         // window were made against a stale baseline. Undo them, and let
         // the limit grow again at once.
-        if let (ProbeEnd::Shifted { .. }, Some(run)) = (&end, self.cuts.take()) {
-            back = back.max(run.from);
+        if let (ProbeEnd::Shifted { probe, .. }, Some(run)) = (&end, self.cuts.take()) {
+            back = back.max(self.rollback(&run, self.statistic.of(probe)));
             self.shaping.clear_hold();
         }
         self.cuts = None;
@@ -235,7 +245,7 @@ impl Controller {
             ProbeEnd::Shifted { probe, was } => format!(
                 "the upstream changed speed: probe median {} against baseline {} \
                  from {} requests ({}); baseline restarted from this probe, \
-                 latency cuts since the last healthy window undone; next probe in {:.0}s",
+                 limit back to the highest cut that fits the new baseline; next probe in {:.0}s",
                 ms(probe.p50),
                 ms(was),
                 probe.count,
@@ -332,7 +342,7 @@ impl Controller {
     /// now. A false alarm costs one probe (well under a second at the
     /// floor); a missed slowdown costs a backend left half idle. If the
     /// probe finds the upstream changed speed, `end_probe` undoes the run
-    /// of cuts.
+    /// of cuts (see `rollback`).
     fn note_cut(&mut self, e: &Evaluation, from: f64, to: f64) {
         // A latency verdict at the floor counts too (ratio 1): the limit
         // cannot go lower, and latency not falling there is the clearest
@@ -347,20 +357,30 @@ impl Controller {
         };
         let ratio = to / from;
         let run = match self.cuts {
-            None => CutRun {
-                from,
-                latency,
-                ratio,
-                flat: 0,
-            },
-            Some(run) => {
+            None => {
+                let mut steps = [(0.0, Duration::ZERO); STEPS];
+                steps[0] = (from, latency);
+                CutRun {
+                    from,
+                    steps,
+                    n: 1,
+                    latency,
+                    ratio,
+                    flat: 0,
+                }
+            }
+            Some(mut run) => {
                 let expected = 1.0 - (1.0 - run.ratio) / 2.0;
                 let flat = latency.as_secs_f64() >= run.latency.as_secs_f64() * expected;
+                if run.n < STEPS {
+                    run.steps[run.n] = (from, latency);
+                    run.n += 1;
+                }
                 CutRun {
-                    from: run.from,
                     latency,
                     ratio,
                     flat: if flat { run.flat + 1 } else { 0 },
+                    ..run
                 }
             }
         };
@@ -371,6 +391,25 @@ impl Controller {
             }
             self.cuts = Some(CutRun { flat: 0, ..run });
         }
+    }
+
+    /// Where a run of cuts made against a stale baseline rolls back to:
+    /// the highest limit of the run whose window latency was within
+    /// `shift` of the new baseline (it was not queueing much even at the
+    /// new speed), else nothing (the limit stays where the probe found it
+    /// and grows from there, hysteresis cleared). Going back to the limit
+    /// before the whole run would often be too far: that limit was set
+    /// before the slowdown, and at the new speed it queues.
+    fn rollback(&self, run: &CutRun, new_baseline: Duration) -> f64 {
+        let Source::Probe(p) = &self.source else {
+            return run.from;
+        };
+        let fits = new_baseline.as_secs_f64() * p.shift();
+        run.steps[..run.n]
+            .iter()
+            .filter(|(_, lat)| lat.as_secs_f64() <= fits)
+            .map(|(limit, _)| *limit)
+            .fold(0.0, f64::max)
     }
 
     /// A window faster than `baseline ÷ shift`: the upstream got faster,

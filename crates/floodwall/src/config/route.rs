@@ -162,7 +162,8 @@ pub struct AdaptiveConfig {
     pub slow_start: Option<bool>,
     /// A probe this many times slower or faster than the baseline means the
     /// upstream changed speed: the baseline restarts from it, and latency
-    /// cuts made against the old one are undone.
+    /// cuts made against the old one are undone (back to the highest cut
+    /// whose latency fits the new baseline).
     pub probe_shift: Option<f64>,
     /// Error + drop share of a window above which the limit backs off.
     pub error_rate: Option<f64>,
