@@ -16,8 +16,8 @@
 //!    the old limit are not counted twice), trims at once without arming
 //!    hysteresis, increases only past hysteresis, the growth guard and the
 //!    ramp cap, and always within `[min, max]`. Until the first decrease a
-//!    healthy window at least doubles the limit (TCP's slow start), still
-//!    under the ramp cap.
+//!    healthy window that filled the limit at least doubles it (TCP's slow
+//!    start), still under the ramp cap.
 //! 4. A latency cut that does not lower latency, or a window much faster
 //!    than the baseline, starts a baseline probe at once; a probe that
 //!    finds the upstream changed speed undoes the run of cuts, back to the
@@ -94,8 +94,6 @@ const STEPS: usize = 8;
 /// A run of latency cuts with no healthy window between them.
 #[derive(Debug, Clone, Copy)]
 struct CutRun {
-    /// The limit before the first cut.
-    from: f64,
     /// Each cut's old limit and the window latency measured at it (the
     /// first `STEPS`): on a change of speed, the highest of these limits
     /// whose latency fits the new baseline is where the limit goes back.
@@ -106,9 +104,24 @@ struct CutRun {
     latency: Duration,
     /// The factor of the last cut (new ÷ old).
     ratio: f64,
-    /// Windows in a row after a cut in which latency fell less than half
-    /// as much as the limit.
-    flat: usize,
+}
+
+impl CutRun {
+    /// Where a run of cuts made against a stale baseline rolls back to:
+    /// the highest limit of the run whose window latency was within
+    /// `shift` of the new baseline (it was not queueing much even at the
+    /// new speed), else nothing (the limit stays where the probe found it
+    /// and grows from there, hysteresis cleared). Going back to the limit
+    /// before the whole run would often be too far: that limit was set
+    /// before the slowdown, and at the new speed it queues.
+    fn rollback(&self, new_baseline: Duration, shift: f64) -> f64 {
+        let fits = new_baseline.as_secs_f64() * shift;
+        self.steps[..self.n]
+            .iter()
+            .filter(|(_, lat)| lat.as_secs_f64() <= fits)
+            .map(|(limit, _)| *limit)
+            .fold(0.0, f64::max)
+    }
 }
 
 impl Controller {
@@ -222,8 +235,10 @@ impl Controller {
         // The upstream changed speed: the cuts since the last healthy
         // window were made against a stale baseline. Undo them, and let
         // the limit grow again at once.
-        if let (ProbeEnd::Shifted { probe, .. }, Some(run)) = (&end, self.cuts.take()) {
-            back = back.max(self.rollback(&run, self.statistic.of(probe)));
+        if let (ProbeEnd::Shifted { probe, .. }, Some(run), Source::Probe(p)) =
+            (&end, self.cuts, &self.source)
+        {
+            back = back.max(run.rollback(self.statistic.of(probe), p.shift()));
             self.shaping.clear_hold();
         }
         self.cuts = None;
@@ -294,7 +309,7 @@ impl Controller {
                         self.shaping.config().busy_ratio * 100.0
                     );
                     (from, Cause::AppLimited, Some(note))
-                } else if self.slow_start && from * 2.0 > to {
+                } else {
                     // TCP's slow start: from a cold start at the floor,
                     // growing by ×1.1 (or +1) a window takes a dozen
                     // windows to reach a limit of 20, refusing traffic the
@@ -305,19 +320,17 @@ impl Controller {
                     // a limit far above the load, which protects nothing
                     // when capacity drops (RFC 7661's lesson for cwnd).
                     // The ramp cap still bounds it.
-                    let to = from * 2.0;
+                    let slow = self.slow_start && from * 2.0 > to;
+                    let to = if slow { from * 2.0 } else { to };
                     if to > cap && cap < self.shaping.max() {
                         let note = format!("capped by the cold-start ramp at {cap:.0}");
                         (cap, Cause::RampUp, Some(note))
-                    } else {
+                    } else if slow {
                         let note = "slow start: doubling until the first overload".to_string();
                         (to, e.cause, Some(note))
+                    } else {
+                        (to, e.cause, None)
                     }
-                } else if to > cap && cap < self.shaping.max() {
-                    let note = format!("capped by the cold-start ramp at {cap:.0}");
-                    (cap, Cause::RampUp, Some(note))
-                } else {
-                    (to, e.cause, None)
                 }
             }
             Step::Hold => (from, e.cause, None),
@@ -355,61 +368,26 @@ impl Controller {
         let (true, Some(latency)) = (latency_cut, e.latency) else {
             return;
         };
-        let ratio = to / from;
-        let run = match self.cuts {
-            None => {
-                let mut steps = [(0.0, Duration::ZERO); STEPS];
-                steps[0] = (from, latency);
-                CutRun {
-                    from,
-                    steps,
-                    n: 1,
-                    latency,
-                    ratio,
-                    flat: 0,
-                }
-            }
-            Some(mut run) => {
-                let expected = 1.0 - (1.0 - run.ratio) / 2.0;
-                let flat = latency.as_secs_f64() >= run.latency.as_secs_f64() * expected;
-                if run.n < STEPS {
-                    run.steps[run.n] = (from, latency);
-                    run.n += 1;
-                }
-                CutRun {
-                    latency,
-                    ratio,
-                    flat: if flat { run.flat + 1 } else { 0 },
-                    ..run
-                }
-            }
-        };
+        let mut run = self.cuts.unwrap_or(CutRun {
+            steps: [(0.0, Duration::ZERO); STEPS],
+            n: 0,
+            latency,
+            ratio: 1.0,
+        });
+        let expected = 1.0 - (1.0 - run.ratio) / 2.0;
+        let flat = run.n > 0 && latency.as_secs_f64() >= run.latency.as_secs_f64() * expected;
+        if run.n < STEPS {
+            run.steps[run.n] = (from, latency);
+            run.n += 1;
+        }
+        run.latency = latency;
+        run.ratio = to / from;
         self.cuts = Some(run);
-        if run.flat >= 1 {
+        if flat {
             if let Source::Probe(p) = &mut self.source {
                 p.request_now();
             }
-            self.cuts = Some(CutRun { flat: 0, ..run });
         }
-    }
-
-    /// Where a run of cuts made against a stale baseline rolls back to:
-    /// the highest limit of the run whose window latency was within
-    /// `shift` of the new baseline (it was not queueing much even at the
-    /// new speed), else nothing (the limit stays where the probe found it
-    /// and grows from there, hysteresis cleared). Going back to the limit
-    /// before the whole run would often be too far: that limit was set
-    /// before the slowdown, and at the new speed it queues.
-    fn rollback(&self, run: &CutRun, new_baseline: Duration) -> f64 {
-        let Source::Probe(p) = &self.source else {
-            return run.from;
-        };
-        let fits = new_baseline.as_secs_f64() * p.shift();
-        run.steps[..run.n]
-            .iter()
-            .filter(|(_, lat)| lat.as_secs_f64() <= fits)
-            .map(|(limit, _)| *limit)
-            .fold(0.0, f64::max)
     }
 
     /// A window faster than `baseline ÷ shift`: the upstream got faster,
