@@ -684,40 +684,6 @@ async fn metrics_parse_and_count() {
     assert_eq!(classes[0]["rejections"]["wip_limit_exceeded"], 1, "{s}");
 }
 
-/// Pipes `text` into `promtool check metrics` if promtool is installed.
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("note: promtool is not on PATH, skipping `promtool check metrics`");
-            return;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed ({}):\n{}{}\n--- metrics ---\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-}
-
 // ---------------------------------------------------------------------------
 // 7. Hop-by-hop headers and forwarding
 // ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 mod common;
 mod redis;
 
-use common::{spawn_binary, status, temp_file, Binary, Client, Upstream};
+use common::{promtool_check, spawn_binary, status, temp_file, Binary, Client, Upstream};
 use floodwall::config::{Config, Overrides, StoreMode};
 use redis::Redis;
 use serde_json::Value;
@@ -600,40 +600,6 @@ async fn strict_mode_closed_policy_refuses_with_store_unavailable() {
         assert!(m.contains(series), "{series} missing:\n{m}");
     }
     promtool_check(&m);
-}
-
-/// Pipes `text` into `promtool check metrics` (installed by
-/// scripts/install-deps.sh); skipped with a note if it is missing.
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("note: promtool is not on PATH, skipping `promtool check metrics`");
-            return;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
