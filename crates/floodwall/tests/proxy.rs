@@ -387,7 +387,7 @@ async fn tenant_is_capped_only_under_contention() {
 // ---------------------------------------------------------------------------
 
 /// Asserts no slot is held, both in the limiter and in `/metrics`.
-async fn assert_no_slot_held(fw: &floodwall::server::Running) {
+async fn assert_no_slot_held(fw: &floodwall::app::Running) {
     wait_until(EVENTUALLY, "no slot is held", || async {
         inflight(fw) == 0 && wip_current(fw.admin_addr).await == 0.0
     })

@@ -8,7 +8,7 @@
 //! queue filling. A probe reads one of them on its own interval and turns
 //! the reading into a *constraint*, and each route's effective limit is the
 //! minimum over its algorithm and every probe's constraint (the composite
-//! probe of seed 000).
+//! bottleneck probe of the Phoenix WIP-gate article).
 //!
 //! - **Off the hot path.** Each probe runs on its own tokio task, one check
 //!   per `interval`, each bounded by `timeout`. A request never waits for a
@@ -18,8 +18,8 @@
 //!   `backoff`, a hard one (memory) drops it to `min_limit`, and healthy
 //!   readings grow it back by ×1.2 after a `cooldown` until the algorithm's
 //!   own limit is reached and the constraint is lifted.
-//! - **Failure is not saturation.** Seed 000 read a failed query as
-//!   "saturated" and so shut off all traffic whenever its database
+//! - **Failure is not saturation.** The Phoenix WIP-gate article read a
+//!   failed query as "saturated" and so shut off all traffic whenever its database
 //!   connection blipped. Here a failing probe follows its `on_failure`
 //!   policy, `ignore` by default: its constraint is lifted and it shows as
 //!   failing in `/status`, metrics and one log line per change of state.
@@ -39,9 +39,13 @@ pub mod memory;
 pub mod postgres;
 mod runner;
 mod set;
+mod snapshot;
+mod state;
 
 use std::future::Future;
 use std::sync::Arc;
+
+use floodwall_core::Limiter;
 
 pub use backlog::BacklogProbe;
 pub use flag_file::FlagFile;
@@ -49,9 +53,10 @@ pub use latency::LatencyProbe;
 pub use memory::MemoryProbe;
 pub use postgres::PostgresProbe;
 pub use set::ProbeSet;
+pub use snapshot::{FlagFileSnapshot, ProbeSnapshot, RouteConstraint};
+pub use state::Health;
 
 use crate::config::{Config, ProbeKind};
-use crate::proxy::Proxy;
 
 /// One reading of a bottleneck.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,19 +122,17 @@ pub trait Probe: Send + 'static {
     fn check(&mut self) -> impl Future<Output = Result<Reading, ProbeError>> + Send + '_;
 }
 
-/// Starts one task per `config.probes` entry over `proxy`'s routes.
+/// Starts one task per `config.probes` entry over `routes`: the name and
+/// limiter of every route the probes constrain.
 ///
-/// Call it once the router is built, inside the runtime; stop the tasks with
-/// [`ProbeSet::stop`] at shutdown. With no probes configured it starts
+/// Call it once the routes are built, inside the runtime; stop the tasks
+/// with [`ProbeSet::stop`] at shutdown. With no probes configured it starts
 /// nothing and the set reports nothing. Errors only for a probe that can
 /// never work here (a memory probe with no limit to measure against).
-pub fn start(config: &Config, proxy: &Proxy) -> anyhow::Result<Arc<ProbeSet>> {
-    let routes = proxy
-        .router
-        .routes()
-        .iter()
-        .map(|r| (r.name.clone(), r.limiter.clone()))
-        .collect::<Vec<_>>();
+pub fn start(
+    config: &Config,
+    routes: Vec<(String, Arc<Limiter>)>,
+) -> anyhow::Result<Arc<ProbeSet>> {
     let set = ProbeSet::new(routes.clone());
     for (i, p) in config.probes.iter().enumerate() {
         let context = |e: String| anyhow::anyhow!("probes[{i}] ({}): {e}", p.name());

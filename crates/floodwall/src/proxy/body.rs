@@ -4,7 +4,7 @@
 //! when its headers arrive, so the slot is held until the body ends (or is
 //! dropped, when the client goes away mid-stream).
 
-use crate::store::Slot;
+use crate::distributed::Slot;
 use floodwall_core::{Outcome, Permit};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;

@@ -2,12 +2,18 @@
 
 mod body;
 mod forward;
+mod refusals;
+pub mod respond;
 mod route;
+mod router;
 mod service;
 
 pub use body::PermitBody;
 pub use forward::Upstream;
-pub use route::{Classified, Route, Router};
+pub use refusals::RefusalCounters;
+pub use respond::Refusal;
+pub use route::Route;
+pub use router::{Classified, Router};
 pub use service::Proxy;
 
 /// The body type of every response the proxy returns: the upstream's body
