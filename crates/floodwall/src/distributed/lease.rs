@@ -6,8 +6,9 @@ use std::time::Duration;
 use floodwall_core::{Limiter, Reason};
 use tokio::time::Instant;
 
-use super::redis::Ask;
-use super::{lock, share, RouteEntry, Shared, StoreError};
+use super::redis::{Ask, StoreError};
+use super::share;
+use super::shared::{lock, RouteEntry, Shared};
 
 /// Refusals for lack of room over every class, the queue depth and the
 /// algorithm's limit: what the demand is computed from.

@@ -78,11 +78,12 @@
 mod lease;
 mod redis;
 pub mod share;
+mod shared;
 mod snapshot;
 mod strict;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use floodwall_core::Limiter;
@@ -91,105 +92,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::redis::{Backend, RouteKeys};
+use self::shared::{lock, redact, LeaseState, RouteEntry, Shared};
 use crate::config::{LimitConfig, RouteConfig, StoreConfig, StoreMode};
 
 pub use self::redis::StoreError;
+pub use shared::GlobalLimit;
 pub use snapshot::{DistributedSnapshot, RouteSnapshot};
-pub use strict::Slot;
-
-/// Why distributed mode refused a request its route's limiter admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// Strict mode: Redis says the route's global limit is full.
-    GlobalLimitExceeded,
-    /// `on_store_failure = "closed"`: Redis is unreachable, so nothing is
-    /// admitted.
-    StoreUnavailable,
-}
-
-/// One route's part of the global limit: what its requests (strict mode)
-/// and the renew loop share.
-#[derive(Debug)]
-struct RouteEntry {
-    name: String,
-    limiter: Arc<Limiter>,
-    global: usize,
-    keys: RouteKeys,
-    /// Strict mode: slots granted, being asked for, or admitted locally
-    /// during an outage by this replica: the upper bound `heartbeat.lua`
-    /// reconciles Redis to.
-    held: AtomicUsize,
-    state: Mutex<LeaseState>,
-}
-
-/// What the renew loop knows about one route.
-#[derive(Debug, Default)]
-struct LeaseState {
-    /// When the first renewal succeeded (the join ramp counts from it).
-    joined: Option<Instant>,
-    /// The last grant, while its lease lasts.
-    grant: Option<usize>,
-    /// Until when the last grant is ours: sent + lease_ttl.
-    lease_until: Option<Instant>,
-    /// Live members at the last successful call (1 before any).
-    replicas: usize,
-    /// The demand last published.
-    demand: usize,
-    /// What Redis counts against this replica.
-    usage: usize,
-    /// Every member's demand at the last renewal.
-    demands: Vec<(String, usize)>,
-    /// Peak in flight since the last renewal.
-    peak: usize,
-    /// Refusals for lack of room counted at the last renewal.
-    refused_seen: u64,
-}
-
-/// What the renew loop and every route's [`GlobalLimit`] share: the
-/// config, this replica's id, the Redis backend and the last error.
-#[derive(Debug)]
-struct Shared {
-    config: StoreConfig,
-    id: String,
-    backend: Backend,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn last_error(&self) -> Option<String> {
-        lock(&self.last_error).clone()
-    }
-
-    /// Records a call's result; true if it succeeded. A failure is logged
-    /// once per distinct error while Redis stays down.
-    fn note(&self, result: Result<(), StoreError>) -> bool {
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                let msg = e.to_string();
-                let mut last = lock(&self.last_error);
-                if last.as_deref() != Some(&msg) || self.backend.up.load(Ordering::Acquire) {
-                    tracing::warn!(error = %msg, "store call failed");
-                }
-                *last = Some(msg);
-                false
-            }
-        }
-    }
-}
-
-/// A route's handle on its part of the global limit. The route owns it;
-/// the proxy asks it after the route's limiter admitted a request
-/// ([`GlobalLimit::admit`]).
-#[derive(Debug, Clone)]
-pub struct GlobalLimit {
-    shared: Arc<Shared>,
-    route: Arc<RouteEntry>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use strict::{Refused, Slot};
 
 /// The global limit a route's config stands for: a fixed limit's value, an
 /// adaptive algorithm's `max`.
@@ -215,14 +124,6 @@ fn default_replica_id() -> String {
         .take(32)
         .collect();
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
-}
-
-/// `redis://user:secret@host` → `redis://***@host`, for `/status`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
 }
 
 /// Distributed mode: the Redis backend, every route's part of the global
@@ -378,6 +279,63 @@ impl Distributed {
                 st.replicas,
             );
             r.limiter.set_share(s);
+        }
+    }
+}
+
+impl Distributed {
+    /// Distributed mode now, for `/status` and `/metrics`.
+    pub fn snapshot(&self) -> DistributedSnapshot {
+        let now = Instant::now();
+        let shared = &self.shared;
+        let backend = &shared.backend;
+        let up = backend.up.load(Ordering::Acquire);
+        let last_error = shared.last_error();
+        let state = if up {
+            "up"
+        } else if last_error.is_none() {
+            "starting"
+        } else {
+            "down"
+        };
+        let commands = backend.commands.load(Ordering::Relaxed);
+        let admitted: u64 = self
+            .routes
+            .iter()
+            .flat_map(|r| r.limiter.snapshot().classes)
+            .map(|c| c.admitted)
+            .sum();
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| {
+                let st = lock(&r.state);
+                RouteSnapshot {
+                    route: r.name.clone(),
+                    global_limit: r.global,
+                    replicas: st.replicas,
+                    share: r.limiter.share(),
+                    grant: st.grant,
+                    usage: st.usage,
+                    demand: st.demand,
+                    inflight: r.limiter.inflight(),
+                    lease_left: st.lease_until.map(|u| u.saturating_duration_since(now)),
+                }
+            })
+            .collect();
+        DistributedSnapshot {
+            url: redact(&shared.config.url),
+            mode: shared.config.mode,
+            replica_id: shared.id.clone(),
+            state,
+            up,
+            on_store_failure: shared.config.on_store_failure,
+            last_error,
+            commands,
+            errors: backend.errors.load(Ordering::Relaxed),
+            commands_per_admitted: commands as f64 / admitted.max(1) as f64,
+            latency: backend.latency.clone(),
+            routes,
         }
     }
 }

@@ -1,13 +1,10 @@
 //! What distributed mode shows of itself: plain data for `/status` and
 //! `/metrics`, which render it.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::time::Instant;
 
-use super::{lock, redact, Distributed};
 use crate::config::{StoreFailure, StoreMode};
 
 /// Distributed mode at one instant.
@@ -62,61 +59,4 @@ pub struct RouteSnapshot {
     pub inflight: usize,
     /// How long the last lease is still ours.
     pub lease_left: Option<Duration>,
-}
-
-impl Distributed {
-    /// Distributed mode now.
-    pub fn snapshot(&self) -> DistributedSnapshot {
-        let now = Instant::now();
-        let shared = &self.shared;
-        let backend = &shared.backend;
-        let up = backend.up.load(Ordering::Acquire);
-        let last_error = shared.last_error();
-        let state = if up {
-            "up"
-        } else if last_error.is_none() {
-            "starting"
-        } else {
-            "down"
-        };
-        let commands = backend.commands.load(Ordering::Relaxed);
-        let admitted: u64 = self
-            .routes
-            .iter()
-            .flat_map(|r| r.limiter.snapshot().classes)
-            .map(|c| c.admitted)
-            .sum();
-        let routes = self
-            .routes
-            .iter()
-            .map(|r| {
-                let st = lock(&r.state);
-                RouteSnapshot {
-                    route: r.name.clone(),
-                    global_limit: r.global,
-                    replicas: st.replicas,
-                    share: r.limiter.share(),
-                    grant: st.grant,
-                    usage: st.usage,
-                    demand: st.demand,
-                    inflight: r.limiter.inflight(),
-                    lease_left: st.lease_until.map(|u| u.saturating_duration_since(now)),
-                }
-            })
-            .collect();
-        DistributedSnapshot {
-            url: redact(&shared.config.url),
-            mode: shared.config.mode,
-            replica_id: shared.id.clone(),
-            state,
-            up,
-            on_store_failure: shared.config.on_store_failure,
-            last_error,
-            commands,
-            errors: backend.errors.load(Ordering::Relaxed),
-            commands_per_admitted: commands as f64 / admitted.max(1) as f64,
-            latency: backend.latency.clone(),
-            routes,
-        }
-    }
 }

@@ -7,8 +7,19 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{lock, GlobalLimit, Refused, RouteEntry, Shared, StoreError};
+use super::redis::StoreError;
+use super::shared::{lock, GlobalLimit, RouteEntry, Shared};
 use crate::config::{StoreFailure, StoreMode};
+
+/// Why distributed mode refused a request its route's limiter admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Strict mode: Redis says the route's global limit is full.
+    GlobalLimitExceeded,
+    /// `on_store_failure = "closed"`: Redis is unreachable, so nothing is
+    /// admitted.
+    StoreUnavailable,
+}
 
 /// A strict-mode slot of a global limit; dropping it releases the slot in
 /// Redis (asynchronously, never blocking the response).

@@ -17,7 +17,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::{probe::DEFAULT_MAX_BACKLOG, ProbeConfig};
 
 /// TCP state number of LISTEN in `/proc/net/tcp`.

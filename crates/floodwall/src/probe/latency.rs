@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use floodwall_core::{Limiter, Outcome};
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::probe::{DEFAULT_BASELINE_HALF_LIFE, DEFAULT_LATENCY_MULTIPLIER};
 use crate::config::ProbeConfig;
 

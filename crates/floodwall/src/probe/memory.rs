@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::{probe::DEFAULT_MEMORY_RATIO, ProbeConfig};
 
 /// `VmRSS` of `/proc/self/status`, in bytes.

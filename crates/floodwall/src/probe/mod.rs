@@ -30,8 +30,15 @@
 //! | [`MemoryProbe`] | cgroup v2 `memory.current`/`memory.max`, else `VmRSS`/`max_bytes` | usage ≥ `ratio` (hard) |
 //! | [`BacklogProbe`] | `rx_queue` of the LISTEN socket in `/proc/net/tcp{,6}` | accept queue ≥ `max_backlog` |
 //! | [`LatencyProbe`] | each route's smoothed latency | latency > `multiplier` × learned baseline |
+//!
+//! One file per kind (`postgres`, `memory`, `backlog`, `latency`, and the
+//! `flag_file` a probe may keep), then what they share: `check.rs` (what a
+//! check returns), `constraint.rs` (the hysteresis), `state.rs` (the state
+//! the tasks and the set share), `runner.rs` (one probe's task), `set.rs`
+//! (the running set) and `snapshot.rs` (what the set shows of itself).
 
 pub mod backlog;
+mod check;
 pub mod constraint;
 pub mod flag_file;
 pub mod latency;
@@ -42,12 +49,12 @@ mod set;
 mod snapshot;
 mod state;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use floodwall_core::Limiter;
 
 pub use backlog::BacklogProbe;
+pub use check::{Probe, ProbeError, Reading};
 pub use flag_file::FlagFile;
 pub use latency::LatencyProbe;
 pub use memory::MemoryProbe;
@@ -57,70 +64,6 @@ pub use snapshot::{FlagFileSnapshot, ProbeSnapshot, RouteConstraint};
 pub use state::Health;
 
 use crate::config::{Config, ProbeKind};
-
-/// One reading of a bottleneck.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reading {
-    /// Whether the bottleneck is past its threshold: back off.
-    pub saturated: bool,
-    /// Whether to throttle straight to `min_limit` rather than back off step
-    /// by step: for a bottleneck that fails hard when overrun (memory).
-    /// Only meaningful with `saturated`.
-    pub hard: bool,
-    /// What was read, for `/status` and logs, e.g. `"lock_waits=3
-    /// conns=87/100"`.
-    pub detail: String,
-}
-
-impl Reading {
-    /// A reading with room left.
-    pub fn healthy(detail: impl Into<String>) -> Self {
-        Self {
-            saturated: false,
-            hard: false,
-            detail: detail.into(),
-        }
-    }
-
-    /// A saturated reading: back off.
-    pub fn saturated(detail: impl Into<String>) -> Self {
-        Self {
-            saturated: true,
-            hard: false,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// Why a check could not read its bottleneck. The message is shown to
-/// operators as is, so it says what to do where it can.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ProbeError {
-    message: String,
-}
-
-impl ProbeError {
-    /// An error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-/// A bottleneck probe: one check reads the bottleneck once.
-///
-/// `check` takes `&mut self` because each probe is owned by exactly one
-/// task, which calls it once per interval: a probe keeps its connection or
-/// its baseline in plain fields, without a lock. The runner bounds each call
-/// with the probe's `timeout` by dropping the future, so a check must leave
-/// the probe usable when dropped half way (the postgres probe then
-/// reconnects).
-pub trait Probe: Send + 'static {
-    /// Reads the bottleneck once.
-    fn check(&mut self) -> impl Future<Output = Result<Reading, ProbeError>> + Send + '_;
-}
 
 /// Starts one task per `config.probes` entry over `routes`: the name and
 /// limiter of every route the probes constrain.

@@ -26,7 +26,7 @@ use std::error::Error as _;
 
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::probe::{DEFAULT_CONN_RATIO, DEFAULT_LOCK_WAITS};
 use crate::config::ProbeConfig;
 

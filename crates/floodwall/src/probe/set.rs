@@ -8,10 +8,12 @@ use floodwall_core::Limiter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::check::Probe;
 use super::constraint::{Constraint, ConstraintParams};
+use super::flag_file::FlagFile;
+use super::runner;
 use super::snapshot::{FlagFileSnapshot, ProbeSnapshot, RouteConstraint};
 use super::state::{lock, ConstrainedRoute, Health, ProbeState, ProbeStatus, Shared};
-use super::{runner, FlagFile, Probe};
 use crate::config::ProbeConfig;
 
 /// The running probes of one floodwall, and the handle to stop them.
@@ -94,7 +96,7 @@ impl ProbeSet {
     pub(crate) fn record(
         &self,
         probe: &ProbeState,
-        result: Result<super::Reading, super::ProbeError>,
+        result: Result<super::check::Reading, super::check::ProbeError>,
     ) {
         self.shared.record(probe, result);
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use floodwall_core::Limiter;
 
+use super::check::{ProbeError, Reading};
 use super::constraint::{Constraint, Observation};
-use super::{ProbeError, Reading};
 use crate::config::{FailurePolicy, ProbeKind};
 
 /// How a probe stands, as `/status` shows it.

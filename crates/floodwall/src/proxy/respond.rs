@@ -3,7 +3,7 @@
 //! Read [`Refusal::status`] and [`respond`] top to bottom to know what a
 //! client sees for each reason; `docs/metrics.md` lists the same table.
 
-use super::Body;
+use super::body::Body;
 use crate::distributed;
 use floodwall_core::{Reason, Rejection};
 use http::{header, HeaderValue, Response, StatusCode};

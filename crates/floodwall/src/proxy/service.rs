@@ -1,11 +1,11 @@
 //! One request's journey through floodwall.
 
+use super::body::Body;
 use super::body::PermitBody;
 use super::refusals::RefusalCounters;
 use super::respond::{respond, Refusal};
 use super::route::Route;
 use super::router::Router;
-use super::Body;
 use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
