@@ -1,21 +1,31 @@
 //! floodwall: an adaptive admission-control gateway.
 //!
-//! The crate is the I/O side of floodwall: the reverse proxy, the admin
-//! server, metrics, config, the CLI and the demo. The admission algorithm and
-//! its enforcement live in `floodwall-core`, which has no I/O at all.
+//! The crate is the I/O side of floodwall; the admission algorithm and its
+//! enforcement live in `floodwall-core`, which has no I/O at all.
 //!
-//! A request's journey is written out in [`proxy::Proxy::handle`]:
-//! classify, admit, forward, record.
+//! - [`app`]: start-up, in order: routes → distributed → probes →
+//!   listeners ([`app::start`]).
+//! - [`proxy`]: a request's journey, written out in
+//!   [`proxy::Proxy::handle`]: classify, admit, forward, record; every
+//!   response floodwall makes itself is decided in [`proxy::respond`].
+//! - [`admin`]: `/metrics`, `/status`, `/healthz`, `/readyz`, rendered from
+//!   snapshots.
+//! - [`probe`]: bottleneck probes that constrain routes' limits.
+//! - [`distributed`]: one global limit per route across replicas, through
+//!   Redis.
+//! - [`config`]: the config file, validated; [`telemetry`]: logging.
+//!
+//! Layers import downwards only: `app` → `admin` → `proxy` → `probe`,
+//! `distributed` → `config`.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod config;
-pub mod metrics;
+pub mod distributed;
 pub mod probe;
 pub mod proxy;
-pub mod respond;
-pub mod server;
+mod server;
 pub mod sim;
-pub mod store;
 pub mod telemetry;

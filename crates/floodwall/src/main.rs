@@ -306,7 +306,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     floodwall::telemetry::init(&config.log.level, config.log.format);
-    let running = floodwall::server::start(config).await?;
+    let running = floodwall::app::start(config).await?;
     // One machine-readable line on stdout once both ports are bound; logs go
     // to stderr.
     let mut out = std::io::stdout().lock();

@@ -1,12 +1,9 @@
-//! Listeners, connection handling and graceful shutdown.
+//! Listeners, connection handling and graceful shutdown: the part of
+//! start-up that talks to sockets. [`crate::app`] decides what is served.
 
 use crate::admin::Admin;
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::probe::{self, ProbeSet};
-use crate::proxy::{Proxy, Router};
-use crate::store::Store;
-use floodwall_core::MonotonicClock;
+use crate::config::ServerConfig;
+use crate::proxy::Proxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,104 +17,90 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A started floodwall: its bound addresses and the handle to stop it.
+/// Both listeners, bound.
 #[derive(Debug)]
-pub struct Running {
-    /// Where the proxy listens (useful with port 0).
-    pub proxy_addr: SocketAddr,
-    /// Where the admin endpoints listen.
-    pub admin_addr: SocketAddr,
-    /// The proxy state, for in-process inspection.
-    pub proxy: Arc<Proxy>,
-    /// The bottleneck probes (`[[probes]]`), for in-process inspection.
-    pub probes: Arc<ProbeSet>,
+pub(crate) struct Listeners {
+    proxy: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `server.admin`.
+    pub(crate) async fn bind(config: &ServerConfig) -> anyhow::Result<Self> {
+        let proxy = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.listen))?;
+        let admin = TcpListener::bind(config.admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.admin {}: {e}", config.admin))?;
+        Ok(Self { proxy, admin })
+    }
+
+    /// The bound (proxy, admin) addresses: useful with port 0.
+    pub(crate) fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.proxy.local_addr()?, self.admin.local_addr()?))
+    }
+}
+
+/// The serving task and the switch that stops it.
+#[derive(Debug)]
+pub(crate) struct Serving {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-impl Running {
-    /// Begins a graceful shutdown and waits for it: stop accepting, let
-    /// admitted requests finish within the drain timeout, close the admin
-    /// listener last.
-    pub async fn shutdown(self) {
+impl Serving {
+    /// Stops accepting, lets admitted requests finish within the drain
+    /// timeout, closes the admin listener last, and waits for all that.
+    pub(crate) async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        self.probes.stop().await;
-        if let Some(store) = &self.proxy.store {
-            store.stop().await;
-        }
     }
 }
 
-fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.server.header_read_timeout)
+        .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
     b.http2().timer(TokioTimer::new());
     b
 }
 
-/// Binds both listeners and starts serving. Returns once both are bound, so
-/// the addresses are usable immediately.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
-    config.validate()?;
-    let clock = Arc::new(MonotonicClock::new());
-    let router = Router::new(&config, clock)?;
-    // Before any listener: the first renewal sets every route's share, so
-    // nothing is admitted beyond what this replica holds.
-    let store = Store::new(&config, &router)?;
-    if let Some(s) = &store {
-        s.start().await;
-    }
-    let proxy = Arc::new(Proxy {
-        router,
-        metrics: Arc::new(Metrics::new()),
-        store: store.clone(),
-    });
-    let proxy_listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
-    let admin_listener = TcpListener::bind(config.server.admin)
-        .await
-        .map_err(|e| anyhow::anyhow!("server.admin {}: {e}", config.server.admin))?;
-    let proxy_addr = proxy_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-    let draining = Arc::new(AtomicBool::new(false));
-    // After the router, so probes constrain the gates requests will use.
-    let probes = probe::start(&config, &proxy)?;
-    let admin = Arc::new(Admin {
-        router: proxy.clone(),
-        draining: draining.clone(),
-        probes: probes.clone(),
-    });
+/// Serves `proxy` and `admin` on `listeners` until [`Serving::shutdown`].
+/// `draining` is raised when shutdown begins, for `/readyz`.
+pub(crate) fn serve(
+    listeners: Listeners,
+    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
+    draining: Arc<AtomicBool>,
+    config: &ServerConfig,
+) -> Serving {
     let (stop, stop_rx) = watch::channel(false);
-    let builder = http_builder(&config);
-    let drain_timeout = config.server.drain_timeout;
-
-    let p = proxy.clone();
+    let builder = http_builder(config);
+    let drain_timeout = config.drain_timeout;
     let task = tokio::spawn(async move {
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin_task = tokio::spawn(serve_admin(
-            admin_listener,
+            listeners.admin,
             admin,
             builder.clone(),
             admin_stop_rx,
         ));
-        serve_proxy(proxy_listener, p, builder, stop_rx, draining, drain_timeout).await;
+        serve_proxy(
+            listeners.proxy,
+            proxy,
+            builder,
+            stop_rx,
+            draining,
+            drain_timeout,
+        )
+        .await;
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
     });
-    tracing::info!(%proxy_addr, %admin_addr, "floodwall listening");
-    Ok(Running {
-        proxy_addr,
-        admin_addr,
-        proxy,
-        probes,
-        stop,
-        task,
-    })
+    Serving { stop, task }
 }
 
 async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
@@ -135,7 +118,6 @@ async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, Socket
         }
     }
 }
-
 async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,

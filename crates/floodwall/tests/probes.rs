@@ -8,9 +8,9 @@ mod common;
 mod pg;
 
 use common::{config_from_toml, start, wait_until, Client, Upstream};
+use floodwall::app::Running;
 use floodwall::config::{ProbeConfig, ProbeKind};
 use floodwall::probe::{BacklogProbe, PostgresProbe, Probe};
-use floodwall::server::Running;
 use pg::PgCluster;
 use std::time::Duration;
 
@@ -49,7 +49,12 @@ fn limit(fw: &Running) -> usize {
 }
 
 fn probe_status(fw: &Running) -> serde_json::Value {
-    fw.probes.status()[0].clone()
+    floodwall::admin::status::probes(&fw.probes.snapshot())[0].clone()
+}
+
+/// Why the route "api" (the only one) is limited, as `/status` says.
+fn limited_by(fw: &Running) -> Option<String> {
+    fw.probes.limited_by(&fw.proxy.router.routes()[0].limiter)
 }
 
 fn postgres_probe(dsn: &str) -> PostgresProbe {
@@ -137,7 +142,7 @@ lock_waits = 3
         limit(&fw) < 20
     })
     .await;
-    let why = fw.probes.limited_by("api").expect("limited by a probe");
+    let why = limited_by(&fw).expect("limited by a probe");
     assert!(why.starts_with("postgres: lock_waits=3"), "{why}");
     // What an operator sees: /status names the probe and its reading.
     let doc = common::status(fw.admin_addr).await;
@@ -174,7 +179,7 @@ lock_waits = 3
         || async { limit(&fw) == 20 },
     )
     .await;
-    assert_eq!(fw.probes.limited_by("api"), None);
+    assert_eq!(limited_by(&fw), None);
     assert_eq!(fw.proxy.router.routes()[0].limiter.constraint(), None);
     assert_eq!(probe_status(&fw)["state"], "ok");
     fw.shutdown().await;
@@ -219,7 +224,7 @@ conn_ratio = 0.8
         limit(&fw) < 20
     })
     .await;
-    let why = fw.probes.limited_by("api").expect("limited by a probe");
+    let why = limited_by(&fw).expect("limited by a probe");
     assert!(why.contains("conns=16/20"), "{why}");
 
     drop(sessions);
@@ -229,7 +234,7 @@ conn_ratio = 0.8
         || async { limit(&fw) == 20 },
     )
     .await;
-    assert_eq!(fw.probes.limited_by("api"), None);
+    assert_eq!(limited_by(&fw), None);
     fw.shutdown().await;
 }
 
@@ -292,10 +297,10 @@ on_failure = "{policy}"
         "{error}"
     );
     assert_eq!(limit(&ignore), 20, "ignore leaves the limit alone");
-    assert_eq!(ignore.probes.limited_by("api"), None);
+    assert_eq!(limited_by(&ignore), None);
 
     let mut registry = prometheus_client::registry::Registry::default();
-    ignore.probes.encode(&mut registry);
+    floodwall::admin::metrics::register_probes(&mut registry, &ignore.probes.snapshot());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(
@@ -309,7 +314,7 @@ on_failure = "{policy}"
         limit(&closed) == 2
     })
     .await;
-    let why = closed.probes.limited_by("api").unwrap();
+    let why = limited_by(&closed).unwrap();
     assert!(
         why.starts_with("postgres (failing, on_failure = closed): postgres at"),
         "{why}"
@@ -375,7 +380,7 @@ flag_file = "{}"
         flag.exists() && limit(&fw) < 20
     })
     .await;
-    let why = fw.probes.limited_by("api").unwrap();
+    let why = limited_by(&fw).unwrap();
     assert_eq!(why, format!("backlog: backlog=4 max_backlog=3 port={port}"));
 
     let accepted: Vec<_> = (0..4).map(|_| listener.accept().unwrap()).collect();
@@ -448,7 +453,7 @@ multiplier = 2.0
         limit(&fw) < 20
     })
     .await;
-    let why = fw.probes.limited_by("api").unwrap();
+    let why = limited_by(&fw).unwrap();
     assert!(why.starts_with("latency: api: latency="), "{why}");
     fw.shutdown().await;
 }

@@ -223,7 +223,7 @@ async fn batch_cannot_starve_interactive() {
         || async { upstream.current_of("x-priority", "batch") == 5 },
     )
     .await;
-    // Let the flood push against the gate for a while.
+    // Let the flood push against the limit for a while.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused_batch = flood_replies
         .lock()
@@ -314,7 +314,7 @@ async fn tenant_is_capped_only_under_contention() {
         false
     );
 
-    // calm, within its share, is refused because the gate is full: that
+    // calm, within its share, is refused because the limit is full: that
     // is contention, so hot is now held to its cap.
     client
         .get(proxy, "/", &calm)
@@ -338,7 +338,7 @@ async fn tenant_is_capped_only_under_contention() {
     .await;
 
     // Still contended: calm is served, and hot, sending 8 at once again,
-    // may fill the gate only up to one share (2 slots) short of full: 5
+    // may fill the limit only up to one share (2 slots) short of full: 5
     // slots next to calm's 1, so 2 stay free for others, and 3 refusals.
     upstream.reset_peaks();
     let calm_task = tokio::spawn({
@@ -387,7 +387,7 @@ async fn tenant_is_capped_only_under_contention() {
 // ---------------------------------------------------------------------------
 
 /// Asserts no slot is held, both in the limiter and in `/metrics`.
-async fn assert_no_slot_held(fw: &floodwall::server::Running) {
+async fn assert_no_slot_held(fw: &floodwall::app::Running) {
     wait_until(EVENTUALLY, "no slot is held", || async {
         inflight(fw) == 0 && wip_current(fw.admin_addr).await == 0.0
     })
@@ -869,7 +869,7 @@ async fn queue_waits_times_out_and_fills() {
     upstream.open("b");
     assert_eq!(holder.await.unwrap().status, 200);
 
-    wait_until(EVENTUALLY, "the gate and queue are empty", || async {
+    wait_until(EVENTUALLY, "the limiter and queue are empty", || async {
         limiter.inflight() == 0 && limiter.snapshot().queue_depth == 0
     })
     .await;

@@ -1,5 +1,6 @@
 //! The upstream's accept queue: connections the kernel has completed that
-//! the upstream has not yet accepted (seed 004's "backlog").
+//! the upstream has not yet accepted (the "backlog" of the backlog_reporter
+//! gem).
 //!
 //! For a socket in LISTEN state, the `rx_queue` column of `/proc/net/tcp`
 //! and `/proc/net/tcp6` is the current length of its accept queue. A queue
@@ -16,7 +17,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::{probe::DEFAULT_MAX_BACKLOG, ProbeConfig};
 
 /// TCP state number of LISTEN in `/proc/net/tcp`.

@@ -1,6 +1,6 @@
-//! A flag file that exists while a probe is saturated (seed 004,
-//! backlog_reporter), so a web server in front can shed load before it even
-//! reaches floodwall:
+//! A flag file that exists while a probe is saturated (as the
+//! backlog_reporter gem does for Puma's backlog), so a web server in front
+//! can shed load before it even reaches floodwall:
 //!
 //! ```nginx
 //! location / {

@@ -1,5 +1,5 @@
-//! Upstream latency against a learned baseline (seed 000's
-//! `LatencyRatio > MaxLatencyMultiplier`).
+//! Upstream latency against a learned baseline (the Phoenix WIP-gate
+//! article's `LatencyRatio > MaxLatencyMultiplier`).
 //!
 //! Each limiter already keeps a smoothed request duration (an EWMA with
 //! weight 1/16, updated as permits are released); this probe reads it once
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use floodwall_core::{Limiter, Outcome};
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::probe::{DEFAULT_BASELINE_HALF_LIFE, DEFAULT_LATENCY_MULTIPLIER};
 use crate::config::ProbeConfig;
 
@@ -90,7 +90,7 @@ pub struct LatencyProbe {
 }
 
 impl LatencyProbe {
-    /// The probe of `config` over these routes (name and gate).
+    /// The probe of `config` over these routes (name and limiter).
     pub fn new(config: &ProbeConfig, routes: Vec<(String, Arc<Limiter>)>) -> Self {
         let half_life = config
             .baseline_half_life
@@ -202,7 +202,7 @@ mod tests {
     }
 
     /// A limiter whose requests take exactly what the test says.
-    fn gate() -> (Arc<ManualClock>, Arc<Limiter>) {
+    fn route_limiter() -> (Arc<ManualClock>, Arc<Limiter>) {
         let clock = Arc::new(ManualClock::new());
         let limiter = Limiter::new(
             LimiterConfig::default(),
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn saturated_when_latency_doubles_and_idle_is_healthy() {
-        let (clock, limiter) = gate();
+        let (clock, limiter) = route_limiter();
         let mut p = LatencyProbe::new(
             &ProbeConfig::new(crate::config::ProbeKind::Latency),
             vec![("api".into(), limiter.clone())],
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_hung_upstream_keeps_its_verdict() {
-        let (clock, limiter) = gate();
+        let (clock, limiter) = route_limiter();
         let mut p = LatencyProbe::new(
             &ProbeConfig::new(crate::config::ProbeKind::Latency),
             vec![("api".into(), limiter.clone())],

@@ -1,5 +1,6 @@
-//! Memory pressure: a hard throttle before the OOM killer (seed 001,
-//! "OOMKilled Due to Buffer Bloat").
+//! Memory pressure: a hard throttle before the OOM killer ("OOMKilled Due
+//! to Buffer Bloat", in the article "How I Slashed P99 Latency by 82% ...
+//! with Adaptive Concurrency Sharding").
 //!
 //! floodwall streams bodies, but every admitted request still holds buffers
 //! and connections; when the upstream slows down they pile up. Above
@@ -20,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::{probe::DEFAULT_MEMORY_RATIO, ProbeConfig};
 
 /// `VmRSS` of `/proc/self/status`, in bytes.

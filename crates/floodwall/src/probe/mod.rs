@@ -8,7 +8,7 @@
 //! queue filling. A probe reads one of them on its own interval and turns
 //! the reading into a *constraint*, and each route's effective limit is the
 //! minimum over its algorithm and every probe's constraint (the composite
-//! probe of seed 000).
+//! bottleneck probe of the Phoenix WIP-gate article).
 //!
 //! - **Off the hot path.** Each probe runs on its own tokio task, one check
 //!   per `interval`, each bounded by `timeout`. A request never waits for a
@@ -18,8 +18,8 @@
 //!   `backoff`, a hard one (memory) drops it to `min_limit`, and healthy
 //!   readings grow it back by ×1.2 after a `cooldown` until the algorithm's
 //!   own limit is reached and the constraint is lifted.
-//! - **Failure is not saturation.** Seed 000 read a failed query as
-//!   "saturated" and so shut off all traffic whenever its database
+//! - **Failure is not saturation.** The Phoenix WIP-gate article read a
+//!   failed query as "saturated" and so shut off all traffic whenever its database
 //!   connection blipped. Here a failing probe follows its `on_failure`
 //!   policy, `ignore` by default: its constraint is lifted and it shows as
 //!   failing in `/status`, metrics and one log line per change of state.
@@ -30,8 +30,15 @@
 //! | [`MemoryProbe`] | cgroup v2 `memory.current`/`memory.max`, else `VmRSS`/`max_bytes` | usage ≥ `ratio` (hard) |
 //! | [`BacklogProbe`] | `rx_queue` of the LISTEN socket in `/proc/net/tcp{,6}` | accept queue ≥ `max_backlog` |
 //! | [`LatencyProbe`] | each route's smoothed latency | latency > `multiplier` × learned baseline |
+//!
+//! One file per kind (`postgres`, `memory`, `backlog`, `latency`, and the
+//! `flag_file` a probe may keep), then what they share: `check.rs` (what a
+//! check returns), `constraint.rs` (the hysteresis), `state.rs` (the state
+//! the tasks and the set share), `runner.rs` (one probe's task), `set.rs`
+//! (the running set) and `snapshot.rs` (what the set shows of itself).
 
 pub mod backlog;
+mod check;
 pub mod constraint;
 pub mod flag_file;
 pub mod latency;
@@ -39,97 +46,36 @@ pub mod memory;
 pub mod postgres;
 mod runner;
 mod set;
+mod snapshot;
+mod state;
 
-use std::future::Future;
 use std::sync::Arc;
 
+use floodwall_core::Limiter;
+
 pub use backlog::BacklogProbe;
+pub use check::{Probe, ProbeError, Reading};
 pub use flag_file::FlagFile;
 pub use latency::LatencyProbe;
 pub use memory::MemoryProbe;
 pub use postgres::PostgresProbe;
 pub use set::ProbeSet;
+pub use snapshot::{FlagFileSnapshot, ProbeSnapshot, RouteConstraint};
+pub use state::Health;
 
 use crate::config::{Config, ProbeKind};
-use crate::proxy::Proxy;
 
-/// One reading of a bottleneck.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reading {
-    /// Whether the bottleneck is past its threshold: back off.
-    pub saturated: bool,
-    /// Whether to throttle straight to `min_limit` rather than back off step
-    /// by step: for a bottleneck that fails hard when overrun (memory).
-    /// Only meaningful with `saturated`.
-    pub hard: bool,
-    /// What was read, for `/status` and logs, e.g. `"lock_waits=3
-    /// conns=87/100"`.
-    pub detail: String,
-}
-
-impl Reading {
-    /// A reading with room left.
-    pub fn healthy(detail: impl Into<String>) -> Self {
-        Self {
-            saturated: false,
-            hard: false,
-            detail: detail.into(),
-        }
-    }
-
-    /// A saturated reading: back off.
-    pub fn saturated(detail: impl Into<String>) -> Self {
-        Self {
-            saturated: true,
-            hard: false,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// Why a check could not read its bottleneck. The message is shown to
-/// operators as is, so it says what to do where it can.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ProbeError {
-    message: String,
-}
-
-impl ProbeError {
-    /// An error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-/// A bottleneck probe: one check reads the bottleneck once.
+/// Starts one task per `config.probes` entry over `routes`: the name and
+/// limiter of every route the probes constrain.
 ///
-/// `check` takes `&mut self` because each probe is owned by exactly one
-/// task, which calls it once per interval: a probe keeps its connection or
-/// its baseline in plain fields, without a lock. The runner bounds each call
-/// with the probe's `timeout` by dropping the future, so a check must leave
-/// the probe usable when dropped half way (the postgres probe then
-/// reconnects).
-pub trait Probe: Send + 'static {
-    /// Reads the bottleneck once.
-    fn check(&mut self) -> impl Future<Output = Result<Reading, ProbeError>> + Send + '_;
-}
-
-/// Starts one task per `config.probes` entry over `proxy`'s routes.
-///
-/// Call it once the router is built, inside the runtime; stop the tasks with
-/// [`ProbeSet::stop`] at shutdown. With no probes configured it starts
+/// Call it once the routes are built, inside the runtime; stop the tasks
+/// with [`ProbeSet::stop`] at shutdown. With no probes configured it starts
 /// nothing and the set reports nothing. Errors only for a probe that can
 /// never work here (a memory probe with no limit to measure against).
-pub fn start(config: &Config, proxy: &Proxy) -> anyhow::Result<Arc<ProbeSet>> {
-    let routes = proxy
-        .router
-        .routes()
-        .iter()
-        .map(|r| (r.name.clone(), r.limiter.clone()))
-        .collect::<Vec<_>>();
+pub fn start(
+    config: &Config,
+    routes: Vec<(String, Arc<Limiter>)>,
+) -> anyhow::Result<Arc<ProbeSet>> {
     let set = ProbeSet::new(routes.clone());
     for (i, p) in config.probes.iter().enumerate() {
         let context = |e: String| anyhow::anyhow!("probes[{i}] ({}): {e}", p.name());

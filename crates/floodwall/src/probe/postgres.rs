@@ -1,6 +1,7 @@
 //! PostgreSQL: connection saturation and lock waits, from
-//! `pg_stat_activity` (seed 000's bottleneck probe, with its failure mode
-//! fixed: an error is a failing probe, not a saturated database).
+//! `pg_stat_activity` (the bottleneck probe of the Phoenix WIP-gate
+//! article, with its failure mode fixed: an error is a failing probe, not a
+//! saturated database).
 //!
 //! One query per check, on one connection the probe keeps:
 //!
@@ -25,7 +26,7 @@ use std::error::Error as _;
 
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Probe, ProbeError, Reading};
+use super::check::{Probe, ProbeError, Reading};
 use crate::config::probe::{DEFAULT_CONN_RATIO, DEFAULT_LOCK_WAITS};
 use crate::config::ProbeConfig;
 

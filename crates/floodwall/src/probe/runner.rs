@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::set::{Health, ProbeState, Shared};
-use super::{FlagFile, Probe, ProbeError};
+use super::check::{Probe, ProbeError};
+use super::flag_file::FlagFile;
+use super::state::{Health, ProbeState, Shared};
 use crate::config::FailurePolicy;
 
 /// Runs `probe` until `stop` changes or its sender goes away.

@@ -1,18 +1,26 @@
-//! A response body that carries the request's permit.
+//! Response bodies: the one type every proxy response has, and the
+//! upstream body that carries the request's permit.
 //!
 //! The upstream's work is done when its response body has been read, not
 //! when its headers arrive, so the slot is held until the body ends (or is
 //! dropped, when the client goes away mid-stream).
 
-use crate::store::Slot;
+use crate::distributed::Slot;
 use floodwall_core::{Outcome, Permit};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::histogram::Histogram;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+/// The body type of every response the proxy returns: the upstream's body
+/// streamed through, or a small body floodwall wrote itself.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// The error type of [`Body`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// The upstream body, streamed through, with the permit riding along.
@@ -68,7 +76,7 @@ impl PermitBody {
     }
 }
 
-impl Body for PermitBody {
+impl HttpBody for PermitBody {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
 

@@ -1,18 +1,25 @@
 //! The reverse proxy: classify, admit, forward, record.
+//!
+//! [`Proxy::handle`] (`service.rs`) is a request's journey, in order. It
+//! classifies with the [`Router`] (`router.rs`) onto a [`Route`]
+//! (`route.rs`), which owns everything per route: its limiter, upstream,
+//! distributed handle and refusal counters (`refusals.rs`). It forwards
+//! with the route's [`Upstream`] (`forward.rs`) and streams the answer in a
+//! [`PermitBody`] (`body.rs`) that releases the permit when the body ends.
+//! Every response floodwall makes itself is decided in [`respond`].
 
 mod body;
 mod forward;
+mod refusals;
+pub mod respond;
 mod route;
+mod router;
 mod service;
 
-pub use body::PermitBody;
+pub use body::{Body, BoxError, PermitBody};
 pub use forward::Upstream;
-pub use route::{Classified, Route, Router};
+pub use refusals::RefusalCounters;
+pub use respond::Refusal;
+pub use route::Route;
+pub use router::{Classified, Router};
 pub use service::Proxy;
-
-/// The body type of every response the proxy returns: the upstream's body
-/// streamed through, or a small body floodwall wrote itself.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
-
-/// The error type of [`Body`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,28 +1,31 @@
 //! One request's journey through floodwall.
 
+use super::body::Body;
 use super::body::PermitBody;
-use super::route::Router;
-use super::Body;
-use crate::metrics::Metrics;
-use crate::respond::{respond, Refusal};
-use crate::store::Admit;
+use super::refusals::RefusalCounters;
+use super::respond::{respond, Refusal};
+use super::route::Route;
+use super::router::Router;
 use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The proxy's shared state: routes with their gates, and metrics.
+/// The proxy's shared state: the routes (each owning its limiter, upstream,
+/// global limit and counters), and what has no route to live on.
 #[derive(Debug)]
 pub struct Proxy {
     /// The routes.
     pub router: Router,
-    /// Metrics the hot path writes.
-    pub metrics: Arc<Metrics>,
-    /// Distributed mode (`[store]`), if configured.
-    pub store: Option<Arc<crate::store::Store>>,
+    /// Refusals of requests that matched no route (one row).
+    pub unrouted: Arc<RefusalCounters>,
+    /// Time from arrival to the end of the response body, for admitted
+    /// requests, over every route.
+    pub request_duration: Histogram,
 }
 
 /// What an upstream status says about load: 503 and 429 are the upstream
@@ -36,6 +39,16 @@ fn outcome_of(status: StatusCode) -> Outcome {
 }
 
 impl Proxy {
+    /// A proxy over `router`'s routes. Duration buckets run from 0.5 ms to
+    /// about 33 s.
+    pub fn new(router: Router) -> Self {
+        Self {
+            router,
+            unrouted: Arc::new(RefusalCounters::new(1)),
+            request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 17)),
+        }
+    }
+
     /// Handles one request: classify, admit, forward, record. Every early
     /// return goes through [`Proxy::refuse`], so every floodwall-made
     /// response is counted and shaped in one place.
@@ -50,7 +63,7 @@ impl Proxy {
         };
         let tenant = match self.router.tenant(&req) {
             Ok(t) => t,
-            Err(r) => return self.refuse(Some((&route.name, class)), r),
+            Err(r) => return self.refuse(Some((&route, class)), r),
         };
 
         // 2. Admit: at once, or after queueing up to the route's timeout. If
@@ -67,20 +80,19 @@ impl Proxy {
         let mut permit: Permit = match admitted {
             Ok(p) => p,
             Err(rejection) => {
-                return self.refuse(Some((&route.name, class)), Refusal::Gate(rejection))
+                return self.refuse(Some((&route, class)), Refusal::Rejected(rejection))
             }
         };
 
         // 2b. Distributed strict mode: the global limit in Redis, asked
-        //     only once the local gate admitted, so a full gate costs no
-        //     round trip. In lease mode the share already capped step 2.
+        //     only once the local limiter admitted, so a full limiter costs
+        //     no round trip. In lease mode the share already capped step 2.
         //     A refusal here drops the local permit unrecorded (ignored).
-        let slot = match &self.store {
+        let slot = match &route.global {
             None => None,
-            Some(store) => match store.admit(&route.name).await {
-                Admit::Local => None,
-                Admit::Slot(s) => Some(s),
-                Admit::Refused(r) => return self.refuse(Some((&route.name, class)), r),
+            Some(global) => match global.admit().await {
+                Ok(slot) => slot,
+                Err(r) => return self.refuse(Some((&route, class)), r.into()),
             },
         };
 
@@ -103,11 +115,11 @@ impl Proxy {
             Ok(Err(e)) => {
                 tracing::debug!(route = %route.name, error = %e, "upstream unavailable");
                 permit.record(Outcome::Error);
-                return self.refuse(Some((&route.name, class)), Refusal::UpstreamUnavailable);
+                return self.refuse(Some((&route, class)), Refusal::UpstreamUnavailable);
             }
             Err(_) => {
                 permit.record(Outcome::Dropped);
-                return self.refuse(Some((&route.name, class)), Refusal::UpstreamTimeout);
+                return self.refuse(Some((&route, class)), Refusal::UpstreamTimeout);
             }
         };
 
@@ -124,17 +136,19 @@ impl Proxy {
             permit,
             outcome,
             started,
-            self.metrics.request_duration.clone(),
+            self.request_duration.clone(),
             slot,
         );
         Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
     }
 
-    /// Counts and builds a floodwall-made response.
-    fn refuse(&self, at: Option<(&str, ClassId)>, refusal: Refusal) -> Response<Body> {
-        if !matches!(refusal, Refusal::Gate(_)) {
-            // Gate refusals are counted by the limiter itself.
-            self.metrics.count_refusal(at, &refusal);
+    /// Counts and builds a floodwall-made response. Limiter rejections are
+    /// counted by the limiter itself; the rest on the route, by class, or on
+    /// the proxy when no route matched.
+    fn refuse(&self, at: Option<(&Route, ClassId)>, refusal: Refusal) -> Response<Body> {
+        match at {
+            Some((route, class)) => route.refusals.count(class.index(), &refusal),
+            None => self.unrouted.count(0, &refusal),
         }
         respond(&refusal)
     }

@@ -72,7 +72,7 @@ use serde::Serialize;
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
 
 use super::backend;
-use crate::respond::RETRY_AFTER_MS_HEADER;
+use crate::proxy::respond::RETRY_AFTER_MS_HEADER;
 
 /// An arrival dispatched more than this after its scheduled time counts as
 /// `late`: the generator, not the server, was the bottleneck for it. tokio's

@@ -586,14 +586,14 @@ pub fn config_from_toml(toml: &str, upstream: &http::Uri) -> floodwall::config::
 }
 
 /// Starts floodwall in this process.
-pub async fn start(config: floodwall::config::Config) -> floodwall::server::Running {
-    floodwall::server::start(config)
+pub async fn start(config: floodwall::config::Config) -> floodwall::app::Running {
+    floodwall::app::start(config)
         .await
         .expect("floodwall starts")
 }
 
 /// Slots held on the first route, read from the limiter itself.
-pub fn inflight(running: &floodwall::server::Running) -> usize {
+pub fn inflight(running: &floodwall::app::Running) -> usize {
     running.proxy.router.routes()[0].limiter.inflight()
 }
 

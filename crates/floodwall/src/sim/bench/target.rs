@@ -1,7 +1,7 @@
 //! What a bench run sends its load through.
 
+use crate::app::{self as server, Running};
 use crate::config::{Config, LimitConfig};
-use crate::server::{self, Running};
 use http::Uri;
 use serde::Serialize;
 use std::net::SocketAddr;

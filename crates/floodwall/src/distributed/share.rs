@@ -1,6 +1,6 @@
 //! How big each replica's share is: pure arithmetic, no Redis, no clock.
 //!
-//! The store task feeds it what it observed (peak in flight, refusals, the
+//! The renew loop feeds it what it observed (peak in flight, refusals, the
 //! other members' demands as of the last renewal) and what time it is; it
 //! answers with a demand to publish, a target share to ask for, and the
 //! share to fall back to while Redis is unreachable. The Lua script
@@ -88,8 +88,9 @@ pub fn demand(
 
 /// The most a replica that joined `since_join` ago may demand: the global
 /// limit scaled by the elapsed fraction of `join_ramp`, at least 1. A joining
-/// replica thus takes capacity from busy ones gradually (seed 000, "Cold
-/// Starts"); slots nobody wants are still spread to it by [`water_fill`].
+/// replica thus takes capacity from busy ones gradually (the "Cold Starts"
+/// section of the Phoenix WIP-gate article); slots nobody wants are still
+/// spread to it by [`water_fill`].
 pub fn ramp_cap(global: usize, since_join: Duration, join_ramp: Duration) -> usize {
     if join_ramp.is_zero() || since_join >= join_ramp {
         return global;

@@ -3,7 +3,8 @@
 //! Read [`Refusal::status`] and [`respond`] top to bottom to know what a
 //! client sees for each reason; `docs/metrics.md` lists the same table.
 
-use crate::proxy::Body;
+use super::body::Body;
+use crate::distributed;
 use floodwall_core::{Reason, Rejection};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -12,8 +13,9 @@ use std::time::Duration;
 /// Why floodwall answered a request itself instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The gate refused admission.
-    Gate(Rejection),
+    /// The route's limiter refused admission (no slot, tenant over its
+    /// share, queue full or timed out).
+    Rejected(Rejection),
     /// The upstream refused the connection, reset it, or is unreachable.
     UpstreamUnavailable,
     /// The upstream did not answer within the route's response timeout.
@@ -31,19 +33,14 @@ pub enum Refusal {
     StoreUnavailable,
 }
 
-/// Every reason, in the order `docs/metrics.md` lists them.
-pub const REASONS: [&str; 10] = [
-    "wip_limit_exceeded",
-    "tenant_limit_exceeded",
-    "queue_full",
-    "queue_timeout",
-    "upstream_unavailable",
-    "upstream_timeout",
-    "invalid_tenant_id",
-    "no_route",
-    "global_limit_exceeded",
-    "store_unavailable",
-];
+impl From<distributed::Refused> for Refusal {
+    fn from(refused: distributed::Refused) -> Self {
+        match refused {
+            distributed::Refused::GlobalLimitExceeded => Refusal::GlobalLimitExceeded,
+            distributed::Refused::StoreUnavailable => Refusal::StoreUnavailable,
+        }
+    }
+}
 
 /// The header naming the reason on every response floodwall makes.
 pub const REASON_HEADER: &str = "x-floodwall-reason";
@@ -55,7 +52,7 @@ impl Refusal {
     /// The wire name of the reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::Gate(r) => r.reason.as_str(),
+            Refusal::Rejected(r) => r.reason.as_str(),
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::InvalidTenantId => "invalid_tenant_id",
@@ -70,7 +67,7 @@ impl Refusal {
     /// for requests that can never succeed as sent.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::Gate(r) => match r.reason {
+            Refusal::Rejected(r) => match r.reason {
                 Reason::TenantLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
                 Reason::WipLimitExceeded | Reason::QueueFull | Reason::QueueTimeout => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -89,7 +86,7 @@ impl Refusal {
     /// The suggested wait, for refusals where retrying later can work.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Refusal::Gate(r) => Some(r.retry_after),
+            Refusal::Rejected(r) => Some(r.retry_after),
             // Other replicas' requests free the global limit; a slot is
             // likely within a second.
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
@@ -101,7 +98,8 @@ impl Refusal {
 }
 
 /// Spreads `d` uniformly over `[0.5 d, 1.5 d]`, so that clients refused
-/// together do not come back together (seed 000, "Retry Storm Paradox").
+/// together do not come back together (the "Retry Storm Paradox" of the
+/// Phoenix WIP-gate article).
 pub fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + fastrand::f64())
 }
@@ -146,8 +144,8 @@ pub fn respond(refusal: &Refusal) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn gate(reason: Reason) -> Refusal {
-        Refusal::Gate(Rejection {
+    fn rejected(reason: Reason) -> Refusal {
+        Refusal::Rejected(Rejection {
             reason,
             retry_after: Duration::from_secs(2),
         })
@@ -156,19 +154,40 @@ mod tests {
     #[test]
     fn every_reason_maps_to_its_status_and_headers() {
         let cases = [
-            (gate(Reason::WipLimitExceeded), 503, true),
-            (gate(Reason::TenantLimitExceeded), 429, true),
-            (gate(Reason::QueueFull), 503, true),
-            (gate(Reason::QueueTimeout), 503, true),
-            (Refusal::UpstreamUnavailable, 502, false),
-            (Refusal::UpstreamTimeout, 504, false),
-            (Refusal::InvalidTenantId, 400, false),
-            (Refusal::NoRoute, 404, false),
-            (Refusal::GlobalLimitExceeded, 503, true),
-            (Refusal::StoreUnavailable, 503, true),
+            // In the order `docs/metrics.md` lists the reasons.
+            (
+                rejected(Reason::WipLimitExceeded),
+                "wip_limit_exceeded",
+                503,
+                true,
+            ),
+            (
+                rejected(Reason::TenantLimitExceeded),
+                "tenant_limit_exceeded",
+                429,
+                true,
+            ),
+            (rejected(Reason::QueueFull), "queue_full", 503, true),
+            (rejected(Reason::QueueTimeout), "queue_timeout", 503, true),
+            (
+                Refusal::UpstreamUnavailable,
+                "upstream_unavailable",
+                502,
+                false,
+            ),
+            (Refusal::UpstreamTimeout, "upstream_timeout", 504, false),
+            (Refusal::InvalidTenantId, "invalid_tenant_id", 400, false),
+            (Refusal::NoRoute, "no_route", 404, false),
+            (
+                Refusal::GlobalLimitExceeded,
+                "global_limit_exceeded",
+                503,
+                true,
+            ),
+            (Refusal::StoreUnavailable, "store_unavailable", 503, true),
         ];
-        for (i, (refusal, status, retry)) in cases.iter().enumerate() {
-            assert_eq!(refusal.reason(), REASONS[i]);
+        for (refusal, reason, status, retry) in &cases {
+            assert_eq!(refusal.reason(), *reason);
             let resp = respond(refusal);
             assert_eq!(resp.status().as_u16(), *status, "{}", refusal.reason());
             assert_eq!(resp.headers()[REASON_HEADER], refusal.reason());

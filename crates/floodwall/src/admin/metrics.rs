@@ -1,0 +1,401 @@
+//! Prometheus exposition, rendered from snapshots at scrape time.
+//!
+//! Limiter figures (in flight, limits, outcomes, limiter rejections) are
+//! read from each limiter's snapshot, so the hot path pays nothing for them
+//! and `/metrics` and `/status` can never disagree. Only the duration
+//! histogram and the atomic counters of the other refusals (on each route,
+//! and on the proxy for unrouted requests) are written as they happen.
+//! `docs/metrics.md` describes every series.
+
+use crate::distributed::DistributedSnapshot;
+use crate::probe::{Health, ProbeSnapshot};
+use crate::proxy::{RefusalCounters, Route};
+use floodwall_core::{Outcome, Reason};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+
+/// The content type of the OpenMetrics exposition, served to scrapers that
+/// ask for it (Prometheus does).
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the classic Prometheus text format, served to
+/// everyone else (curl, `promtool check metrics`).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text into the classic Prometheus text format.
+///
+/// `prometheus-client` writes OpenMetrics, where a counter family is named
+/// without `_total` and a `# EOF` ends the document. Classic parsers (and
+/// `promtool check metrics`) then see `_total` samples with no HELP/TYPE.
+/// The two formats differ only in those lines, so the rewrite is exact:
+/// counter HELP/TYPE lines gain `_total`, `# UNIT` and `# EOF` go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgorithmLabels {
+    route: String,
+    algorithm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    route: String,
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    route: String,
+    class: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    route: String,
+    class: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    probe: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConstraintLabels {
+    probe: String,
+    route: String,
+}
+
+/// What one exposition is rendered from.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    /// The routes, in match order.
+    pub routes: &'a [Arc<Route>],
+    /// Refusals of requests that matched no route.
+    pub unrouted: &'a RefusalCounters,
+    /// The duration histogram of admitted requests.
+    pub request_duration: &'a Histogram,
+    /// The probes now.
+    pub probes: &'a [ProbeSnapshot],
+    /// Distributed mode now, if configured.
+    pub distributed: Option<&'a DistributedSnapshot>,
+}
+
+/// Renders the exposition (OpenMetrics text).
+pub fn render(sources: &Sources<'_>) -> String {
+    let mut reg = Registry::default();
+    register_routes(&mut reg, sources);
+    register_probes(&mut reg, sources.probes);
+    if let Some(d) = sources.distributed {
+        register_distributed(&mut reg, d);
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
+    let wip_current = Family::<ClassLabels, Gauge>::default();
+    let wip_limit = Family::<ClassLabels, Gauge>::default();
+    let wip_reserved = Family::<ClassLabels, Gauge>::default();
+    let limit = Family::<RouteLabels, Gauge>::default();
+    let algorithm = Family::<AlgorithmLabels, Gauge>::default();
+    let queue_depth = Family::<RouteLabels, Gauge>::default();
+    let tenants = Family::<RouteLabels, Gauge>::default();
+    let requests = Family::<OutcomeLabels, Counter>::default();
+    let rejections = Family::<ReasonLabels, Counter>::default();
+
+    for route in sources.routes {
+        let s = route.limiter.snapshot();
+        let r = RouteLabels {
+            route: route.name.clone(),
+        };
+        limit.get_or_create(&r).set(s.limit as i64);
+        algorithm
+            .get_or_create(&AlgorithmLabels {
+                route: route.name.clone(),
+                algorithm: s.algorithm.to_owned(),
+            })
+            .set(s.algorithm_limit as i64);
+        queue_depth.get_or_create(&r).set(s.queue_depth as i64);
+        tenants.get_or_create(&r).set(s.tenants_active as i64);
+        let held: usize = s
+            .classes
+            .iter()
+            .filter(|c| c.active)
+            .map(|c| c.reserved)
+            .sum();
+        for c in &s.classes {
+            let l = ClassLabels {
+                route: route.name.clone(),
+                class: c.name.clone(),
+            };
+            let others_held = held - if c.active { c.reserved } else { 0 };
+            wip_current.get_or_create(&l).set(c.inflight as i64);
+            wip_limit
+                .get_or_create(&l)
+                .set(s.limit.saturating_sub(others_held) as i64);
+            wip_reserved.get_or_create(&l).set(c.reserved as i64);
+            for o in Outcome::ALL {
+                requests
+                    .get_or_create(&OutcomeLabels {
+                        route: l.route.clone(),
+                        class: l.class.clone(),
+                        outcome: o.as_str().to_owned(),
+                    })
+                    .inc_by(c.outcomes[o as usize]);
+            }
+            for (ri, reason) in Reason::ALL.iter().enumerate() {
+                rejections
+                    .get_or_create(&ReasonLabels {
+                        route: l.route.clone(),
+                        class: l.class.clone(),
+                        reason: reason.as_str().to_owned(),
+                    })
+                    .inc_by(c.rejections[ri]);
+            }
+        }
+        // The refusals the limiter does not count; a row is a class index.
+        for (row, reason, n) in route.refusals.counts() {
+            rejections
+                .get_or_create(&ReasonLabels {
+                    route: route.name.clone(),
+                    class: s
+                        .classes
+                        .get(row)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                    reason: reason.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+    // Unrouted requests have neither route nor class.
+    for (_, reason, n) in sources.unrouted.counts() {
+        rejections
+            .get_or_create(&ReasonLabels {
+                route: String::new(),
+                class: String::new(),
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    reg.register(
+        "floodwall_wip_current",
+        "Requests holding a slot now (admitted, response not finished)",
+        wip_current,
+    );
+    reg.register(
+        "floodwall_wip_limit",
+        "Slots this class may use now: the route limit minus other active classes' reservations",
+        wip_limit,
+    );
+    reg.register(
+        "floodwall_wip_reserved",
+        "Slots reserved for this class at the current limit",
+        wip_reserved,
+    );
+    reg.register(
+        "floodwall_limit",
+        "The route's effective limit: the algorithm's, capped by any probe constraint",
+        limit,
+    );
+    reg.register(
+        "floodwall_limit_algorithm",
+        "The limit the route's algorithm (label) wants, before probe constraints",
+        algorithm,
+    );
+    reg.register(
+        "floodwall_queue_depth",
+        "Requests waiting in the route's queue",
+        queue_depth,
+    );
+    reg.register(
+        "floodwall_tenants_active",
+        "Tenants holding at least one slot",
+        tenants,
+    );
+    reg.register(
+        "floodwall_requests",
+        "Admitted requests that finished, by outcome",
+        requests,
+    );
+    reg.register(
+        "floodwall_rejections",
+        "Requests floodwall answered itself, by reason",
+        rejections,
+    );
+    reg.register_with_unit(
+        "floodwall_request_duration",
+        "Admitted requests from arrival to the end of the response body",
+        Unit::Seconds,
+        sources.request_duration.clone(),
+    );
+}
+
+/// Registers the probe series in `registry` with their values in `probes`:
+///
+/// - `floodwall_probe_constraint{probe, route}` (gauge): the probe's
+///   constraint on the route. **Absent** while lifted rather than a
+///   sentinel, so `min by (route)` over it is the composed cap.
+/// - `floodwall_bottleneck_saturated{probe}` (gauge): 1 while the last
+///   reading was saturated, else 0 (a failing probe is 0; see errors).
+/// - `floodwall_probe_errors_total{probe}` (counter): failed or timed-out
+///   checks since start.
+///
+/// With no probe configured it registers nothing, so a floodwall without
+/// probes exposes no empty families.
+pub fn register_probes(registry: &mut Registry, probes: &[ProbeSnapshot]) {
+    if probes.is_empty() {
+        return;
+    }
+    let constraint = Family::<ConstraintLabels, Gauge>::default();
+    let saturated = Family::<ProbeLabels, Gauge>::default();
+    let errors = Family::<ProbeLabels, Counter>::default();
+    for p in probes {
+        let labels = ProbeLabels {
+            probe: p.name.clone(),
+        };
+        saturated
+            .get_or_create(&labels)
+            .set(matches!(p.health, Health::Saturated { .. }) as i64);
+        errors.get_or_create(&labels).inc_by(p.errors);
+        for c in &p.constraints {
+            if let Some(v) = c.value {
+                constraint
+                    .get_or_create(&ConstraintLabels {
+                        probe: p.name.clone(),
+                        route: c.route.clone(),
+                    })
+                    .set(v as i64);
+            }
+        }
+    }
+    registry.register(
+        "floodwall_probe_constraint",
+        "The cap a bottleneck probe puts on a route's limit; absent while lifted",
+        constraint,
+    );
+    registry.register(
+        "floodwall_bottleneck_saturated",
+        "1 while the probe's last reading found its bottleneck saturated",
+        saturated,
+    );
+    registry.register(
+        "floodwall_probe_errors",
+        "Probe checks that failed or timed out",
+        errors,
+    );
+}
+
+/// The store series (see `docs/metrics.md`).
+fn register_distributed(registry: &mut Registry, d: &DistributedSnapshot) {
+    let up = Gauge::<i64>::default();
+    up.set(d.up as i64);
+    let commands = Counter::<u64>::default();
+    commands.inc_by(d.commands);
+    let errors = Counter::<u64>::default();
+    errors.inc_by(d.errors);
+    let per = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    per.set(d.commands_per_admitted);
+    let replicas = Family::<RouteLabels, Gauge>::default();
+    let share = Family::<RouteLabels, Gauge>::default();
+    let global = Family::<RouteLabels, Gauge>::default();
+    for r in &d.routes {
+        let l = RouteLabels {
+            route: r.route.clone(),
+        };
+        replicas.get_or_create(&l).set(r.replicas as i64);
+        // An absent share (open policy, strict mode) is the global
+        // limit: nothing below it caps this replica.
+        share
+            .get_or_create(&l)
+            .set(r.share.unwrap_or(r.global_limit) as i64);
+        global.get_or_create(&l).set(r.global_limit as i64);
+    }
+    registry.register(
+        "floodwall_store_up",
+        "1 while the last Redis call succeeded",
+        up,
+    );
+    registry.register_with_unit(
+        "floodwall_store_latency",
+        "Redis call round-trip time, failures and timeouts included",
+        Unit::Seconds,
+        d.latency.clone(),
+    );
+    registry.register(
+        "floodwall_store_commands",
+        "Redis commands sent (one per Lua script call)",
+        commands,
+    );
+    registry.register(
+        "floodwall_store_errors",
+        "Redis calls that failed or timed out",
+        errors,
+    );
+    registry.register(
+        "floodwall_store_commands_per_admitted",
+        "Redis commands sent per admitted request since start",
+        per,
+    );
+    registry.register(
+        "floodwall_store_replicas",
+        "Live replicas sharing the route's global limit, as last seen",
+        replicas,
+    );
+    registry.register(
+        "floodwall_store_share",
+        "This replica's share of the route's global limit now",
+        share,
+    );
+    registry.register(
+        "floodwall_store_global_limit",
+        "The route's global limit, shared by every replica",
+        global,
+    );
+}

@@ -1,0 +1,119 @@
+//! Start-up, in one readable order: routes → distributed → probes →
+//! listeners. Everything per route is built here, with the route, and
+//! handed to whoever needs it; nothing is looked up by name later.
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::distributed::Distributed;
+use crate::probe::{self, ProbeSet};
+use crate::proxy::{Proxy, Route, Router, Upstream};
+use crate::server::{self, Listeners, Serving};
+use floodwall_core::MonotonicClock;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// A started floodwall: its bound addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the proxy listens (useful with port 0).
+    pub proxy_addr: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_addr: SocketAddr,
+    /// The proxy state, for in-process inspection.
+    pub proxy: Arc<Proxy>,
+    /// The bottleneck probes (`[[probes]]`), for in-process inspection.
+    pub probes: Arc<ProbeSet>,
+    distributed: Option<Arc<Distributed>>,
+    serving: Serving,
+}
+
+impl Running {
+    /// Begins a graceful shutdown and waits for it: stop accepting, let
+    /// admitted requests finish within the drain timeout, close the admin
+    /// listener last; then stop the probes (lowering their flag files) and
+    /// leave the global limits.
+    pub async fn shutdown(self) {
+        self.serving.shutdown().await;
+        self.probes.stop().await;
+        if let Some(d) = &self.distributed {
+            d.stop().await;
+        }
+    }
+}
+
+/// Starts a floodwall for `config`: the same start-up as `floodwall serve`.
+/// Returns once both listeners are bound, so the addresses are usable
+/// immediately. Must be called inside a tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate()?;
+    let clock = Arc::new(MonotonicClock::new());
+
+    // 1. Routes, each built with everything it owns: its limiter, its
+    //    upstream's pooled client, and in distributed mode its handle on
+    //    its part of the global limit (the client connects lazily).
+    let upstreams: HashMap<&str, Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), Arc::new(Upstream::new(u))))
+        .collect();
+    let mut distributed = config.store.as_ref().map(Distributed::new).transpose()?;
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, rc) in config.routes.iter().enumerate() {
+        let limiter = Route::limiter(&config, i, clock.clone())?;
+        let global = distributed.as_mut().map(|d| d.join(rc, limiter.clone()));
+        let upstream = upstreams
+            .get(rc.upstream.as_str())
+            .ok_or_else(|| {
+                anyhow::anyhow!("routes[{i}].upstream: no upstream named {:?}", rc.upstream)
+            })?
+            .clone();
+        routes.push(Arc::new(Route::new(
+            &config, rc, limiter, upstream, global,
+        )?));
+    }
+    let proxy = Arc::new(Proxy::new(Router::new(&config, routes)?));
+    let routes = proxy.router.routes();
+
+    // 2. Distributed mode, before any listener: the first renewal sets
+    //    every route's share, so nothing is admitted beyond what this
+    //    replica holds.
+    let distributed = distributed.map(Arc::new);
+    if let Some(d) = &distributed {
+        d.start().await;
+    }
+
+    // 3. Probes, given the limiters of the routes they constrain.
+    let probes = probe::start(
+        &config,
+        routes
+            .iter()
+            .map(|r| (r.name.clone(), r.limiter.clone()))
+            .collect(),
+    )?;
+
+    // 4. Listeners: the proxy, and the admin endpoints, which hold what
+    //    they show.
+    let listeners = Listeners::bind(&config.server).await?;
+    let (proxy_addr, admin_addr) = listeners.addrs()?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin = Arc::new(Admin {
+        routes: routes.to_vec(),
+        unrouted: proxy.unrouted.clone(),
+        request_duration: proxy.request_duration.clone(),
+        probes: probes.clone(),
+        distributed: distributed.clone(),
+        draining: draining.clone(),
+    });
+    let serving = server::serve(listeners, proxy.clone(), admin, draining, &config.server);
+    tracing::info!(%proxy_addr, %admin_addr, "floodwall listening");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        proxy,
+        probes,
+        distributed,
+        serving,
+    })
+}

@@ -1,0 +1,380 @@
+//! Distributed mode: one global WIP limit per route across many floodwall
+//! replicas, shared through Redis.
+//!
+//! # Why leases
+//!
+//! The Phoenix WIP-gate article counts in-flight requests with a Redis
+//! `INCR` + `EXPIRE` per request and a `DECR` when it ends. That costs two round trips per
+//! request, leaks forever when a replica crashes between the two (every
+//! `INCR` refreshes the `EXPIRE`), and rejects everything when Redis is
+//! down. Here, in the default **lease** mode, each replica holds a *share*
+//! of the global limit, renewed every `renew_interval` by one Lua call
+//! (`lease.lua`); requests are admitted by the local [`Limiter`] capped at
+//! that share ([`Limiter::set_share`]), with no Redis round trip (Google
+//! Doorman's leases, Gubernator's batching). **Strict** mode keeps one
+//! atomic call per request (`acquire.lua`, `release.lua`) for small limits
+//! where exactness matters more than latency.
+//!
+//! # Layout
+//!
+//! [`Distributed`] holds the Redis backend (`redis.rs`) and the
+//! renew loop. Each route owns a [`GlobalLimit`], its handle on its part of
+//! the global limit, built when the route is built: the lease renewal
+//! (`lease.rs`) and strict mode's per-request slots (`strict.rs`) reach the
+//! route's state through it, never by the route's name. The arithmetic of
+//! shares is in [`share`], the scripts in `lua/`. A refusal is this
+//! module's own [`Refused`]; the proxy maps it to its response.
+//!
+//! # The lease invariant
+//!
+//! Redis keeps, per route, each live replica's *usage*: the slots it may
+//! hold. A renewal asks for a `want` (the replica's max-min fair share of
+//! the members' demands, [`share::water_fill`]) and gets
+//! `grant = min(want, global − Σ others' usage)`. Before sending, the
+//! replica lowers its local share to `min(share, want)` and reports
+//! `floor = max(that, in flight now)`; Redis records
+//! `usage = max(grant, floor)`. Since a replica admits only below its share,
+//! its in flight never exceeds `max(grant, in flight at its last renewal)`
+//! ≤ its usage, and `floor` never exceeds its previous usage, so
+//! **Σ in flight ≤ Σ usage ≤ global** at all times while Redis is reachable.
+//! The lease slack in lease mode is therefore 0 while Redis is up; it is
+//! only non-zero under failure (below).
+//!
+//! # Crash bound
+//!
+//! A member's lease expires `lease_ttl` after its last renewal (Redis
+//! `TIME`). Nothing refreshes a dead replica's lease: the next renewal by
+//! anyone purges it with its usage. Its slots are therefore free again
+//! within `lease_ttl + renew_interval`, and the survivors' shares have grown
+//! into them within `lease_ttl + 2 × renew_interval` (one renewal to see the
+//! new membership, one to be granted). A replica that stops gracefully
+//! leaves at once (`leave.lua`).
+//!
+//! # When Redis fails
+//!
+//! Every call has a deadline (`store.timeout`); the connection manager
+//! reconnects, and the renew loop retries with backoff (doubling from
+//! `renew_interval`, at most 1 s), resyncing at the first success. Under
+//! `on_store_failure = "local"` a replica keeps its last grant until its
+//! lease would have expired in Redis (measured from when the renewal was
+//! *sent*, so never later than Redis's own expiry), then uses
+//! `max(1, global ÷ last known replica count)` ([`share::failure_share`]).
+//! If every replica loses Redis together, the total is then at most
+//! `replicas × max(1, ⌊global ÷ replicas⌋)`, i.e. at most `global` when
+//! `global ≥ replicas`. If only some lose it, the others reclaim their
+//! expired usage, so the total can exceed `global` by up to the cut-off
+//! replicas' fallback shares until Redis returns: that is the documented
+//! slack of the `local` policy. `open` lifts the share (only local limits
+//! apply); `closed` sets it to 0.
+//!
+//! # Tenants
+//!
+//! No per-tenant key is ever written: the per-tenant cap
+//! (`routes.tenant.max_share`) is a fraction of the local limit, which the
+//! share caps, so a tenant's global footprint is at most about `max_share ×
+//! global` and Redis memory does not depend on how many tenant ids clients
+//! invent. Keys per route are 4, fields per key one per live replica.
+
+mod lease;
+mod redis;
+pub mod share;
+mod shared;
+mod snapshot;
+mod strict;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floodwall_core::Limiter;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use self::redis::{Backend, RouteKeys};
+use self::shared::{lock, redact, LeaseState, RouteEntry, Shared};
+use crate::config::{LimitConfig, RouteConfig, StoreConfig, StoreMode};
+
+pub use self::redis::StoreError;
+pub use shared::GlobalLimit;
+pub use snapshot::{DistributedSnapshot, RouteSnapshot};
+pub use strict::{Refused, Slot};
+
+/// The global limit a route's config stands for: a fixed limit's value, an
+/// adaptive algorithm's `max`.
+fn global_limit(limit: &LimitConfig) -> usize {
+    match limit {
+        LimitConfig::Fixed { value } => *value,
+        LimitConfig::Aimd(a)
+        | LimitConfig::Gradient(a)
+        | LimitConfig::Vegas(a)
+        | LimitConfig::Wip(a) => a.max,
+    }
+}
+
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "floodwall".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(32)
+        .collect();
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// Distributed mode: the Redis backend, every route's part of the global
+/// limit, and the renew task.
+#[derive(Debug)]
+pub struct Distributed {
+    shared: Arc<Shared>,
+    routes: Vec<Arc<RouteEntry>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Distributed {
+    /// Distributed mode for `config` (the `[store]` section), with no
+    /// route yet. Connects lazily: a floodwall whose Redis is down at start
+    /// still starts, under its failure policy.
+    pub fn new(config: &StoreConfig) -> anyhow::Result<Self> {
+        let backend = Backend::new(&config.url, config.timeout)
+            .map_err(|e| anyhow::anyhow!("store.url {}: {e}", redact(&config.url)))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                id: config.replica_id.clone().unwrap_or_else(default_replica_id),
+                backend,
+                last_error: Mutex::new(None),
+            }),
+            routes: Vec::new(),
+            stop: watch::channel(false).0,
+            task: Mutex::new(None),
+        })
+    }
+
+    /// Adds `route`, admitted by `limiter`, to the global limits this
+    /// replica shares, and returns the handle the route keeps. Call for
+    /// every route before [`Distributed::start`].
+    pub fn join(&mut self, route: &RouteConfig, limiter: Arc<Limiter>) -> GlobalLimit {
+        let entry = Arc::new(RouteEntry {
+            name: route.name.clone(),
+            limiter,
+            global: global_limit(&route.limit),
+            keys: RouteKeys::new(&self.shared.config.key_prefix, &route.name),
+            held: AtomicUsize::new(0),
+            state: Mutex::new(LeaseState {
+                replicas: 1,
+                ..LeaseState::default()
+            }),
+        });
+        self.routes.push(entry.clone());
+        GlobalLimit {
+            shared: self.shared.clone(),
+            route: entry,
+        }
+    }
+
+    /// The first renewal of every route (so no request is admitted beyond a
+    /// share this replica does not hold), then the renew loop on its own
+    /// task. Call once, inside a tokio runtime, before serving.
+    pub async fn start(self: &Arc<Self>) {
+        let ok = self.renew_all().await;
+        if !ok {
+            tracing::warn!(error = ?self.shared.last_error(), "store unreachable at start; serving under on_store_failure");
+        }
+        let me = self.clone();
+        let stop = self.stop.subscribe();
+        *lock(&self.task) = Some(tokio::spawn(async move { me.run(stop, ok).await }));
+    }
+
+    /// Stops the renew loop and removes this replica from every route, so
+    /// its share returns to the others at once.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let task = lock(&self.task).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        for r in &self.routes {
+            if let Err(e) = self.shared.backend.leave(&r.keys, &self.shared.id).await {
+                tracing::warn!(route = %r.name, error = %e, "could not leave the store; the lease will expire");
+            }
+        }
+    }
+
+    /// The renew loop: samples in-flight peaks, renews every
+    /// `renew_interval` (with backoff while failing), and applies the
+    /// failure policy while Redis is unreachable.
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, mut ok: bool) {
+        let every = self.shared.config.renew_interval;
+        let sample = (every / 8).max(Duration::from_millis(5));
+        let mut backoff = every;
+        let mut next = Instant::now() + if ok { every } else { backoff };
+        let mut tick = tokio::time::interval(sample);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            for r in &self.routes {
+                let mut st = lock(&r.state);
+                st.peak = st.peak.max(r.limiter.inflight());
+            }
+            let now = Instant::now();
+            if now >= next {
+                let was = ok;
+                ok = self.renew_all().await;
+                if ok {
+                    if !was {
+                        tracing::info!("store reachable again: resynced");
+                    }
+                    backoff = every;
+                    next = Instant::now() + every;
+                } else {
+                    next = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(1)).max(every);
+                }
+            }
+            if !ok {
+                self.apply_failure(Instant::now());
+            }
+        }
+    }
+
+    /// Renews every route once. True if every call succeeded.
+    async fn renew_all(&self) -> bool {
+        let mut all = true;
+        for r in &self.routes {
+            let result = match self.shared.config.mode {
+                StoreMode::Lease => lease::renew(&self.shared, r).await,
+                StoreMode::Strict => strict::renew(&self.shared, r).await,
+            };
+            all &= self.shared.note(result);
+        }
+        if all {
+            *lock(&self.shared.last_error) = None;
+        } else {
+            self.apply_failure(Instant::now());
+        }
+        all
+    }
+
+    /// Sets every route's share under the failure policy.
+    fn apply_failure(&self, now: Instant) {
+        for r in &self.routes {
+            let st = lock(&r.state);
+            let left = st
+                .lease_until
+                .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+            let s = share::failure_share(
+                self.shared.config.on_store_failure,
+                st.grant,
+                left,
+                r.global,
+                st.replicas,
+            );
+            r.limiter.set_share(s);
+        }
+    }
+}
+
+impl Distributed {
+    /// Distributed mode now, for `/status` and `/metrics`.
+    pub fn snapshot(&self) -> DistributedSnapshot {
+        let now = Instant::now();
+        let shared = &self.shared;
+        let backend = &shared.backend;
+        let up = backend.up.load(Ordering::Acquire);
+        let last_error = shared.last_error();
+        let state = if up {
+            "up"
+        } else if last_error.is_none() {
+            "starting"
+        } else {
+            "down"
+        };
+        let commands = backend.commands.load(Ordering::Relaxed);
+        let admitted: u64 = self
+            .routes
+            .iter()
+            .flat_map(|r| r.limiter.snapshot().classes)
+            .map(|c| c.admitted)
+            .sum();
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| {
+                let st = lock(&r.state);
+                RouteSnapshot {
+                    route: r.name.clone(),
+                    global_limit: r.global,
+                    replicas: st.replicas,
+                    share: r.limiter.share(),
+                    grant: st.grant,
+                    usage: st.usage,
+                    demand: st.demand,
+                    inflight: r.limiter.inflight(),
+                    lease_left: st.lease_until.map(|u| u.saturating_duration_since(now)),
+                }
+            })
+            .collect();
+        DistributedSnapshot {
+            url: redact(&shared.config.url),
+            mode: shared.config.mode,
+            replica_id: shared.id.clone(),
+            state,
+            up,
+            on_store_failure: shared.config.on_store_failure,
+            last_error,
+            commands,
+            errors: backend.errors.load(Ordering::Relaxed),
+            commands_per_admitted: commands as f64 / admitted.max(1) as f64,
+            latency: backend.latency.clone(),
+            routes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AdaptiveConfig;
+
+    #[test]
+    fn passwords_never_reach_status() {
+        assert_eq!(redact("redis://u:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn the_global_limit_is_the_fixed_value_or_the_adaptive_max() {
+        assert_eq!(global_limit(&LimitConfig::Fixed { value: 12 }), 12);
+        let a = AdaptiveConfig::default();
+        assert_eq!(global_limit(&LimitConfig::Aimd(a.clone())), a.max);
+    }
+
+    #[test]
+    fn keys_share_the_route_hash_tag() {
+        let k = RouteKeys::new("floodwall", "api");
+        for key in [&k.members, &k.usage, &k.demand, &k.held] {
+            assert!(key.starts_with("floodwall:{api}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn replica_ids_are_label_safe_and_distinct() {
+        let (a, b) = (default_replica_id(), default_replica_id());
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)));
+        assert!(a.len() <= 64);
+        // Same host and pid; the random suffix tells them apart (1 in 65536
+        // chance of a false failure is too much: compare prefixes only).
+        assert_eq!(a.rsplit_once('-').unwrap().0, b.rsplit_once('-').unwrap().0);
+    }
+}

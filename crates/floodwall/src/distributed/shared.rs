@@ -1,0 +1,105 @@
+//! What distributed mode's parts share: the backend and config
+//! ([`Shared`]), each route's state ([`RouteEntry`]) and the handle a route
+//! owns on it ([`GlobalLimit`]). `lease.rs`, `strict.rs` and the renew loop
+//! all work on these, and none of them on each other.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use floodwall_core::Limiter;
+use tokio::time::Instant;
+
+use super::redis::{Backend, RouteKeys, StoreError};
+use crate::config::StoreConfig;
+
+/// One route's part of the global limit: what its requests (strict mode)
+/// and the renew loop share.
+#[derive(Debug)]
+pub(super) struct RouteEntry {
+    pub(super) name: String,
+    pub(super) limiter: Arc<Limiter>,
+    pub(super) global: usize,
+    pub(super) keys: RouteKeys,
+    /// Strict mode: slots granted, being asked for, or admitted locally
+    /// during an outage by this replica: the upper bound `heartbeat.lua`
+    /// reconciles Redis to.
+    pub(super) held: AtomicUsize,
+    pub(super) state: Mutex<LeaseState>,
+}
+
+/// What the renew loop knows about one route.
+#[derive(Debug, Default)]
+pub(super) struct LeaseState {
+    /// When the first renewal succeeded (the join ramp counts from it).
+    pub(super) joined: Option<Instant>,
+    /// The last grant, while its lease lasts.
+    pub(super) grant: Option<usize>,
+    /// Until when the last grant is ours: sent + lease_ttl.
+    pub(super) lease_until: Option<Instant>,
+    /// Live members at the last successful call (1 before any).
+    pub(super) replicas: usize,
+    /// The demand last published.
+    pub(super) demand: usize,
+    /// What Redis counts against this replica.
+    pub(super) usage: usize,
+    /// Every member's demand at the last renewal.
+    pub(super) demands: Vec<(String, usize)>,
+    /// Peak in flight since the last renewal.
+    pub(super) peak: usize,
+    /// Refusals for lack of room counted at the last renewal.
+    pub(super) refused_seen: u64,
+}
+
+/// What the renew loop and every route's [`GlobalLimit`] share: the
+/// config, this replica's id, the Redis backend and the last error.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) config: StoreConfig,
+    pub(super) id: String,
+    pub(super) backend: Backend,
+    pub(super) last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(super) fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    /// Records a call's result; true if it succeeded. A failure is logged
+    /// once per distinct error while Redis stays down.
+    pub(super) fn note(&self, result: Result<(), StoreError>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                let msg = e.to_string();
+                let mut last = lock(&self.last_error);
+                if last.as_deref() != Some(&msg) || self.backend.up.load(Ordering::Acquire) {
+                    tracing::warn!(error = %msg, "store call failed");
+                }
+                *last = Some(msg);
+                false
+            }
+        }
+    }
+}
+
+/// A route's handle on its part of the global limit. The route owns it;
+/// the proxy asks it after the route's limiter admitted a request
+/// ([`GlobalLimit::admit`]).
+#[derive(Debug, Clone)]
+pub struct GlobalLimit {
+    pub(super) shared: Arc<Shared>,
+    pub(super) route: Arc<RouteEntry>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `redis://user:secret@host` → `redis://***@host`, for `/status`.
+pub(super) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,99 @@
+//! Counters of the refusals the limiter does not count itself.
+//!
+//! The limiter counts its own rejections per class (no slot, tenant over its
+//! share, queue full or timed out). Everything else floodwall answers itself
+//! (an upstream that failed, a hostile tenant id, Redis saying no, a request
+//! that matched no route) is counted here: one atomic per class and reason,
+//! so counting a refusal on the hot path takes no lock and allocates nothing.
+
+use super::respond::Refusal;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The refusals counted here, in one fixed order (the column of a row).
+const COUNTED: [Refusal; 6] = [
+    Refusal::UpstreamUnavailable,
+    Refusal::UpstreamTimeout,
+    Refusal::InvalidTenantId,
+    Refusal::NoRoute,
+    Refusal::GlobalLimitExceeded,
+    Refusal::StoreUnavailable,
+];
+
+fn column(refusal: &Refusal) -> Option<usize> {
+    match refusal {
+        // The limiter counted it already.
+        Refusal::Rejected(_) => None,
+        Refusal::UpstreamUnavailable => Some(0),
+        Refusal::UpstreamTimeout => Some(1),
+        Refusal::InvalidTenantId => Some(2),
+        Refusal::NoRoute => Some(3),
+        Refusal::GlobalLimitExceeded => Some(4),
+        Refusal::StoreUnavailable => Some(5),
+    }
+}
+
+/// Refusals by class (the row: a class's index, or 0 for the one row of
+/// unrouted requests) and reason.
+#[derive(Debug)]
+pub struct RefusalCounters {
+    rows: Box<[[AtomicU64; COUNTED.len()]]>,
+}
+
+impl RefusalCounters {
+    /// Counters for `rows` classes, all zero.
+    pub fn new(rows: usize) -> Self {
+        Self {
+            rows: (0..rows.max(1)).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Counts `refusal` against row `row`. A limiter rejection is not
+    /// counted (the limiter did), nor is a row out of range.
+    pub fn count(&self, row: usize, refusal: &Refusal) {
+        if let (Some(c), Some(r)) = (column(refusal), self.rows.get(row)) {
+            r[c].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every non-zero count as (row, reason, count), rows in order.
+    pub fn counts(&self) -> impl Iterator<Item = (usize, &'static str, u64)> + '_ {
+        self.rows.iter().enumerate().flat_map(|(row, r)| {
+            COUNTED
+                .iter()
+                .zip(r)
+                .map(move |(refusal, n)| (row, refusal.reason(), n.load(Ordering::Relaxed)))
+                .filter(|(_, _, n)| *n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodwall_core::{Reason, Rejection};
+    use std::time::Duration;
+
+    #[test]
+    fn counts_by_row_and_reason_and_leaves_rejections_to_the_limiter() {
+        let c = RefusalCounters::new(2);
+        c.count(1, &Refusal::UpstreamTimeout);
+        c.count(1, &Refusal::UpstreamTimeout);
+        c.count(0, &Refusal::StoreUnavailable);
+        c.count(7, &Refusal::NoRoute);
+        c.count(
+            0,
+            &Refusal::Rejected(Rejection {
+                reason: Reason::QueueFull,
+                retry_after: Duration::ZERO,
+            }),
+        );
+        let all: Vec<_> = c.counts().collect();
+        assert_eq!(
+            all,
+            vec![(0, "store_unavailable", 1), (1, "upstream_timeout", 2)]
+        );
+        for (i, refusal) in COUNTED.iter().enumerate() {
+            assert_eq!(column(refusal), Some(i));
+        }
+    }
+}
