@@ -103,6 +103,15 @@ fn common(
     Ok((shaping, window, baseline, failures))
 }
 
+/// A fixed limit's value must admit something. Shared with `--limit`, so
+/// the flag gets the same message as the key.
+pub(super) fn check_limit(value: usize) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("must be at least 1 (got {value})"));
+    }
+    Ok(())
+}
+
 impl LimitConfig {
     /// Builds the algorithm. `prefix` is the key path for errors (e.g.
     /// `routes[0].limit.`); `seed` decorrelates baseline probes across

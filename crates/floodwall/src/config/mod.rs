@@ -10,14 +10,16 @@
 //! 2. **Override** ([`Config::apply_overrides`]): command-line flags win over
 //!    the file, so an operator can move a listener or lower a limit without
 //!    editing it.
-//! 3. **Validate** ([`Config::validate`]): cross-references (a route's
-//!    upstream, a class name) and ranges that serde cannot express. Parsing and
-//!    overriding both end by validating, so a `Config` you got from them is
-//!    ready to serve.
+//! 3. **Validate** ([`Config::validate`]): ranges and rules that serde cannot
+//!    express. Each section checks itself, in its own file; the references
+//!    between sections (a route's upstream and class, unique names) are
+//!    checked in one place, `validate.rs`. Parsing and overriding both end by
+//!    validating, so a `Config` you got from them is ready to serve.
 //!
 //! Every key is documented, with its default and why you would change it, in
 //! `docs/config.md`.
 
+mod check;
 mod class;
 mod error;
 mod limit;

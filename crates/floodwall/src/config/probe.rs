@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{Config, ConfigError, UpstreamConfig};
+use super::check;
+use super::error::ConfigError;
+use super::upstream::UpstreamConfig;
 
 /// Default `interval`: a bottleneck's state changes over seconds, and a
 /// probe that queries PostgreSQL should cost it next to nothing.
@@ -305,82 +307,94 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((n * factor as f64).round() as u64)
 }
 
-/// Checks the `[[probes]]` entries: names, durations, ranges, that each
-/// kind-specific key is used with its kind, and what each kind requires.
-pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
-    let mut names = std::collections::HashSet::new();
-    for (i, p) in config.probes.iter().enumerate() {
-        let key = |field: &str| format!("probes[{i}].{field}");
+/// Checks `[[probes]]` on its own: names usable as labels, durations,
+/// ranges, that each kind-specific key is used with its kind, and what each
+/// kind requires. Unique names and the upstream a backlog probe watches are
+/// checked with the other references ([`super::validate`]).
+pub(super) fn validate(probes: &[ProbeConfig]) -> Result<(), ConfigError> {
+    for (i, p) in probes.iter().enumerate() {
+        p.validate(&format!("probes[{i}]."))?;
+    }
+    Ok(())
+}
+
+impl ProbeConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("{prefix}{field}");
         let bad = |field: &str, message: String| Err(ConfigError::invalid(key(field), message));
-        check_name(&key("name"), p.name(), &mut names)?;
-        if p.interval.is_zero() {
+        check::label(&key("name"), self.name())?;
+        if self.interval.is_zero() {
             return bad("interval", "must be greater than 0".into());
         }
-        let timeout = p.timeout();
-        if timeout.is_zero() || timeout > p.interval {
+        let timeout = self.timeout();
+        if timeout.is_zero() || timeout > self.interval {
             return bad(
-                "timeout",
-                format!(
-                    "must be greater than 0 and at most interval ({}), so checks never overlap (got {})",
-                    humantime::format_duration(p.interval),
-                    humantime::format_duration(timeout)
-                ),
-            );
-        }
-        if !(p.backoff > 0.0 && p.backoff < 1.0) {
-            return bad(
-                "backoff",
-                format!("must be between 0 and 1, exclusive (got {})", p.backoff),
-            );
-        }
-        if p.min_limit == 0 {
-            return bad("min_limit", "must be at least 1".into());
-        }
-        if let Some(path) = &p.flag_file {
-            if !path.is_absolute() || path.file_name().is_none() {
-                return bad(
-                    "flag_file",
+                    "timeout",
                     format!(
-                        "must be an absolute file path, the one the web server in front checks (got {:?})",
-                        path.display().to_string()
+                        "must be greater than 0 and at most interval ({}), so checks never overlap (got {})",
+                        humantime::format_duration(self.interval),
+                        humantime::format_duration(timeout)
                     ),
                 );
+        }
+        if !(self.backoff > 0.0 && self.backoff < 1.0) {
+            return bad(
+                "backoff",
+                format!("must be between 0 and 1, exclusive (got {})", self.backoff),
+            );
+        }
+        if self.min_limit == 0 {
+            return bad("min_limit", "must be at least 1".into());
+        }
+        if let Some(path) = &self.flag_file {
+            if !path.is_absolute() || path.file_name().is_none() {
+                return bad(
+                        "flag_file",
+                        format!(
+                            "must be an absolute file path, the one the web server in front checks (got {:?})",
+                            path.display().to_string()
+                        ),
+                    );
             }
         }
         for (field, set, owner) in [
-            ("dsn", p.dsn.is_some(), ProbeKind::Postgres),
-            ("conn_ratio", p.conn_ratio.is_some(), ProbeKind::Postgres),
-            ("lock_waits", p.lock_waits.is_some(), ProbeKind::Postgres),
-            ("ratio", p.ratio.is_some(), ProbeKind::Memory),
-            ("max_bytes", p.max_bytes.is_some(), ProbeKind::Memory),
-            ("port", p.port.is_some(), ProbeKind::Backlog),
-            ("upstream", p.upstream.is_some(), ProbeKind::Backlog),
-            ("max_backlog", p.max_backlog.is_some(), ProbeKind::Backlog),
-            ("multiplier", p.multiplier.is_some(), ProbeKind::Latency),
+            ("dsn", self.dsn.is_some(), ProbeKind::Postgres),
+            ("conn_ratio", self.conn_ratio.is_some(), ProbeKind::Postgres),
+            ("lock_waits", self.lock_waits.is_some(), ProbeKind::Postgres),
+            ("ratio", self.ratio.is_some(), ProbeKind::Memory),
+            ("max_bytes", self.max_bytes.is_some(), ProbeKind::Memory),
+            ("port", self.port.is_some(), ProbeKind::Backlog),
+            ("upstream", self.upstream.is_some(), ProbeKind::Backlog),
+            (
+                "max_backlog",
+                self.max_backlog.is_some(),
+                ProbeKind::Backlog,
+            ),
+            ("multiplier", self.multiplier.is_some(), ProbeKind::Latency),
             (
                 "baseline_half_life",
-                p.baseline_half_life.is_some(),
+                self.baseline_half_life.is_some(),
                 ProbeKind::Latency,
             ),
         ] {
-            if set && p.kind != owner {
+            if set && self.kind != owner {
                 return bad(
                     field,
                     format!(
                         "only applies to kind = {:?} (this probe is kind = {:?})",
                         owner.as_str(),
-                        p.kind.as_str()
+                        self.kind.as_str()
                     ),
                 );
             }
         }
-        match p.kind {
+        match self.kind {
             ProbeKind::Postgres => {
-                let Some(dsn) = &p.dsn else {
+                let Some(dsn) = &self.dsn else {
                     return bad(
-                        "dsn",
-                        "required for kind = \"postgres\", e.g. \"host=127.0.0.1 port=5432 user=floodwall dbname=postgres\"".into(),
-                    );
+                            "dsn",
+                            "required for kind = \"postgres\", e.g. \"host=127.0.0.1 port=5432 user=floodwall dbname=postgres\"".into(),
+                        );
                 };
                 // The message of a parse error never contains the DSN, which
                 // may hold a password.
@@ -392,11 +406,11 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                 })?;
                 if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
                     return bad(
-                        "dsn",
-                        "sslmode=require is not supported: the probe connects without TLS (use a local socket or a trusted network)".into(),
-                    );
+                            "dsn",
+                            "sslmode=require is not supported: the probe connects without TLS (use a local socket or a trusted network)".into(),
+                        );
                 }
-                if let Some(r) = p.conn_ratio {
+                if let Some(r) = self.conn_ratio {
                     if !(r > 0.0 && r <= 1.0) {
                         return bad(
                             "conn_ratio",
@@ -404,12 +418,12 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                         );
                     }
                 }
-                if p.lock_waits == Some(0) {
+                if self.lock_waits == Some(0) {
                     return bad("lock_waits", "must be at least 1".into());
                 }
             }
             ProbeKind::Memory => {
-                if let Some(r) = p.ratio {
+                if let Some(r) = self.ratio {
                     if !(r > 0.0 && r <= 1.0) {
                         return bad(
                             "ratio",
@@ -417,63 +431,40 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                         );
                     }
                 }
-                if p.max_bytes == Some(0) {
+                if self.max_bytes == Some(0) {
                     return bad("max_bytes", "must be greater than 0".into());
                 }
             }
             ProbeKind::Backlog => {
-                if p.port == Some(0) {
+                if self.port == Some(0) {
                     return bad("port", "must be a port between 1 and 65535".into());
                 }
-                if p.port.is_some() && p.upstream.is_some() {
+                if self.port.is_some() && self.upstream.is_some() {
                     return bad("upstream", "set port or upstream, not both".into());
                 }
-                if let Err(m) = p.backlog_port(&config.upstreams) {
-                    let field = if p.upstream.is_some() {
-                        "upstream"
-                    } else {
-                        "port"
-                    };
-                    return bad(field, m);
-                }
-                if p.max_backlog == Some(0) {
+                if self.max_backlog == Some(0) {
                     return bad("max_backlog", "must be at least 1".into());
                 }
             }
             ProbeKind::Latency => {
-                if let Some(m) = p.multiplier {
+                if let Some(m) = self.multiplier {
                     if !(m > 1.0 && m.is_finite()) {
                         return bad("multiplier", format!("must be greater than 1.0 (got {m})"));
                     }
                 }
-                if p.baseline_half_life.is_some_and(|d| d.is_zero()) {
+                if self.baseline_half_life.is_some_and(|d| d.is_zero()) {
                     return bad("baseline_half_life", "must be greater than 0".into());
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
-
-/// The same rules as other names: they become metric label values.
-fn check_name<'a>(
-    key: &str,
-    name: &'a str,
-    seen: &mut std::collections::HashSet<&'a str>,
-) -> Result<(), ConfigError> {
-    super::validate::check_label(key, name)?;
-    if !seen.insert(name) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{name:?} is used by more than one probe; give each a name"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     const BASE: &str = r#"
 [[upstreams]]

@@ -2,6 +2,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::check;
+use super::error::ConfigError;
+use super::limit::check_limit;
+
 /// Which requests go to which upstream, and how they are admitted
 /// (`[[routes]]`). Routes are tried in file order; the first match wins.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,6 +60,111 @@ impl RouteConfig {
 
 fn default_path_prefix() -> String {
     "/".to_owned()
+}
+
+/// Checks `[[routes]]` on its own: at least one, each name usable as a
+/// label, each match well-formed and reachable, and each route's limit,
+/// queue and tenant settings usable. Unique names and the upstream and
+/// class a route names are checked with the other references
+/// ([`super::validate`]).
+pub(super) fn validate(routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    if routes.is_empty() {
+        return Err(ConfigError::invalid(
+            "routes",
+            "at least one [[routes]] entry is required",
+        ));
+    }
+    let mut matches: Vec<(Option<&str>, &str)> = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        check::label(&key("name"), &route.name)?;
+        route.validate_match(&key)?;
+        let here = (route.host.as_deref(), route.path_prefix.as_str());
+        if let Some(j) = matches.iter().position(|m| *m == here) {
+            return Err(ConfigError::invalid(
+                key("path_prefix"),
+                format!(
+                    "routes[{j}] has the same host and path_prefix, so this route would never match"
+                ),
+            ));
+        }
+        matches.push(here);
+        route.validate_admission(&key)?;
+    }
+    Ok(())
+}
+
+impl RouteConfig {
+    /// `path_prefix` and `host`: what a request must look like to match.
+    fn validate_match(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if !self.path_prefix.starts_with('/') {
+            return Err(ConfigError::invalid(
+                key("path_prefix"),
+                format!("must start with '/' (got {:?})", self.path_prefix),
+            ));
+        }
+        match self.path_prefix.parse::<http::uri::PathAndQuery>() {
+            Ok(pq) if pq.query().is_none() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    key("path_prefix"),
+                    format!(
+                        "must be a URL path without query (got {:?})",
+                        self.path_prefix
+                    ),
+                ))
+            }
+        }
+        if let Some(host) = &self.host {
+            let valid = host
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| !a.as_str().contains('@') && !a.host().is_empty());
+            if !valid {
+                return Err(ConfigError::invalid(
+                    key("host"),
+                    format!("must be a host name, optionally with :port (got {host:?})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `limit`, `queue` and `tenant`: how a matched request is admitted.
+    fn validate_admission(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if let LimitConfig::Fixed { value } = self.limit {
+            check_limit(value).map_err(|m| ConfigError::invalid(key("limit.value"), m))?
+        }
+        let prefix = key("limit.");
+        if let Err(message) = self.limit.build(&prefix, 0) {
+            // The message starts with the full key it is about.
+            let (k, m) = message
+                .split_once(": ")
+                .map_or((prefix.clone(), message.clone()), |(k, m)| {
+                    (k.to_owned(), m.to_owned())
+                });
+            return Err(ConfigError::invalid(k, m));
+        }
+
+        if self.queue.capacity > 0 && self.queue.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                key("queue.timeout"),
+                "must be greater than 0 when queue.capacity is above 0 \
+                 (set capacity = 0 for no queue)",
+            ));
+        }
+
+        let share = self.tenant.max_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::invalid(
+                key("tenant.max_share"),
+                format!("must be greater than 0 and at most 1.0 (got {share})"),
+            ));
+        }
+        check::positive(
+            &key("tenant.contention_window"),
+            self.tenant.contention_window,
+        )
+    }
 }
 
 /// How the concurrency limit of a route is set (`[routes.limit]`, chosen by
