@@ -1,9 +1,15 @@
 //! Turns `[routes.limit]` into a limit algorithm from `floodwall-core`.
+//!
+//! This is the one file of the config that uses core's limit types, and
+//! building is the one place a limit is validated: core's constructors check
+//! the algorithm's settings and return a structured error naming the key,
+//! which only needs the route's key prefix in front.
 
+use super::error::ConfigError;
 use super::route::{AdaptiveConfig, LimitConfig};
 use floodwall_core::limit::{
     AimdConfig, AimdLimit, Baseline, Failures, FixedLimit, GradientConfig, GradientLimit, Limit,
-    ShapingConfig, VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
+    LimitConfigError, ShapingConfig, VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
 };
 
 /// Keys that only one algorithm reads, and which.
@@ -43,7 +49,7 @@ fn common(
     a: &AdaptiveConfig,
     prefix: &str,
     seed: u64,
-) -> Result<(ShapingConfig, WindowConfig, Baseline, Failures), String> {
+) -> Result<(ShapingConfig, WindowConfig, Baseline, Failures), ConfigError> {
     let mut shaping = ShapingConfig {
         min: a.min,
         max: a.max,
@@ -69,7 +75,10 @@ fn common(
     let mut baseline = match a.baseline.as_deref() {
         None | Some("probe") => Baseline::default(),
         Some(d) => Baseline::Fixed(humantime::parse_duration(d).map_err(|e| {
-            format!("{prefix}baseline: expected \"probe\" or a duration such as \"50ms\" ({e})")
+            ConfigError::invalid(
+                format!("{prefix}baseline"),
+                format!("expected \"probe\" or a duration such as \"50ms\" ({e})"),
+            )
         })?),
     };
     if let Baseline::Probe(p) = &mut baseline {
@@ -88,7 +97,10 @@ fn common(
     .into_iter()
     .find_map(|(k, set)| set.then_some(k))
     {
-        return Err(format!("{prefix}{key}: only with baseline = \"probe\""));
+        return Err(ConfigError::invalid(
+            format!("{prefix}{key}"),
+            "only with baseline = \"probe\"",
+        ));
     }
     let mut failures = Failures::default();
     if let Some(x) = a.error_rate {
@@ -113,15 +125,21 @@ pub(super) fn check_limit(value: usize) -> Result<(), String> {
 }
 
 impl LimitConfig {
-    /// Builds the algorithm. `prefix` is the key path for errors (e.g.
-    /// `routes[0].limit.`); `seed` decorrelates baseline probes across
-    /// replicas and routes.
-    pub fn build(&self, prefix: &str, seed: u64) -> Result<Box<dyn Limit>, String> {
+    /// Checks the limit by building it (see the module doc). The probe
+    /// seed only staggers baseline probes in time, which does not change
+    /// what is valid, so any will do.
+    pub(super) fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.build(prefix, 0).map(drop)
+    }
+
+    /// Builds the algorithm, or says which key is wrong. `prefix` is the key
+    /// path for errors (e.g. `routes[0].limit.`); `seed` decorrelates
+    /// baseline probes across replicas and routes.
+    pub fn build(&self, prefix: &str, seed: u64) -> Result<Box<dyn Limit>, ConfigError> {
         let a = match self {
             LimitConfig::Fixed { value } => {
-                if *value == 0 {
-                    return Err(format!("{prefix}value: must be at least 1 (got 0)"));
-                }
+                check_limit(*value)
+                    .map_err(|m| ConfigError::invalid(format!("{prefix}value"), m))?;
                 return Ok(Box::new(FixedLimit::new(*value)));
             }
             LimitConfig::Aimd(a)
@@ -136,14 +154,19 @@ impl LimitConfig {
                 .find(|(k, _)| *k == key)
                 .map_or(&[][..], |(_, o)| o);
             if !owners.contains(&algorithm) {
-                return Err(format!(
-                    "{prefix}{key}: not a key of algorithm = \"{algorithm}\" (it belongs to {})",
-                    owners.join(", ")
+                return Err(ConfigError::invalid(
+                    format!("{prefix}{key}"),
+                    format!(
+                        "not a key of algorithm = \"{algorithm}\" (it belongs to {})",
+                        owners.join(", ")
+                    ),
                 ));
             }
         }
         let (shaping, window, baseline, failures) = common(a, prefix, seed)?;
-        let err = |e: floodwall_core::limit::LimitConfigError| e.to_string();
+        // Core validates with no prefix; the key it names is under ours.
+        let err =
+            |e: LimitConfigError| ConfigError::invalid(format!("{prefix}{}", e.key), e.message);
         Ok(match self {
             LimitConfig::Aimd(_) => {
                 let mut c = AimdConfig {
@@ -165,7 +188,6 @@ impl LimitConfig {
                 if let Some(x) = a.increase {
                     c.increase = x;
                 }
-                c.validate(prefix).map_err(err)?;
                 Box::new(AimdLimit::new(c).map_err(err)?)
             }
             LimitConfig::Gradient(_) => {
@@ -182,7 +204,6 @@ impl LimitConfig {
                 if let Some(x) = a.smoothing {
                     c.smoothing = x;
                 }
-                c.validate(prefix).map_err(err)?;
                 Box::new(GradientLimit::new(c).map_err(err)?)
             }
             LimitConfig::Vegas(_) => {
@@ -205,7 +226,6 @@ impl LimitConfig {
                 if let Some(x) = a.threshold {
                     c.threshold = x;
                 }
-                c.validate(prefix).map_err(err)?;
                 Box::new(VegasLimit::new(c).map_err(err)?)
             }
             LimitConfig::Wip(_) => {
@@ -219,7 +239,6 @@ impl LimitConfig {
                 if let Some(x) = a.multiplier {
                     c.multiplier = x;
                 }
-                c.validate(prefix).map_err(err)?;
                 Box::new(WipLimit::new(c).map_err(err)?)
             }
             LimitConfig::Fixed { .. } => unreachable!("returned above"),

@@ -4,7 +4,6 @@ use serde::Deserialize;
 
 use super::check;
 use super::error::ConfigError;
-use super::limit::check_limit;
 
 /// Which requests go to which upstream, and how they are admitted
 /// (`[[routes]]`). Routes are tried in file order; the first match wins.
@@ -131,19 +130,7 @@ impl RouteConfig {
 
     /// `limit`, `queue` and `tenant`: how a matched request is admitted.
     fn validate_admission(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
-        if let LimitConfig::Fixed { value } = self.limit {
-            check_limit(value).map_err(|m| ConfigError::invalid(key("limit.value"), m))?
-        }
-        let prefix = key("limit.");
-        if let Err(message) = self.limit.build(&prefix, 0) {
-            // The message starts with the full key it is about.
-            let (k, m) = message
-                .split_once(": ")
-                .map_or((prefix.clone(), message.clone()), |(k, m)| {
-                    (k.to_owned(), m.to_owned())
-                });
-            return Err(ConfigError::invalid(k, m));
-        }
+        self.limit.validate(&key("limit."))?;
 
         if self.queue.capacity > 0 && self.queue.timeout.is_zero() {
             return Err(ConfigError::invalid(
