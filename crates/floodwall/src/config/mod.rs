@@ -19,6 +19,7 @@
 //! Every key is documented, with its default and why you would change it, in
 //! `docs/config.md`.
 
+mod adaptive;
 mod check;
 mod class;
 mod error;
@@ -36,11 +37,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
 pub use class::ClassConfig;
 pub use error::ConfigError;
+pub use limit::LimitConfig;
 pub use overrides::Overrides;
 pub use probe::{FailurePolicy, ProbeConfig, ProbeKind};
-pub use route::{AdaptiveConfig, LimitConfig, QueueConfig, QueueOrder, RouteConfig, TenantConfig};
+pub use route::{QueueConfig, QueueOrder, RouteConfig, TenantConfig};
 pub use server::{LogConfig, LogFormat, ServerConfig};
 pub use store::{StoreConfig, StoreFailure, StoreMode};
 pub use upstream::UpstreamConfig;
