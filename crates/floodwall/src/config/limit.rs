@@ -1,49 +1,223 @@
-//! Turns `[routes.limit]` into a limit algorithm from `floodwall-core`.
+//! `[routes.limit]`: which algorithm sets a route's concurrency limit, and
+//! how it is turned into a limit from `floodwall-core`.
+//!
+//! This is the one file of the config that uses core's limit types, and
+//! building is the one place a limit is validated: core's constructors check
+//! the algorithm's settings and return a structured error naming the key,
+//! which only needs the route's key prefix in front.
 
-use super::route::{AdaptiveConfig, LimitConfig};
+use serde::Deserialize;
+
+use super::adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
+use super::error::ConfigError;
 use floodwall_core::limit::{
     AimdConfig, AimdLimit, Baseline, Failures, FixedLimit, GradientConfig, GradientLimit, Limit,
-    ShapingConfig, VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
+    LimitConfigError, ShapingConfig, VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
 };
 
-/// Keys that only one algorithm reads, and which.
-const OWN_KEYS: [(&str, &[&str]); 10] = [
-    ("tolerance", &["aimd", "gradient"]),
-    ("backoff", &["aimd"]),
-    ("max_cut", &["aimd"]),
-    ("increase", &["aimd"]),
-    ("smoothing", &["gradient"]),
-    ("alpha", &["vegas"]),
-    ("beta", &["vegas"]),
-    ("threshold", &["vegas"]),
-    ("multiplier", &["wip"]),
-    ("", &[]),
-];
-
-fn set_keys(a: &AdaptiveConfig) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut note = |k: &'static str, set: bool| {
-        if set {
-            keys.push(k)
-        }
-    };
-    note("tolerance", a.tolerance.is_some());
-    note("backoff", a.backoff.is_some());
-    note("max_cut", a.max_cut.is_some());
-    note("increase", a.increase.is_some());
-    note("smoothing", a.smoothing.is_some());
-    note("alpha", a.alpha.is_some());
-    note("beta", a.beta.is_some());
-    note("threshold", a.threshold.is_some());
-    note("multiplier", a.multiplier.is_some());
-    keys
+/// How the concurrency limit of a route is set (`[routes.limit]`, chosen by
+/// its `algorithm` key). Adaptive (`aimd`) is the default: a static limit
+/// must be tuned by hand, and a mis-tuned one either wastes capacity or lets
+/// the bottleneck collapse.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitConfig {
+    /// A constant limit: at most `value` requests in flight. Right when you
+    /// know what the upstream can take (HAProxy `maxconn`, nginx
+    /// `limit_conn`).
+    Fixed {
+        /// The number of requests allowed in flight at once; at least 1.
+        #[serde(default = "default_limit")]
+        value: usize,
+    },
+    /// Additive increase, multiplicative decrease per window, as in the
+    /// article "How I Slashed P99 Latency by 82% ... with Adaptive
+    /// Concurrency Sharding": errors → ×0.7, latency above tolerance ×
+    /// baseline → ×0.85, else ×1.1. Follows capacity changes fastest; the
+    /// default.
+    Aimd(AdaptiveConfig<AimdKeys>),
+    /// Latency gradient (Netflix Gradient2, Envoy adaptive concurrency):
+    /// the smoothest, parks a little above the knee.
+    Gradient(AdaptiveConfig<GradientKeys>),
+    /// TCP Vegas queue estimate: steady, slow to follow a capacity drop.
+    Vegas(AdaptiveConfig<VegasKeys>),
+    /// The rule of the Phoenix WIP-gate article: halve while latency is
+    /// above `multiplier` × baseline, recover gradually.
+    Wip(AdaptiveConfig<WipKeys>),
 }
 
-fn common(
-    a: &AdaptiveConfig,
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig::Aimd(AdaptiveConfig::default())
+    }
+}
+
+impl LimitConfig {
+    /// The algorithm's name, as written in the config.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            LimitConfig::Fixed { .. } => "fixed",
+            LimitConfig::Aimd(_) => "aimd",
+            LimitConfig::Gradient(_) => "gradient",
+            LimitConfig::Vegas(_) => "vegas",
+            LimitConfig::Wip(_) => "wip",
+        }
+    }
+
+    /// The default settings of algorithm `name` (for `--algorithm`).
+    pub fn named(name: &str) -> Option<LimitConfig> {
+        Some(match name {
+            "fixed" => LimitConfig::Fixed {
+                value: default_limit(),
+            },
+            "aimd" => LimitConfig::Aimd(AdaptiveConfig::default()),
+            "gradient" => LimitConfig::Gradient(AdaptiveConfig::default()),
+            "vegas" => LimitConfig::Vegas(AdaptiveConfig::default()),
+            "wip" => LimitConfig::Wip(AdaptiveConfig::default()),
+            _ => return None,
+        })
+    }
+
+    /// The highest the limit can ever be: a fixed limit's value, an
+    /// adaptive limit's `max`. Distributed mode shares this as the route's
+    /// global limit.
+    pub fn ceiling(&self) -> usize {
+        match self {
+            LimitConfig::Fixed { value } => *value,
+            LimitConfig::Aimd(a) => a.max,
+            LimitConfig::Gradient(a) => a.max,
+            LimitConfig::Vegas(a) => a.max,
+            LimitConfig::Wip(a) => a.max,
+        }
+    }
+
+    /// Checks the limit by building it (see the module doc). The probe
+    /// seed only staggers baseline probes in time, which does not change
+    /// what is valid, so any will do.
+    pub(super) fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.build(prefix, 0).map(drop)
+    }
+
+    /// Builds the algorithm, or says which key is wrong. `prefix` is the key
+    /// path for errors (e.g. `routes[0].limit.`); `seed` decorrelates
+    /// baseline probes across replicas and routes.
+    pub fn build(&self, prefix: &str, seed: u64) -> Result<Box<dyn Limit>, ConfigError> {
+        // Core validates with no prefix; the key it names is under ours.
+        let err =
+            |e: LimitConfigError| ConfigError::invalid(format!("{prefix}{}", e.key), e.message);
+        let algorithm = self.algorithm();
+        Ok(match self {
+            LimitConfig::Fixed { value } => {
+                check_limit(*value)
+                    .map_err(|m| ConfigError::invalid(format!("{prefix}value"), m))?;
+                Box::new(FixedLimit::new(*value))
+            }
+            LimitConfig::Aimd(a) => {
+                let (shaping, window, baseline, failures) = common(a, prefix, algorithm, seed)?;
+                let mut c = AimdConfig {
+                    shaping,
+                    window,
+                    baseline,
+                    failures,
+                    ..AimdConfig::default()
+                };
+                let r = &a.rule;
+                if let Some(x) = r.tolerance {
+                    c.tolerance = x;
+                }
+                if let Some(x) = r.backoff {
+                    c.backoff = x;
+                }
+                if let Some(x) = r.max_cut {
+                    c.max_cut = x;
+                }
+                if let Some(x) = r.increase {
+                    c.increase = x;
+                }
+                Box::new(AimdLimit::new(c).map_err(err)?)
+            }
+            LimitConfig::Gradient(a) => {
+                let (shaping, window, baseline, failures) = common(a, prefix, algorithm, seed)?;
+                let mut c = GradientConfig {
+                    shaping,
+                    window,
+                    baseline,
+                    failures,
+                    ..GradientConfig::default()
+                };
+                let r = &a.rule;
+                if let Some(x) = r.tolerance {
+                    c.tolerance = x;
+                }
+                if let Some(x) = r.smoothing {
+                    c.smoothing = x;
+                }
+                Box::new(GradientLimit::new(c).map_err(err)?)
+            }
+            LimitConfig::Vegas(a) => {
+                let (shaping, window, baseline, failures) = common(a, prefix, algorithm, seed)?;
+                let mut c = VegasConfig {
+                    shaping: ShapingConfig {
+                        slow_start: a.slow_start.unwrap_or(false),
+                        ..shaping
+                    },
+                    window,
+                    baseline,
+                    failures,
+                    ..VegasConfig::default()
+                };
+                let r = &a.rule;
+                if let Some(x) = r.alpha {
+                    c.alpha = x;
+                }
+                if let Some(x) = r.beta {
+                    c.beta = x;
+                }
+                if let Some(x) = r.threshold {
+                    c.threshold = x;
+                }
+                Box::new(VegasLimit::new(c).map_err(err)?)
+            }
+            LimitConfig::Wip(a) => {
+                let (shaping, window, baseline, failures) = common(a, prefix, algorithm, seed)?;
+                let mut c = WipConfig {
+                    shaping,
+                    window,
+                    baseline,
+                    failures,
+                    ..WipConfig::default()
+                };
+                if let Some(x) = a.rule.multiplier {
+                    c.multiplier = x;
+                }
+                Box::new(WipLimit::new(c).map_err(err)?)
+            }
+        })
+    }
+}
+
+fn default_limit() -> usize {
+    64
+}
+
+/// A fixed limit's value must admit something. Shared with `--limit`, so
+/// the flag gets the same message as the key.
+pub(super) fn check_limit(value: usize) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("must be at least 1 (got {value})"));
+    }
+    Ok(())
+}
+
+/// The parts every adaptive algorithm shares, from the keys every one
+/// reads; refuses a key of another algorithm first.
+fn common<R>(
+    a: &AdaptiveConfig<R>,
     prefix: &str,
+    algorithm: &str,
     seed: u64,
-) -> Result<(ShapingConfig, WindowConfig, Baseline, Failures), String> {
+) -> Result<(ShapingConfig, WindowConfig, Baseline, Failures), ConfigError> {
+    a.validate_keys(prefix, algorithm)?;
     let mut shaping = ShapingConfig {
         min: a.min,
         max: a.max,
@@ -69,7 +243,10 @@ fn common(
     let mut baseline = match a.baseline.as_deref() {
         None | Some("probe") => Baseline::default(),
         Some(d) => Baseline::Fixed(humantime::parse_duration(d).map_err(|e| {
-            format!("{prefix}baseline: expected \"probe\" or a duration such as \"50ms\" ({e})")
+            ConfigError::invalid(
+                format!("{prefix}baseline"),
+                format!("expected \"probe\" or a duration such as \"50ms\" ({e})"),
+            )
         })?),
     };
     if let Baseline::Probe(p) = &mut baseline {
@@ -88,7 +265,10 @@ fn common(
     .into_iter()
     .find_map(|(k, set)| set.then_some(k))
     {
-        return Err(format!("{prefix}{key}: only with baseline = \"probe\""));
+        return Err(ConfigError::invalid(
+            format!("{prefix}{key}"),
+            "only with baseline = \"probe\"",
+        ));
     }
     let mut failures = Failures::default();
     if let Some(x) = a.error_rate {
@@ -101,119 +281,4 @@ fn common(
         failures.backoff = x;
     }
     Ok((shaping, window, baseline, failures))
-}
-
-impl LimitConfig {
-    /// Builds the algorithm. `prefix` is the key path for errors (e.g.
-    /// `routes[0].limit.`); `seed` decorrelates baseline probes across
-    /// replicas and routes.
-    pub fn build(&self, prefix: &str, seed: u64) -> Result<Box<dyn Limit>, String> {
-        let a = match self {
-            LimitConfig::Fixed { value } => {
-                if *value == 0 {
-                    return Err(format!("{prefix}value: must be at least 1 (got 0)"));
-                }
-                return Ok(Box::new(FixedLimit::new(*value)));
-            }
-            LimitConfig::Aimd(a)
-            | LimitConfig::Gradient(a)
-            | LimitConfig::Vegas(a)
-            | LimitConfig::Wip(a) => a,
-        };
-        let algorithm = self.algorithm();
-        for key in set_keys(a) {
-            let owners = OWN_KEYS
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or(&[][..], |(_, o)| o);
-            if !owners.contains(&algorithm) {
-                return Err(format!(
-                    "{prefix}{key}: not a key of algorithm = \"{algorithm}\" (it belongs to {})",
-                    owners.join(", ")
-                ));
-            }
-        }
-        let (shaping, window, baseline, failures) = common(a, prefix, seed)?;
-        let err = |e: floodwall_core::limit::LimitConfigError| e.to_string();
-        Ok(match self {
-            LimitConfig::Aimd(_) => {
-                let mut c = AimdConfig {
-                    shaping,
-                    window,
-                    baseline,
-                    failures,
-                    ..AimdConfig::default()
-                };
-                if let Some(x) = a.tolerance {
-                    c.tolerance = x;
-                }
-                if let Some(x) = a.backoff {
-                    c.backoff = x;
-                }
-                if let Some(x) = a.max_cut {
-                    c.max_cut = x;
-                }
-                if let Some(x) = a.increase {
-                    c.increase = x;
-                }
-                c.validate(prefix).map_err(err)?;
-                Box::new(AimdLimit::new(c).map_err(err)?)
-            }
-            LimitConfig::Gradient(_) => {
-                let mut c = GradientConfig {
-                    shaping,
-                    window,
-                    baseline,
-                    failures,
-                    ..GradientConfig::default()
-                };
-                if let Some(x) = a.tolerance {
-                    c.tolerance = x;
-                }
-                if let Some(x) = a.smoothing {
-                    c.smoothing = x;
-                }
-                c.validate(prefix).map_err(err)?;
-                Box::new(GradientLimit::new(c).map_err(err)?)
-            }
-            LimitConfig::Vegas(_) => {
-                let mut c = VegasConfig {
-                    shaping: ShapingConfig {
-                        slow_start: a.slow_start.unwrap_or(false),
-                        ..shaping
-                    },
-                    window,
-                    baseline,
-                    failures,
-                    ..VegasConfig::default()
-                };
-                if let Some(x) = a.alpha {
-                    c.alpha = x;
-                }
-                if let Some(x) = a.beta {
-                    c.beta = x;
-                }
-                if let Some(x) = a.threshold {
-                    c.threshold = x;
-                }
-                c.validate(prefix).map_err(err)?;
-                Box::new(VegasLimit::new(c).map_err(err)?)
-            }
-            LimitConfig::Wip(_) => {
-                let mut c = WipConfig {
-                    shaping,
-                    window,
-                    baseline,
-                    failures,
-                    ..WipConfig::default()
-                };
-                if let Some(x) = a.multiplier {
-                    c.multiplier = x;
-                }
-                c.validate(prefix).map_err(err)?;
-                Box::new(WipLimit::new(c).map_err(err)?)
-            }
-            LimitConfig::Fixed { .. } => unreachable!("returned above"),
-        })
-    }
 }

@@ -1,6 +1,12 @@
+//! Command-line flags that win over the file.
+
 use std::net::SocketAddr;
 
-use super::{upstream, validate, Config, ConfigError, LimitConfig, StoreConfig, StoreMode};
+use super::error::ConfigError;
+use super::file::Config;
+use super::limit::{check_limit, LimitConfig};
+use super::store::{StoreConfig, StoreMode};
+use super::upstream;
 
 /// Command-line flags that override the config file. `None` leaves the
 /// file's value alone; flags always win over the file, so an operator can
@@ -93,7 +99,7 @@ impl Config {
             }
         }
         if let Some(value) = o.limit {
-            validate::check_limit(value).map_err(|message| ConfigError::Flag {
+            check_limit(value).map_err(|message| ConfigError::Flag {
                 flag: "--limit",
                 message,
             })?;

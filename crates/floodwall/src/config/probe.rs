@@ -4,7 +4,7 @@
 //! One flat table per probe rather than one struct per kind: serde cannot
 //! combine `deny_unknown_fields` with a flattened common part, and a flat
 //! table keeps TOML's line and column in every parse error. The price is that
-//! a key of another kind parses; [`validate`] refuses it by name
+//! a key of another kind parses; validation refuses it by name
 //! (`probes[0].dsn: only applies to kind = "postgres"`).
 
 use std::path::PathBuf;
@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{Config, ConfigError, UpstreamConfig};
+use super::check;
+use super::error::ConfigError;
+use super::upstream::UpstreamConfig;
 
 /// Default `interval`: a bottleneck's state changes over seconds, and a
 /// probe that queries PostgreSQL should cost it next to nothing.
@@ -20,29 +22,36 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `timeout` (or `interval`, if shorter): half the default
 /// interval, so a slow check never overlaps the next one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Default `backoff`: the multiplicative decrease of AIMD (seed 001), which
-/// halves the limit in two intervals without dropping it to the floor at once.
+/// Default `backoff`: the ×0.7 multiplicative decrease of AIMD in the article
+/// "How I Slashed P99 Latency by 82% ... with Adaptive Concurrency Sharding",
+/// which halves the limit in two intervals without dropping it to the floor
+/// at once.
 pub const DEFAULT_BACKOFF: f64 = 0.7;
 /// Default `cooldown`: readings must stay healthy this long before the
 /// constraint grows again, so a convoy that just cleared because the load
-/// dropped is not fed again at once (seed 000, "WIP Limit Too Aggressive").
+/// dropped is not fed again at once (the Phoenix WIP-gate article, "WIP Limit
+/// Too Aggressive").
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(2);
-/// Default `conn_ratio` of a postgres probe: the 80 % of seed 000. Past it a
-/// burst runs into `too many connections` before any limit can react.
+/// Default `conn_ratio` of a postgres probe: the 80 % of the Phoenix WIP-gate
+/// article, whose gate sits in front of PostgreSQL. Past it a burst runs into
+/// `too many connections` before any limit can react.
 pub const DEFAULT_CONN_RATIO: f64 = 0.8;
 /// Default `lock_waits` of a postgres probe. One waiter is ordinary row
 /// contention (two transactions updating the same row); three at one instant
-/// is a convoy that more concurrency only lengthens. Seed 000 used "any", which
-/// would throttle a healthy OLTP database most of the time.
+/// is a convoy that more concurrency only lengthens. The Phoenix WIP-gate
+/// article used "any", which would throttle a healthy OLTP database most of
+/// the time.
 pub const DEFAULT_LOCK_WAITS: usize = 3;
-/// Default `ratio` of a memory probe (seed 001 used 0.8 of the container
-/// limit against Go's heap; resident memory includes allocator slack, so 0.9).
+/// Default `ratio` of a memory probe (the adaptive concurrency sharding
+/// article used 0.8 of the container limit against Go's heap; resident memory
+/// includes allocator slack, so 0.9).
 pub const DEFAULT_MEMORY_RATIO: f64 = 0.9;
-/// Default `max_backlog` of a backlog probe: the threshold of seed 004. A
+/// Default `max_backlog` of a backlog probe: the threshold of the
+/// backlog_reporter gem (Puma's backlog, reported to nginx). A
 /// deeper accept queue is latency nobody is working on yet.
 pub const DEFAULT_MAX_BACKLOG: usize = 16;
-/// Default `multiplier` of a latency probe: twice the baseline, as in
-/// seed 000's `MaxLatencyMultiplier`.
+/// Default `multiplier` of a latency probe: twice the baseline, as in the
+/// Phoenix WIP-gate article's `MaxLatencyMultiplier`.
 pub const DEFAULT_LATENCY_MULTIPLIER: f64 = 2.0;
 /// Default `baseline_half_life` of a latency probe: how fast a higher latency
 /// becomes the new normal. Long enough that an overload is not learned as
@@ -78,8 +87,8 @@ impl ProbeKind {
 }
 
 /// What a probe's constraint does while the probe cannot read its bottleneck
-/// (`on_failure`). Unlike seed 000, an unreadable bottleneck is not taken for
-/// a saturated one unless you ask for it.
+/// (`on_failure`). Unlike the Phoenix WIP-gate article, an unreadable
+/// bottleneck is not taken for a saturated one unless you ask for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
@@ -139,7 +148,8 @@ pub struct ProbeConfig {
     #[serde(default = "default_cooldown", with = "humantime_serde")]
     pub cooldown: Duration,
     /// A file created while the probe is saturated and removed when it
-    /// recovers, for a web server in front to answer 503 from (seed 004).
+    /// recovers, for a web server in front to answer 503 from (as the
+    /// backlog_reporter gem does for nginx).
     #[serde(default)]
     pub flag_file: Option<PathBuf>,
 
@@ -305,82 +315,94 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((n * factor as f64).round() as u64)
 }
 
-/// Checks the `[[probes]]` entries: names, durations, ranges, that each
-/// kind-specific key is used with its kind, and what each kind requires.
-pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
-    let mut names = std::collections::HashSet::new();
-    for (i, p) in config.probes.iter().enumerate() {
-        let key = |field: &str| format!("probes[{i}].{field}");
+/// Checks `[[probes]]` on its own: names usable as labels, durations,
+/// ranges, that each kind-specific key is used with its kind, and what each
+/// kind requires. Unique names and the upstream a backlog probe watches are
+/// checked with the other references ([`super::validate`]).
+pub(super) fn validate(probes: &[ProbeConfig]) -> Result<(), ConfigError> {
+    for (i, p) in probes.iter().enumerate() {
+        p.validate(&format!("probes[{i}]."))?;
+    }
+    Ok(())
+}
+
+impl ProbeConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("{prefix}{field}");
         let bad = |field: &str, message: String| Err(ConfigError::invalid(key(field), message));
-        check_name(&key("name"), p.name(), &mut names)?;
-        if p.interval.is_zero() {
+        check::label(&key("name"), self.name())?;
+        if self.interval.is_zero() {
             return bad("interval", "must be greater than 0".into());
         }
-        let timeout = p.timeout();
-        if timeout.is_zero() || timeout > p.interval {
+        let timeout = self.timeout();
+        if timeout.is_zero() || timeout > self.interval {
             return bad(
-                "timeout",
-                format!(
-                    "must be greater than 0 and at most interval ({}), so checks never overlap (got {})",
-                    humantime::format_duration(p.interval),
-                    humantime::format_duration(timeout)
-                ),
-            );
-        }
-        if !(p.backoff > 0.0 && p.backoff < 1.0) {
-            return bad(
-                "backoff",
-                format!("must be between 0 and 1, exclusive (got {})", p.backoff),
-            );
-        }
-        if p.min_limit == 0 {
-            return bad("min_limit", "must be at least 1".into());
-        }
-        if let Some(path) = &p.flag_file {
-            if !path.is_absolute() || path.file_name().is_none() {
-                return bad(
-                    "flag_file",
+                    "timeout",
                     format!(
-                        "must be an absolute file path, the one the web server in front checks (got {:?})",
-                        path.display().to_string()
+                        "must be greater than 0 and at most interval ({}), so checks never overlap (got {})",
+                        humantime::format_duration(self.interval),
+                        humantime::format_duration(timeout)
                     ),
                 );
+        }
+        if !(self.backoff > 0.0 && self.backoff < 1.0) {
+            return bad(
+                "backoff",
+                format!("must be between 0 and 1, exclusive (got {})", self.backoff),
+            );
+        }
+        if self.min_limit == 0 {
+            return bad("min_limit", "must be at least 1".into());
+        }
+        if let Some(path) = &self.flag_file {
+            if !path.is_absolute() || path.file_name().is_none() {
+                return bad(
+                        "flag_file",
+                        format!(
+                            "must be an absolute file path, the one the web server in front checks (got {:?})",
+                            path.display().to_string()
+                        ),
+                    );
             }
         }
         for (field, set, owner) in [
-            ("dsn", p.dsn.is_some(), ProbeKind::Postgres),
-            ("conn_ratio", p.conn_ratio.is_some(), ProbeKind::Postgres),
-            ("lock_waits", p.lock_waits.is_some(), ProbeKind::Postgres),
-            ("ratio", p.ratio.is_some(), ProbeKind::Memory),
-            ("max_bytes", p.max_bytes.is_some(), ProbeKind::Memory),
-            ("port", p.port.is_some(), ProbeKind::Backlog),
-            ("upstream", p.upstream.is_some(), ProbeKind::Backlog),
-            ("max_backlog", p.max_backlog.is_some(), ProbeKind::Backlog),
-            ("multiplier", p.multiplier.is_some(), ProbeKind::Latency),
+            ("dsn", self.dsn.is_some(), ProbeKind::Postgres),
+            ("conn_ratio", self.conn_ratio.is_some(), ProbeKind::Postgres),
+            ("lock_waits", self.lock_waits.is_some(), ProbeKind::Postgres),
+            ("ratio", self.ratio.is_some(), ProbeKind::Memory),
+            ("max_bytes", self.max_bytes.is_some(), ProbeKind::Memory),
+            ("port", self.port.is_some(), ProbeKind::Backlog),
+            ("upstream", self.upstream.is_some(), ProbeKind::Backlog),
+            (
+                "max_backlog",
+                self.max_backlog.is_some(),
+                ProbeKind::Backlog,
+            ),
+            ("multiplier", self.multiplier.is_some(), ProbeKind::Latency),
             (
                 "baseline_half_life",
-                p.baseline_half_life.is_some(),
+                self.baseline_half_life.is_some(),
                 ProbeKind::Latency,
             ),
         ] {
-            if set && p.kind != owner {
+            if set && self.kind != owner {
                 return bad(
                     field,
                     format!(
                         "only applies to kind = {:?} (this probe is kind = {:?})",
                         owner.as_str(),
-                        p.kind.as_str()
+                        self.kind.as_str()
                     ),
                 );
             }
         }
-        match p.kind {
+        match self.kind {
             ProbeKind::Postgres => {
-                let Some(dsn) = &p.dsn else {
+                let Some(dsn) = &self.dsn else {
                     return bad(
-                        "dsn",
-                        "required for kind = \"postgres\", e.g. \"host=127.0.0.1 port=5432 user=floodwall dbname=postgres\"".into(),
-                    );
+                            "dsn",
+                            "required for kind = \"postgres\", e.g. \"host=127.0.0.1 port=5432 user=floodwall dbname=postgres\"".into(),
+                        );
                 };
                 // The message of a parse error never contains the DSN, which
                 // may hold a password.
@@ -392,11 +414,11 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                 })?;
                 if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
                     return bad(
-                        "dsn",
-                        "sslmode=require is not supported: the probe connects without TLS (use a local socket or a trusted network)".into(),
-                    );
+                            "dsn",
+                            "sslmode=require is not supported: the probe connects without TLS (use a local socket or a trusted network)".into(),
+                        );
                 }
-                if let Some(r) = p.conn_ratio {
+                if let Some(r) = self.conn_ratio {
                     if !(r > 0.0 && r <= 1.0) {
                         return bad(
                             "conn_ratio",
@@ -404,12 +426,12 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                         );
                     }
                 }
-                if p.lock_waits == Some(0) {
+                if self.lock_waits == Some(0) {
                     return bad("lock_waits", "must be at least 1".into());
                 }
             }
             ProbeKind::Memory => {
-                if let Some(r) = p.ratio {
+                if let Some(r) = self.ratio {
                     if !(r > 0.0 && r <= 1.0) {
                         return bad(
                             "ratio",
@@ -417,63 +439,40 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                         );
                     }
                 }
-                if p.max_bytes == Some(0) {
+                if self.max_bytes == Some(0) {
                     return bad("max_bytes", "must be greater than 0".into());
                 }
             }
             ProbeKind::Backlog => {
-                if p.port == Some(0) {
+                if self.port == Some(0) {
                     return bad("port", "must be a port between 1 and 65535".into());
                 }
-                if p.port.is_some() && p.upstream.is_some() {
+                if self.port.is_some() && self.upstream.is_some() {
                     return bad("upstream", "set port or upstream, not both".into());
                 }
-                if let Err(m) = p.backlog_port(&config.upstreams) {
-                    let field = if p.upstream.is_some() {
-                        "upstream"
-                    } else {
-                        "port"
-                    };
-                    return bad(field, m);
-                }
-                if p.max_backlog == Some(0) {
+                if self.max_backlog == Some(0) {
                     return bad("max_backlog", "must be at least 1".into());
                 }
             }
             ProbeKind::Latency => {
-                if let Some(m) = p.multiplier {
+                if let Some(m) = self.multiplier {
                     if !(m > 1.0 && m.is_finite()) {
                         return bad("multiplier", format!("must be greater than 1.0 (got {m})"));
                     }
                 }
-                if p.baseline_half_life.is_some_and(|d| d.is_zero()) {
+                if self.baseline_half_life.is_some_and(|d| d.is_zero()) {
                     return bad("baseline_half_life", "must be greater than 0".into());
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
-
-/// The same rules as other names: they become metric label values.
-fn check_name<'a>(
-    key: &str,
-    name: &'a str,
-    seen: &mut std::collections::HashSet<&'a str>,
-) -> Result<(), ConfigError> {
-    super::validate::check_label(key, name)?;
-    if !seen.insert(name) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{name:?} is used by more than one probe; give each a name"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::file::Config;
 
     const BASE: &str = r#"
 [[upstreams]]

@@ -1,6 +1,12 @@
+//! `[[routes]]`: which requests go where, and how they wait and share.
+
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::check;
+use super::error::ConfigError;
+use super::limit::LimitConfig;
 
 /// Which requests go to which upstream, and how they are admitted
 /// (`[[routes]]`). Routes are tried in file order; the first match wins.
@@ -58,168 +64,96 @@ fn default_path_prefix() -> String {
     "/".to_owned()
 }
 
-/// How the concurrency limit of a route is set (`[routes.limit]`, chosen by
-/// its `algorithm` key). Adaptive (`aimd`) is the default: a static limit
-/// must be tuned by hand, and a mis-tuned one either wastes capacity or lets
-/// the bottleneck collapse.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "algorithm", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LimitConfig {
-    /// A constant limit: at most `value` requests in flight. Right when you
-    /// know what the upstream can take (HAProxy `maxconn`, nginx
-    /// `limit_conn`).
-    Fixed {
-        /// The number of requests allowed in flight at once; at least 1.
-        #[serde(default = "default_limit")]
-        value: usize,
-    },
-    /// Additive increase, multiplicative decrease per window (seed 001):
-    /// errors → ×0.7, latency above tolerance × baseline → ×0.85, else
-    /// ×1.1. Follows capacity changes fastest; the default.
-    Aimd(AdaptiveConfig),
-    /// Latency gradient (Netflix Gradient2, Envoy adaptive concurrency):
-    /// the smoothest, parks a little above the knee.
-    Gradient(AdaptiveConfig),
-    /// TCP Vegas queue estimate: steady, slow to follow a capacity drop.
-    Vegas(AdaptiveConfig),
-    /// Seed 000's rule: halve while latency is above `multiplier` ×
-    /// baseline, recover gradually.
-    Wip(AdaptiveConfig),
-}
-
-impl Default for LimitConfig {
-    fn default() -> Self {
-        LimitConfig::Aimd(AdaptiveConfig::default())
+/// Checks `[[routes]]` on its own: at least one, each name usable as a
+/// label, each match well-formed and reachable, and each route's limit,
+/// queue and tenant settings usable. Unique names and the upstream and
+/// class a route names are checked with the other references
+/// ([`super::validate`]).
+pub(super) fn validate(routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    if routes.is_empty() {
+        return Err(ConfigError::invalid(
+            "routes",
+            "at least one [[routes]] entry is required",
+        ));
     }
-}
-
-impl LimitConfig {
-    /// The algorithm's name, as written in the config.
-    pub fn algorithm(&self) -> &'static str {
-        match self {
-            LimitConfig::Fixed { .. } => "fixed",
-            LimitConfig::Aimd(_) => "aimd",
-            LimitConfig::Gradient(_) => "gradient",
-            LimitConfig::Vegas(_) => "vegas",
-            LimitConfig::Wip(_) => "wip",
+    let mut matches: Vec<(Option<&str>, &str)> = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        check::label(&key("name"), &route.name)?;
+        route.validate_match(&key)?;
+        let here = (route.host.as_deref(), route.path_prefix.as_str());
+        if let Some(j) = matches.iter().position(|m| *m == here) {
+            return Err(ConfigError::invalid(
+                key("path_prefix"),
+                format!(
+                    "routes[{j}] has the same host and path_prefix, so this route would never match"
+                ),
+            ));
         }
+        matches.push(here);
+        route.validate_admission(&key)?;
     }
-
-    /// The default settings of algorithm `name` (for `--algorithm`).
-    pub fn named(name: &str) -> Option<LimitConfig> {
-        Some(match name {
-            "fixed" => LimitConfig::Fixed {
-                value: default_limit(),
-            },
-            "aimd" => LimitConfig::Aimd(AdaptiveConfig::default()),
-            "gradient" => LimitConfig::Gradient(AdaptiveConfig::default()),
-            "vegas" => LimitConfig::Vegas(AdaptiveConfig::default()),
-            "wip" => LimitConfig::Wip(AdaptiveConfig::default()),
-            _ => return None,
-        })
-    }
+    Ok(())
 }
 
-fn default_limit() -> usize {
-    64
-}
-
-/// The keys of an adaptive limit. Unset keys take the algorithm's own
-/// defaults (docs/config.md lists them); keys that belong to another
-/// algorithm are refused by validation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdaptiveConfig {
-    /// The floor: the limit never goes below it, and starts there.
-    pub min: usize,
-    /// The cap: the limit never goes above it.
-    pub max: usize,
-    /// Cold start: the cap rises from `min` to `max` over this time after
-    /// start, so a fresh replica does not grab everything at once.
-    #[serde(with = "humantime_serde")]
-    pub ramp_up: Duration,
-    /// Hysteresis: the limit only rises after latency has been stable for
-    /// this long. Decreases are immediate.
-    #[serde(with = "humantime_serde", default)]
-    pub stable_for: Option<Duration>,
-    /// Samples per decision window.
-    pub window_min_samples: Option<usize>,
-    /// Shortest decision window.
-    #[serde(with = "humantime_serde", default)]
-    pub window_min_duration: Option<Duration>,
-    /// Samples faster than this are ignored (cache hits, errors returned at
-    /// once).
-    #[serde(with = "humantime_serde", default)]
-    pub min_rtt: Option<Duration>,
-    /// `"probe"` (measure the unloaded latency now and then by pinning the
-    /// limit to `min` briefly) or a fixed duration such as `"50ms"`.
-    pub baseline: Option<String>,
-    /// How often the unloaded latency is re-measured.
-    #[serde(with = "humantime_serde", default)]
-    pub probe_interval: Option<Duration>,
-    /// Double the limit each healthy window from a cold start until the
-    /// first decrease (default on, off for `vegas`).
-    pub slow_start: Option<bool>,
-    /// A probe this many times slower or faster than the baseline means the
-    /// upstream changed speed: the baseline restarts from it, and latency
-    /// cuts made against the old one are undone (back to the highest cut
-    /// whose latency fits the new baseline).
-    pub probe_shift: Option<f64>,
-    /// Error + drop share of a window above which the limit backs off.
-    pub error_rate: Option<f64>,
-    /// Drop (timeout, upstream 503/429) share above which it backs off.
-    pub drop_rate: Option<f64>,
-    /// The multiplicative cut on errors or drops.
-    pub failure_backoff: Option<f64>,
-    /// `aimd`, `gradient`: latency may be this many times the baseline
-    /// before it counts as queueing.
-    pub tolerance: Option<f64>,
-    /// `aimd`: the cut when latency is above tolerance.
-    pub backoff: Option<f64>,
-    /// `aimd`: the deepest cut one window makes when latency is far above
-    /// tolerance.
-    pub max_cut: Option<f64>,
-    /// `aimd`: the growth factor of a healthy window.
-    pub increase: Option<f64>,
-    /// `gradient`: how fast the limit follows the gradient (0..1].
-    pub smoothing: Option<f64>,
-    /// `vegas`: grow while the queue estimate is below alpha × log10(limit).
-    pub alpha: Option<f64>,
-    /// `vegas`: shrink while it is above beta × log10(limit).
-    pub beta: Option<f64>,
-    /// `vegas`: below this queue estimate, grow fast.
-    pub threshold: Option<f64>,
-    /// `wip`: halve while latency is above multiplier × baseline.
-    pub multiplier: Option<f64>,
-}
-
-impl Default for AdaptiveConfig {
-    fn default() -> Self {
-        AdaptiveConfig {
-            min: 3,
-            max: 1000,
-            ramp_up: Duration::from_secs(60),
-            stable_for: None,
-            window_min_samples: None,
-            window_min_duration: None,
-            min_rtt: None,
-            baseline: None,
-            probe_interval: None,
-            slow_start: None,
-            probe_shift: None,
-            error_rate: None,
-            drop_rate: None,
-            failure_backoff: None,
-            tolerance: None,
-            backoff: None,
-            max_cut: None,
-            increase: None,
-            smoothing: None,
-            alpha: None,
-            beta: None,
-            threshold: None,
-            multiplier: None,
+impl RouteConfig {
+    /// `path_prefix` and `host`: what a request must look like to match.
+    fn validate_match(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if !self.path_prefix.starts_with('/') {
+            return Err(ConfigError::invalid(
+                key("path_prefix"),
+                format!("must start with '/' (got {:?})", self.path_prefix),
+            ));
         }
+        match self.path_prefix.parse::<http::uri::PathAndQuery>() {
+            Ok(pq) if pq.query().is_none() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    key("path_prefix"),
+                    format!(
+                        "must be a URL path without query (got {:?})",
+                        self.path_prefix
+                    ),
+                ))
+            }
+        }
+        if let Some(host) = &self.host {
+            let valid = host
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| !a.as_str().contains('@') && !a.host().is_empty());
+            if !valid {
+                return Err(ConfigError::invalid(
+                    key("host"),
+                    format!("must be a host name, optionally with :port (got {host:?})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `limit`, `queue` and `tenant`: how a matched request is admitted.
+    fn validate_admission(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        self.limit.validate(&key("limit."))?;
+
+        if self.queue.capacity > 0 && self.queue.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                key("queue.timeout"),
+                "must be greater than 0 when queue.capacity is above 0 \
+                 (set capacity = 0 for no queue)",
+            ));
+        }
+
+        let share = self.tenant.max_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::invalid(
+                key("tenant.max_share"),
+                format!("must be greater than 0 and at most 1.0 (got {share})"),
+            ));
+        }
+        check::positive(
+            &key("tenant.contention_window"),
+            self.tenant.contention_window,
+        )
     }
 }
 

@@ -1,7 +1,16 @@
+//! `[server]` and `[log]`: the proxy's own listeners, headers and timeouts.
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::check;
+use super::error::ConfigError;
+
+/// The longest `server.max_tenant_id_len` accepted. Tenant ids are kept as
+/// map keys; anything longer is not an id but a payload.
+const MAX_TENANT_ID_LEN: usize = 1024;
 
 /// The proxy's own listeners, the request headers it reads, and the limits
 /// that protect it from slow or abusive clients (`[server]`).
@@ -64,6 +73,56 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Checks `[server]` on its own: distinct listeners, usable timeouts
+    /// and headers. Whether `default_class` names a class is checked with
+    /// the other references ([`super::validate`]).
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen == self.admin && self.listen.port() != 0 {
+            return Err(ConfigError::invalid(
+                "server.admin",
+                format!("must differ from server.listen (both are {})", self.listen),
+            ));
+        }
+        check::positive("server.drain_timeout", self.drain_timeout)?;
+        check::positive("server.header_read_timeout", self.header_read_timeout)?;
+        check::positive("server.class_idle_window", self.class_idle_window)?;
+        if self.retry_after_max < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "server.retry_after_max",
+                format!(
+                    "must be at least 1s, since Retry-After counts whole seconds (got {})",
+                    humantime::format_duration(self.retry_after_max)
+                ),
+            ));
+        }
+        let priority = header_name("server.priority_header", &self.priority_header)?;
+        let tenant = header_name("server.tenant_header", &self.tenant_header)?;
+        if priority == tenant {
+            return Err(ConfigError::invalid(
+                "server.tenant_header",
+                format!("must differ from server.priority_header (both are \"{priority}\")"),
+            ));
+        }
+        if !(1..=MAX_TENANT_ID_LEN).contains(&self.max_tenant_id_len) {
+            return Err(ConfigError::invalid(
+                "server.max_tenant_id_len",
+                format!(
+                    "must be between 1 and {MAX_TENANT_ID_LEN} (got {})",
+                    self.max_tenant_id_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn header_name(key: &str, name: &str) -> Result<http::HeaderName, ConfigError> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        ConfigError::invalid(key, format!("not a valid HTTP header name (got {name:?})"))
+    })
+}
+
 /// What floodwall logs and how (`[log]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +141,20 @@ impl Default for LogConfig {
             level: "info".to_owned(),
             format: LogFormat::default(),
         }
+    }
+}
+
+impl LogConfig {
+    /// Checks `[log]`: the level must be a filter `tracing` accepts, or the
+    /// process would start with logging it cannot set up.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.level).map_err(|e| {
+            ConfigError::invalid(
+                "log.level",
+                format!("not a valid filter directive (got {:?}): {e}", self.level),
+            )
+        })?;
+        Ok(())
     }
 }
 

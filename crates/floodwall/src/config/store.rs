@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// How replicas share a route's global limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

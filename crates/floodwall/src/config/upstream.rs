@@ -1,6 +1,11 @@
+//! `[[upstreams]]`: the backends floodwall forwards to.
+
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use super::check;
+use super::error::ConfigError;
 
 /// A backend floodwall forwards admitted requests to (`[[upstreams]]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,6 +49,27 @@ impl UpstreamConfig {
             pool_max_idle_per_host: default_pool_max_idle_per_host(),
         }
     }
+}
+
+/// Checks `[[upstreams]]` on its own: at least one, and each usable. Unique
+/// names and what refers to an upstream are checked with the other
+/// references ([`super::validate`]).
+pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> {
+    if upstreams.is_empty() {
+        return Err(ConfigError::invalid(
+            "upstreams",
+            "at least one [[upstreams]] entry is required",
+        ));
+    }
+    for (i, up) in upstreams.iter().enumerate() {
+        let key = |field: &str| format!("upstreams[{i}].{field}");
+        check::label(&key("name"), &up.name)?;
+        check_url(&up.url).map_err(|m| ConfigError::invalid(key("url"), m))?;
+        check::positive(&key("connect_timeout"), up.connect_timeout)?;
+        check::positive(&key("response_timeout"), up.response_timeout)?;
+        check::positive(&key("pool_idle_timeout"), up.pool_idle_timeout)?;
+    }
+    Ok(())
 }
 
 fn default_connect_timeout() -> Duration {

@@ -103,13 +103,7 @@ pub use strict::{Refused, Slot};
 /// The global limit a route's config stands for: a fixed limit's value, an
 /// adaptive algorithm's `max`.
 fn global_limit(limit: &LimitConfig) -> usize {
-    match limit {
-        LimitConfig::Fixed { value } => *value,
-        LimitConfig::Aimd(a)
-        | LimitConfig::Gradient(a)
-        | LimitConfig::Vegas(a)
-        | LimitConfig::Wip(a) => a.max,
-    }
+    limit.ceiling()
 }
 
 fn default_replica_id() -> String {

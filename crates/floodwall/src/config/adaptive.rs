@@ -1,0 +1,275 @@
+//! The keys of an adaptive `[routes.limit]`: those every adaptive algorithm
+//! reads ([`AdaptiveConfig`]) and those only one algorithm reads, its rule's
+//! keys ([`AimdKeys`], [`GradientKeys`], [`VegasKeys`], [`WipKeys`]).
+//!
+//! Which algorithm owns a key is the rule structs themselves: serde reads
+//! each one's keys from its derive, so a new key is a new field and nothing
+//! else. A key of another algorithm still parses, so that validation can
+//! refuse it by its full key path and name the algorithm it belongs to
+//! (`routes[0].limit.smoothing: not a key of algorithm = "aimd" (it belongs
+//! to gradient)`); any other unknown key is a parse error with its line.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::error::ConfigError;
+
+/// The keys of an adaptive limit: those every algorithm reads, and `rule`,
+/// the keys of this algorithm alone. Unset keys take the algorithm's own
+/// defaults (docs/config.md lists them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    bound(deserialize = "R: Deserialize<'de> + Default")
+)]
+pub struct AdaptiveConfig<R> {
+    /// The floor: the limit never goes below it, and starts there.
+    pub min: usize,
+    /// The cap: the limit never goes above it.
+    pub max: usize,
+    /// Cold start: the cap rises from `min` to `max` over this time after
+    /// start, so a fresh replica does not grab everything at once.
+    #[serde(with = "humantime_serde")]
+    pub ramp_up: Duration,
+    /// Hysteresis: the limit only rises after latency has been stable for
+    /// this long. Decreases are immediate.
+    #[serde(with = "humantime_serde", default)]
+    pub stable_for: Option<Duration>,
+    /// Samples per decision window.
+    pub window_min_samples: Option<usize>,
+    /// Shortest decision window.
+    #[serde(with = "humantime_serde", default)]
+    pub window_min_duration: Option<Duration>,
+    /// Samples faster than this are ignored (cache hits, errors returned at
+    /// once).
+    #[serde(with = "humantime_serde", default)]
+    pub min_rtt: Option<Duration>,
+    /// `"probe"` (measure the unloaded latency now and then by pinning the
+    /// limit to `min` briefly) or a fixed duration such as `"50ms"`.
+    pub baseline: Option<String>,
+    /// How often the unloaded latency is re-measured.
+    #[serde(with = "humantime_serde", default)]
+    pub probe_interval: Option<Duration>,
+    /// Double the limit each healthy window from a cold start until the
+    /// first decrease (default on, off for `vegas`).
+    pub slow_start: Option<bool>,
+    /// A probe this many times slower or faster than the baseline means the
+    /// upstream changed speed: the baseline restarts from it, and latency
+    /// cuts made against the old one are undone (back to the highest cut
+    /// whose latency fits the new baseline).
+    pub probe_shift: Option<f64>,
+    /// Error + drop share of a window above which the limit backs off.
+    pub error_rate: Option<f64>,
+    /// Drop (timeout, upstream 503/429) share above which it backs off.
+    pub drop_rate: Option<f64>,
+    /// The multiplicative cut on errors or drops.
+    pub failure_backoff: Option<f64>,
+    /// The keys only this algorithm reads.
+    #[serde(flatten)]
+    pub rule: R,
+    /// Keys of other algorithms found in the table; [`Self::validate_keys`]
+    /// refuses them. Declared after `rule`, so `rule` has taken its own.
+    #[serde(flatten)]
+    foreign: ForeignKeys,
+}
+
+impl<R: Default> Default for AdaptiveConfig<R> {
+    fn default() -> Self {
+        AdaptiveConfig {
+            min: 3,
+            max: 1000,
+            ramp_up: Duration::from_secs(60),
+            stable_for: None,
+            window_min_samples: None,
+            window_min_duration: None,
+            min_rtt: None,
+            baseline: None,
+            probe_interval: None,
+            slow_start: None,
+            probe_shift: None,
+            error_rate: None,
+            drop_rate: None,
+            failure_backoff: None,
+            rule: R::default(),
+            foreign: ForeignKeys::default(),
+        }
+    }
+}
+
+impl<R> AdaptiveConfig<R> {
+    /// Refuses a key that belongs to another algorithm than `algorithm`,
+    /// naming the algorithms it belongs to.
+    pub(super) fn validate_keys(&self, prefix: &str, algorithm: &str) -> Result<(), ConfigError> {
+        match self.foreign.0.first() {
+            None => Ok(()),
+            Some((key, owners)) => Err(ConfigError::invalid(
+                format!("{prefix}{key}"),
+                format!(
+                    "not a key of algorithm = \"{algorithm}\" (it belongs to {})",
+                    owners.join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+/// The keys of `algorithm = "aimd"` alone.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct AimdKeys {
+    /// Latency may be this many times the baseline before it counts as
+    /// queueing.
+    pub tolerance: Option<f64>,
+    /// The cut when latency is above tolerance.
+    pub backoff: Option<f64>,
+    /// The deepest cut one window makes when latency is far above
+    /// tolerance.
+    pub max_cut: Option<f64>,
+    /// The growth factor of a healthy window.
+    pub increase: Option<f64>,
+}
+
+/// The keys of `algorithm = "gradient"` alone.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct GradientKeys {
+    /// Latency may be this many times the baseline before it counts as
+    /// queueing.
+    pub tolerance: Option<f64>,
+    /// How fast the limit follows the gradient (0..1].
+    pub smoothing: Option<f64>,
+}
+
+/// The keys of `algorithm = "vegas"` alone.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct VegasKeys {
+    /// Grow while the queue estimate is below alpha × log10(limit).
+    pub alpha: Option<f64>,
+    /// Shrink while it is above beta × log10(limit).
+    pub beta: Option<f64>,
+    /// Below this queue estimate, grow fast.
+    pub threshold: Option<f64>,
+}
+
+/// The keys of `algorithm = "wip"` alone.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct WipKeys {
+    /// Halve while latency is above multiplier × baseline.
+    pub multiplier: Option<f64>,
+}
+
+/// Every adaptive algorithm and the keys only it reads.
+fn rules() -> [(&'static str, &'static [&'static str]); 4] {
+    [
+        ("aimd", keys_of::<AimdKeys>()),
+        ("gradient", keys_of::<GradientKeys>()),
+        ("vegas", keys_of::<VegasKeys>()),
+        ("wip", keys_of::<WipKeys>()),
+    ]
+}
+
+/// The keys of all rules together, which a [`ForeignKeys`] takes.
+fn every_rule_key() -> &'static [&'static str] {
+    static KEYS: OnceLock<&'static [&'static str]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys: Vec<&'static str> = rules()
+            .iter()
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.leak()
+    })
+}
+
+/// The keys a derived `Deserialize` struct accepts: serde hands them to
+/// `deserialize_struct`, and this deserializer only records them.
+fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Catch<'a>(&'a Cell<&'static [&'static str]>);
+    impl<'de> Deserializer<'de> for Catch<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(fields);
+            Err(serde::de::Error::custom("keys recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
+        }
+    }
+    let keys = Cell::new(&[][..]);
+    let _ = T::deserialize(Catch(&keys));
+    keys.get()
+}
+
+/// Keys of another algorithm's rule, in file order, each with the
+/// algorithms that own it. Asking serde for exactly the rule keys
+/// (`deserialize_struct`) leaves any other unknown key to
+/// `deny_unknown_fields`.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct ForeignKeys(Vec<(String, Vec<&'static str>)>);
+
+impl<'de> Deserialize<'de> for ForeignKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = ForeignKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("keys of an adaptive algorithm")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ForeignKeys, A::Error> {
+                let mut found = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    let owners = rules()
+                        .iter()
+                        .filter(|(_, keys)| keys.contains(&key.as_str()))
+                        .map(|(algorithm, _)| *algorithm)
+                        .collect();
+                    found.push((key, owners));
+                }
+                Ok(ForeignKeys(found))
+            }
+        }
+        deserializer.deserialize_struct("ForeignKeys", every_rule_key(), Keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_keys_come_from_the_structs() {
+        assert_eq!(
+            keys_of::<AimdKeys>(),
+            ["tolerance", "backoff", "max_cut", "increase"]
+        );
+        assert_eq!(keys_of::<WipKeys>(), ["multiplier"]);
+        assert!(every_rule_key().contains(&"smoothing"));
+        assert_eq!(
+            every_rule_key()
+                .iter()
+                .filter(|k| **k == "tolerance")
+                .count(),
+            1
+        );
+    }
+}
