@@ -72,7 +72,7 @@ fn common(
             format!("{prefix}baseline: expected \"probe\" or a duration such as \"50ms\" ({e})")
         })?),
     };
-    if let Baseline::Probe(p) = &mut baseline {
+    if let Baseline::Measured(p) = &mut baseline {
         if let Some(i) = a.probe_interval {
             p.interval = i;
         }
