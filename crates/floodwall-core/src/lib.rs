@@ -21,6 +21,7 @@
 pub mod clock;
 pub mod limit;
 pub mod limiter;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};

@@ -1,6 +1,10 @@
 //! A deterministic, virtual-time simulation of a [`Limit`] enforced by the
 //! real [`Limiter`] in front of a backend whose best concurrency is known.
 //!
+//! Behind the `simulate` cargo feature, off by default: it is for tests
+//! (this crate's `tests/simulation.rs` turns it on through a
+//! self-dev-dependency) and benchmark tooling, not for a gateway build.
+//!
 //! Netflix ships `BlockingAdaptiveExecutorSimulation` beside its limits for
 //! the same reason: an adaptive algorithm is only as good as its behaviour
 //! over minutes of traffic, and that can be asserted with numbers only if

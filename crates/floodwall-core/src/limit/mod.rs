@@ -52,6 +52,7 @@ pub use gradient::{Gradient, GradientConfig, GradientLimit};
 pub use vegas::{Vegas, VegasConfig, VegasLimit};
 pub use wip::{Wip, WipConfig, WipLimit};
 
+#[cfg(feature = "simulate")]
 pub(crate) use adaptive::rng;
 
 use crate::clock::Nanos;
