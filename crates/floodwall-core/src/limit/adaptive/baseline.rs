@@ -1,13 +1,14 @@
 //! The baseline: what the upstream's latency is when nothing queues, and
 //! how it is measured without ratcheting.
 //!
-//! **Names.** This module was `probe`, and its settings `ProbeConfig`; the
-//! gateway's bottleneck probes (`[[probes]]`, which watch a database or a
-//! backlog and cap the limit from outside) are something else entirely. So
-//! here the module is named after what it yields, the baseline, and the
-//! settings after what they measure, [`BaselineProbe`]: a measurement at
-//! the floor of the upstream's unloaded latency. The configuration keys
-//! keep their `probe_` prefix (`probe_interval`, `probe_shift`, …): inside
+//! **Why these names.** The gateway has probes of its own — the bottleneck
+//! probes of `[[probes]]`, which watch a database or a backlog and cap the
+//! limit from outside — and they have nothing to do with this. So this
+//! module is named after what it yields, the baseline, and its settings
+//! after what they are, a [`BaselineProbe`]: a short measurement, at the
+//! floor, of the upstream's unloaded latency ([`Baseline::Measured`], as
+//! opposed to [`Baseline::Fixed`]). The configuration keys keep their
+//! `probe_` prefix (`probe_interval`, `probe_shift`, …): inside
 //! `[routes.limit]` they cannot be mistaken for `[[probes]]`.
 //!
 //! Every latency-based algorithm compares a window's latency with a

@@ -15,9 +15,9 @@
 //!   Sharding").
 //!
 //! Defaults: `error_rate` 5 %, `drop_rate` 1 %, `backoff` 0.7 (that
-//! article's multiplier for errors; gentler than TCP's 0.5, because a window is a
-//! second of traffic, not one lost packet, and hysteresis already keeps the
-//! limit down afterwards).
+//! article's multiplier for errors; gentler than TCP's 0.5, because a
+//! window is a second of traffic, not one lost packet, and hysteresis
+//! already keeps the limit down afterwards).
 
 use super::decision::Cause;
 use super::rule::{Evaluation, Step};

@@ -3,8 +3,9 @@
 //!
 //! - **Floor and cap** (`min`, `max`): the limit never leaves `[min, max]`.
 //!   The floor keeps a noisy signal from throttling a route to nothing
-//!   (the Phoenix WIP-gate article's `MinWIPLimit`); the cap bounds the damage of a signal that
-//!   says "more" forever (a stuck clock, a baseline that is wrong).
+//!   (the Phoenix WIP-gate article's `MinWIPLimit`); the cap bounds the
+//!   damage of a signal that says "more" forever (a stuck clock, a baseline
+//!   that is wrong).
 //! - **Cold-start ramp** (`ramp_up`): the limit starts at `min`, and for
 //!   `ramp_up` after the first sample the cap is
 //!   `min + (max − min) × elapsed / ramp_up` instead of `max`. A pod that
@@ -16,9 +17,9 @@
 //! - **Hysteresis** (`stable_for`): a decrease applies at once, but after a
 //!   decrease the limit may not grow again until no decrease has been
 //!   called for `stable_for`. The Phoenix WIP-gate article added this after
-//!   its limit flapped on latency noise ("control systems need hysteresis"). Decreases stay
-//!   immediate: being late to shed load costs far more than being late to
-//!   take it back.
+//!   its limit flapped on latency noise ("control systems need
+//!   hysteresis"). Decreases stay immediate: being late to shed load costs
+//!   far more than being late to take it back.
 //! - **No growth on a guess** (`busy_ratio`): a window whose largest
 //!   in-flight count stayed below `busy_ratio × limit` never grows the
 //!   limit, since nothing showed the upstream copes with more. Without this,
@@ -45,17 +46,15 @@ pub struct ShapingConfig {
     /// algorithm, not the cap, should find the limit.
     pub max: usize,
     /// How long after the first sample the cap takes to rise linearly from
-    /// `min` to `max`. Default 60 s (the Phoenix WIP-gate
-    /// article's ramp after a pod join).
-    /// Zero disables the ramp.
+    /// `min` to `max`. Default 60 s (the Phoenix WIP-gate article's ramp
+    /// after a pod join). Zero disables the ramp.
     pub ramp_up: Duration,
     /// How long after a decrease the limit may not grow. Default 10 s: ten
     /// windows, enough that one noisy window cannot make the limit flap,
     /// while a false decrease costs at most ten seconds at 15–30 % below
     /// the best limit. The Phoenix WIP-gate article runs 30 s in production
-    /// — with a limit
-    /// that only toggles between base and half, where each flap costs half
-    /// the capacity; our steps are smaller, so less damping is needed. Set
+    /// — with a limit that only toggles between base and half, where each
+    /// flap costs half the capacity; our steps are smaller, so less damping is needed. Set
     /// it to 30 s for that article's behaviour (the `wip` default does).
     pub stable_for: Duration,
     /// A window may grow the limit only if some request in it was admitted
