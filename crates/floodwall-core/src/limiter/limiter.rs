@@ -25,9 +25,10 @@
 //! There is no global lock: admission is a handful of atomic operations on
 //! per-class counters, and a finished request hands its sample to the
 //! algorithm without one (an adaptive limit locks only when a window
-//! closes, see [`Adaptive`](crate::Adaptive)). Checks read counters that other threads may be
-//! changing; every thread counts itself before checking, so a race can only
-//! refuse spuriously, never admit past a bound.
+//! closes, see [`Adaptive`](crate::Adaptive)). Checks read counters that
+//! other threads may be changing; every thread counts itself before
+//! checking, so a race can only refuse spuriously, never admit past a
+//! bound.
 
 use super::config::{LimiterConfig, LimiterConfigError, QueueOrder};
 use super::permit::Permit;
