@@ -3,11 +3,17 @@
 //! limiter can do) and `tower::limit::ConcurrencyLimit`'s semaphore (what a
 //! Rust service gets off the shelf).
 //!
+//! `floodwall_aimd` is the same path with an adaptive limit, so a finished
+//! request also hands its sample to the algorithm (with a fixed baseline,
+//! so no baseline measurement runs during the bench).
+//!
 //! Run: `cargo bench -p floodwall-core --bench admission`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use floodwall_core::limiter::{LimiterConfig, TenantSpec};
-use floodwall_core::{FixedLimit, Limiter, MonotonicClock, Outcome, Request};
+use floodwall_core::{
+    AimdConfig, AimdLimit, Baseline, FixedLimit, Limit, Limiter, MonotonicClock, Outcome, Request,
+};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -28,6 +34,10 @@ fn atomic_gate(counter: &AtomicUsize) -> bool {
 }
 
 fn limiter(tenants: bool) -> Arc<Limiter> {
+    limiter_with(tenants, FixedLimit::new(LIMIT))
+}
+
+fn limiter_with(tenants: bool, limit: impl Limit) -> Arc<Limiter> {
     let cfg = LimiterConfig {
         tenant: TenantSpec {
             max_share: if tenants { 0.5 } else { 1.0 },
@@ -35,7 +45,18 @@ fn limiter(tenants: bool) -> Arc<Limiter> {
         },
         ..LimiterConfig::default()
     };
-    Limiter::new(cfg, FixedLimit::new(LIMIT), Arc::new(MonotonicClock::new())).unwrap()
+    Limiter::new(cfg, limit, Arc::new(MonotonicClock::new())).unwrap()
+}
+
+/// AIMD with a fixed baseline: windows close once a second, nothing else
+/// needs the algorithm's state. It starts at 3, above the 2 threads' 2 in
+/// flight, so every acquire succeeds.
+fn aimd() -> AimdLimit {
+    AimdLimit::new(AimdConfig {
+        baseline: Baseline::Fixed(Duration::from_millis(1)),
+        ..AimdConfig::default()
+    })
+    .unwrap()
 }
 
 fn floodwall_once(l: &Arc<Limiter>, r: &Request<'_>) {
@@ -72,6 +93,7 @@ fn bench(c: &mut Criterion) {
     let sem = Arc::new(tokio::sync::Semaphore::new(LIMIT));
     let fw = limiter(false);
     let fw_tenant = limiter(true);
+    let fw_aimd = limiter_with(false, aimd());
     let counter = AtomicUsize::new(0);
     let class = fw.class_id("interactive").unwrap();
     let plain = Request {
@@ -104,6 +126,9 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::from_parameter("floodwall_tenant"), |b| {
             b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw_tenant, &with_tenant)))
+        });
+        g.bench_function(BenchmarkId::from_parameter("floodwall_aimd"), |b| {
+            b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw_aimd, &plain)))
         });
         g.finish();
     }

@@ -1,7 +1,7 @@
 //! floodwall-core: the admission engine of floodwall, with no I/O.
 //!
 //! Three ideas, kept in separate modules so each can be read and tested on
-//! its own (see `STYLE.md`):
+//! its own:
 //!
 //! - [`limit`]: *how big* the limit is. A [`Limit`] takes samples and says
 //!   what the limit is now; a fixed limit ships here, adaptive ones slot in
@@ -21,13 +21,14 @@
 pub mod clock;
 pub mod limit;
 pub mod limiter;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
 pub use limit::{
-    AimdConfig, AimdLimit, Baseline, Cause, Decision, Failures, FixedLimit, GradientConfig,
-    GradientLimit, Limit, LimitConfigError, Outcome, ProbeConfig, Sample, ShapingConfig, Statistic,
-    VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
+    Adaptive, AimdConfig, AimdLimit, Baseline, BaselineProbe, Cause, Decision, Failures,
+    FixedLimit, GradientConfig, GradientLimit, Limit, LimitConfigError, Outcome, Sample,
+    ShapingConfig, Statistic, VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
 };
 pub use limiter::{
     Acquire, ClassId, ClassSpec, Limiter, LimiterConfig, Permit, QueueOrder, QueueSpec, Reason,

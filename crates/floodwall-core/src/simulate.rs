@@ -1,6 +1,10 @@
 //! A deterministic, virtual-time simulation of a [`Limit`] enforced by the
 //! real [`Limiter`] in front of a backend whose best concurrency is known.
 //!
+//! Behind the `simulate` cargo feature, off by default: it is for tests
+//! (this crate's `tests/simulation.rs` turns it on through a
+//! self-dev-dependency) and benchmark tooling, not for a gateway build.
+//!
 //! Netflix ships `BlockingAdaptiveExecutorSimulation` beside its limits for
 //! the same reason: an adaptive algorithm is only as good as its behaviour
 //! over minutes of traffic, and that can be asserted with numbers only if
@@ -53,11 +57,11 @@
 
 use crate::clock::{duration_nanos, Clock, ManualClock, Nanos};
 use crate::limit::rng::Rng;
-use crate::limit::{Cause, Decision, Limit, Outcome, Sample};
+use crate::limit::{Cause, Limit, Outcome};
 use crate::limiter::{ClassSpec, Limiter, LimiterConfig, Permit, Request};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The simulated upstream; see the module doc.
@@ -261,36 +265,6 @@ impl Trace {
     }
 }
 
-/// Lets the simulation read the limit's [`Limit::explain`] while the
-/// limiter owns it.
-struct Tap<L>(Arc<Mutex<L>>);
-
-fn lock<L>(m: &Mutex<L>) -> MutexGuard<'_, L> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl<L: Limit> Limit for Tap<L> {
-    fn limit(&self) -> usize {
-        lock(&self.0).limit()
-    }
-
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
-        lock(&self.0).on_sample(now, sample)
-    }
-
-    fn name(&self) -> &'static str {
-        lock(&self.0).name()
-    }
-
-    fn is_adaptive(&self) -> bool {
-        lock(&self.0).is_adaptive()
-    }
-
-    fn explain(&self) -> Option<Decision> {
-        lock(&self.0).explain()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Arrival,
@@ -457,10 +431,10 @@ impl Sim<'_> {
         }
     }
 
-    fn point(&mut self, now: u64, tap: &Mutex<impl Limit>) -> Point {
+    fn point(&mut self, now: u64, tap: &impl Limit) -> Point {
         let iv = std::mem::take(&mut self.interval);
         let secs = self.scenario.resolution.as_secs_f64();
-        let decision = lock(tap).explain();
+        let decision = tap.explain();
         Point {
             t: Duration::from_nanos(now),
             limit: self.limiter.limit(),
@@ -480,13 +454,15 @@ impl Sim<'_> {
 /// Runs `scenario` with `limit` enforced by a real [`Limiter`] (one class,
 /// no queue, no tenant caps) on a [`ManualClock`], and returns the trace.
 pub fn run<L: Limit>(scenario: &Scenario, limit: L) -> Trace {
-    let tap = Arc::new(Mutex::new(limit));
+    // The limiter owns one handle, the trace reads `explain` through the
+    // other.
+    let tap = Arc::new(limit);
     let clock = Arc::new(ManualClock::new());
     let config = LimiterConfig {
         classes: vec![ClassSpec::new("sim", 0.0)],
         ..LimiterConfig::default()
     };
-    let limiter = Limiter::new(config, Tap(tap.clone()), clock.clone() as Arc<dyn Clock>)
+    let limiter = Limiter::new(config, tap.clone(), clock.clone() as Arc<dyn Clock>)
         .expect("a one-class config is valid");
     let req = Request {
         class: limiter.class_id("sim").expect("configured"),

@@ -1,4 +1,6 @@
-//! AIMD: seed 001's adaptive concurrency rule, evaluated once per window.
+//! AIMD: the rule of the article "How I Slashed P99 Latency by 82% … with
+//! Adaptive Concurrency Sharding" (below, the sharding article), evaluated
+//! once per window.
 //!
 //! ```text
 //! per closed window, with L the limit:
@@ -11,12 +13,12 @@
 //! about 55 windows and halves in four. The `+ 1` lets it grow from a
 //! small limit at all (3 × 1.1 rounds back down to 3).
 //!
-//! **Why relative to a baseline, not an absolute threshold.** Seed 001
-//! compares p99 with a fixed `ScaleUpThreshold` in milliseconds. That number
+//! **Why relative to a baseline, not an absolute threshold.** The sharding
+//! article compares p99 with a fixed `ScaleUpThreshold` in milliseconds. That number
 //! is right for one upstream on one day: a deploy that makes queries 30 %
 //! slower turns it into "always overloaded" and pins the limit at the floor;
 //! one that makes them faster lets a real queue build before the threshold
-//! trips. Comparing with the measured unloaded p99 (see `probe`) keeps the
+//! trips. Comparing with the measured unloaded p99 (see `Baseline`) keeps the
 //! meaning — "requests are queueing" — whatever the upstream's speed. The
 //! absolute form is still there: `Baseline::Fixed(d)` with `tolerance`
 //! 1.0 is "p99 > d".
@@ -32,9 +34,9 @@
 //! 3–4 s. A tolerance of 1.1 sits closer to W on tight latencies but, on
 //! long-tailed ones, lets noise cut it to its floor.
 //!
-//! **Defaults** (seed 001 unless said): backoff 0.85 on latency, 0.7 on
-//! failures, growth ×1.1 and at least +1; ours: statistic p50, tolerance
-//! 1.15. Seed 001 says "p99", but its code keeps an exponential moving
+//! **Defaults** (the sharding article's unless said): backoff 0.85 on
+//! latency, 0.7 on failures, growth ×1.1 and at least +1; ours: statistic
+//! p50, tolerance 1.15. The article says "p99", but its code keeps an exponential moving
 //! average of raw latencies, i.e. a mean. A real p99 cannot be compared
 //! with a probed baseline: no probe of a few hundred requests estimates a
 //! p99, and on a long-tailed upstream the simulations pinned a p99 AIMD at
@@ -42,18 +44,15 @@
 //! [`Statistic`]). Shaping, window and probe defaults are those of
 //! [`ShapingConfig`], [`WindowConfig`] and [`Baseline`].
 //!
-//! **Source**: seed 001 (`recalculate()`: errors ×0.7, p99 ×0.85, healthy
-//! ×1.1); AIMD itself is TCP's congestion avoidance (Jacobson 1988); Netflix
+//! **Source**: the sharding article (`recalculate()`: errors ×0.7, p99
+//! ×0.85, healthy ×1.1); AIMD itself is TCP's congestion avoidance (Jacobson 1988); Netflix
 //! concurrency-limits ships the same idea as `AIMDLimit`.
 
-use super::controller::{Controller, Evaluation, Step};
-use super::decision::{ms, Cause, Decision};
-use super::failures::Failures;
-use super::probe::Baseline;
-use super::shaping::ShapingConfig;
-use super::window::{Statistic, WindowConfig, WindowSummary};
-use super::{Limit, LimitConfigError, Sample};
-use crate::clock::Nanos;
+use super::adaptive::{
+    ms, Adaptive, Baseline, Cause, Controller, Evaluation, Failures, Rule, ShapingConfig,
+    Statistic, Step, WindowConfig, WindowSummary,
+};
+use super::LimitConfigError;
 
 /// Settings of [`AimdLimit`]; see the module doc for the formula and why
 /// each default.
@@ -138,29 +137,30 @@ impl AimdConfig {
 }
 
 /// Additive-increase-multiplicative-decrease on errors and tail latency,
-/// per window (seed 001). See the module doc.
-#[derive(Debug, Clone)]
-pub struct AimdLimit {
-    cfg: AimdConfig,
-    ctl: Controller,
-}
+/// per window (the sharding article). See the module doc.
+pub type AimdLimit = Adaptive<Aimd>;
 
-impl AimdLimit {
+impl Adaptive<Aimd> {
     /// An AIMD limit starting at `cfg.shaping.min`, or the key of the first
     /// invalid setting.
     pub fn new(cfg: AimdConfig) -> Result<Self, LimitConfigError> {
         cfg.validate("")?;
-        Ok(Self {
-            ctl: Controller::new(cfg.shaping, cfg.window, cfg.baseline, cfg.statistic),
-            cfg,
-        })
+        Ok(Adaptive::build(
+            Aimd { cfg },
+            cfg.shaping,
+            cfg.window,
+            cfg.baseline,
+        ))
     }
+}
 
-    /// The current baseline latency (the configured statistic), once known.
-    pub fn baseline(&self) -> Option<std::time::Duration> {
-        self.ctl.baseline(self.cfg.statistic)
-    }
+/// The AIMD rule, as [`AimdLimit`] runs it; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Aimd {
+    cfg: AimdConfig,
+}
 
+impl Aimd {
     /// How many times the baseline the window statistic may be at `limit`
     /// before it counts as queueing: `tolerance + 1 / limit`. The `1 /
     /// limit` is one request's worth of queueing: with W workers, a limit
@@ -188,16 +188,26 @@ impl AimdLimit {
         let proportional = threshold.as_secs_f64() / lat.as_secs_f64().max(1e-9);
         proportional.min(self.cfg.backoff).max(self.cfg.max_cut)
     }
+}
 
-    fn evaluate(&self, w: &WindowSummary) -> Evaluation {
-        let limit = self.ctl.value();
+impl Rule for Aimd {
+    fn name(&self) -> &'static str {
+        "aimd"
+    }
+
+    fn statistic(&self) -> Statistic {
+        self.cfg.statistic
+    }
+
+    fn evaluate(&self, ctl: &Controller, w: &WindowSummary) -> Evaluation {
+        let limit = ctl.value();
         if let Some(cut) = self.cfg.failures.check(w, limit) {
             return cut;
         }
         let stat = self.cfg.statistic;
         let latency = w.latency.map(|l| stat.of(&l));
         let grow = Step::Increase((limit * self.cfg.increase).max(limit + 1.0));
-        let (Some(lat), Some(base)) = (latency, self.ctl.baseline(stat)) else {
+        let (Some(lat), Some(base)) = (latency, ctl.baseline(stat)) else {
             return Evaluation {
                 step: grow,
                 cause: Cause::Healthy,
@@ -244,33 +254,11 @@ impl AimdLimit {
     }
 }
 
-impl Limit for AimdLimit {
-    fn limit(&self) -> usize {
-        self.ctl.limit()
-    }
-
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
-        if let Some(w) = self.ctl.sample(now, sample) {
-            let e = self.evaluate(&w);
-            self.ctl.apply(now, &w, e);
-        }
-        self.ctl.limit()
-    }
-
-    fn name(&self) -> &'static str {
-        "aimd"
-    }
-
-    fn explain(&self) -> Option<Decision> {
-        self.ctl.decision()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::controller::testing::Feeder;
-    use crate::limit::{Cause, Outcome};
+    use crate::limit::adaptive::testing::Feeder;
+    use crate::limit::{Cause, Limit, Outcome};
     use std::time::Duration;
 
     fn aimd() -> AimdLimit {
@@ -291,25 +279,25 @@ mod tests {
 
     #[test]
     fn grows_by_one_when_small_then_by_ten_percent() {
-        let (mut l, mut f) = (aimd(), Feeder::new());
+        let (l, mut f) = (aimd(), Feeder::new());
         assert_eq!(l.limit(), 3);
-        assert_eq!(f.ok(&mut l, 10), 4, "3 × 1.1 = 3.3 would not move; +1");
+        assert_eq!(f.ok(&l, 10), 4, "3 × 1.1 = 3.3 would not move; +1");
         for _ in 0..20 {
-            f.ok(&mut l, 10);
+            f.ok(&l, 10);
         }
-        let before = l.ctl.value();
-        f.ok(&mut l, 10);
-        assert!((l.ctl.value() - before * 1.1).abs() < 1e-9);
+        let before = l.value();
+        f.ok(&l, 10);
+        assert!((l.value() - before * 1.1).abs() < 1e-9);
         assert_eq!(l.explain().unwrap().cause, Cause::Healthy);
     }
 
     #[test]
     fn errors_cut_by_0_7_and_latency_by_0_85() {
-        let (mut l, mut f) = (aimd(), Feeder::new());
+        let (l, mut f) = (aimd(), Feeder::new());
         for _ in 0..25 {
-            f.ok(&mut l, 10);
+            f.ok(&l, 10);
         }
-        let before = l.ctl.value();
+        let before = l.value();
         // 2 errors in 20 = 10 % > 5 %.
         let err = |i: usize| {
             if i % 10 == 0 {
@@ -318,13 +306,13 @@ mod tests {
                 Outcome::Success
             }
         };
-        f.window(&mut l, Duration::from_millis(10), err);
-        assert!((l.ctl.value() - before * 0.7).abs() < 1e-9);
+        f.window(&l, Duration::from_millis(10), err);
+        assert!((l.value() - before * 0.7).abs() < 1e-9);
         assert_eq!(l.explain().unwrap().cause, Cause::Errors);
 
-        let before = l.ctl.value();
-        f.ok(&mut l, 12); // p50 12 ms > (1.15 + 1/L) × 10 ms
-        assert!((l.ctl.value() - before * 0.85).abs() < 1e-9);
+        let before = l.value();
+        f.ok(&l, 12); // p50 12 ms > (1.15 + 1/L) × 10 ms
+        assert!((l.value() - before * 0.85).abs() < 1e-9);
         let d = l.explain().unwrap();
         assert_eq!(d.cause, Cause::Latency);
         let allowance = format!("{:.2}", 1.15 + 1.0 / (before.floor()));
@@ -334,14 +322,14 @@ mod tests {
             "{d}"
         );
 
-        let before = l.ctl.value();
-        f.ok(&mut l, 11); // 11 ms ≤ 1.15 × 10 ms: healthy
-        assert!(l.ctl.value() > before);
+        let before = l.value();
+        f.ok(&l, 11); // 11 ms ≤ 1.15 × 10 ms: healthy
+        assert!(l.value() > before);
     }
 
     #[test]
     fn slow_start_doubles_until_the_first_cut() {
-        let mut l = AimdLimit::new(AimdConfig {
+        let l = AimdLimit::new(AimdConfig {
             shaping: ShapingConfig {
                 min: 3,
                 ramp_up: Duration::ZERO,
@@ -353,16 +341,16 @@ mod tests {
         })
         .unwrap();
         let mut f = Feeder::new();
-        assert_eq!(f.ok(&mut l, 10), 6);
-        assert_eq!(f.ok(&mut l, 10), 12);
+        assert_eq!(f.ok(&l, 10), 6);
+        assert_eq!(f.ok(&l, 10), 12);
         assert!(l.explain().unwrap().detail.contains("slow start"));
-        assert_eq!(f.ok(&mut l, 10), 24);
+        assert_eq!(f.ok(&l, 10), 24);
         // 20 ms is 1.7 × the threshold: a proportional cut, at most ÷2.
-        let cut = f.ok(&mut l, 20);
+        let cut = f.ok(&l, 20);
         assert!((12..=14).contains(&cut), "{cut}");
         // Slow start is over: growth is ×1.1 again.
-        let before = l.ctl.value();
-        f.ok(&mut l, 10);
-        assert!((l.ctl.value() - before * 1.1).abs() < 1e-9);
+        let before = l.value();
+        f.ok(&l, 10);
+        assert!((l.value() - before * 1.1).abs() < 1e-9);
     }
 }

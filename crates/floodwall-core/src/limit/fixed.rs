@@ -27,7 +27,7 @@ impl Limit for FixedLimit {
         self.limit
     }
 
-    fn on_sample(&mut self, _now: Nanos, _sample: &Sample) -> usize {
+    fn on_sample(&self, _now: Nanos, _sample: &Sample) -> usize {
         self.limit
     }
 

@@ -39,7 +39,7 @@
 //! - **The baseline does not ratchet.** Gradient2's long-term RTT is an
 //!   average of recent windows and rises with sustained load; here it is
 //!   measured by probes at the floor that time only requests admitted under
-//!   the pin (Envoy's minRTT, with Envoy PR #11579's fix; see `probe`).
+//!   the pin (Envoy's minRTT, with Envoy PR #11579's fix; see `Baseline`).
 //! - **Headroom only when nothing queues.** Gradient2 adds its queue
 //!   allowance on every window, so under modest overload (g ≈ 0.8) the
 //!   `+ queue` term outweighs the cut and the limit creeps up forever
@@ -59,15 +59,12 @@
 //! **Source**: Netflix concurrency-limits `Gradient2Limit`; Envoy
 //! `adaptive_concurrency` gradient controller.
 
-use super::controller::{Controller, Evaluation, Step};
-use super::decision::{ms, Cause, Decision};
-use super::failures::Failures;
-use super::probe::Baseline;
-use super::shaping::ShapingConfig;
-use super::window::{Statistic, WindowConfig, WindowSummary};
-use super::{Limit, LimitConfigError, Sample};
-use crate::clock::Nanos;
-use std::time::Duration;
+use super::adaptive::{
+    ms, Adaptive, Baseline, Cause, Controller, Evaluation, Failures, Rule, ShapingConfig,
+    Statistic, Step, WindowConfig, WindowSummary,
+};
+use super::LimitConfigError;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The gradient is clamped below at this, so one bad window cuts the limit
 /// by at most `smoothing × (1 − MIN_GRADIENT)`.
@@ -132,13 +129,29 @@ impl GradientConfig {
 }
 
 /// A gradient limit; see the module doc.
-#[derive(Debug, Clone)]
-pub struct GradientLimit {
+pub type GradientLimit = Adaptive<Gradient>;
+
+impl Adaptive<Gradient> {
+    /// A gradient limit starting at `cfg.shaping.min`, or the key of the
+    /// first invalid setting.
+    pub fn new(cfg: GradientConfig) -> Result<Self, LimitConfigError> {
+        cfg.validate("")?;
+        let rule = Gradient {
+            cfg,
+            careful: AtomicU32::new(0),
+        };
+        Ok(Adaptive::build(rule, cfg.shaping, cfg.window, cfg.baseline))
+    }
+}
+
+/// The gradient rule, as [`GradientLimit`] runs it; see the module doc.
+#[derive(Debug)]
+pub struct Gradient {
     cfg: GradientConfig,
-    ctl: Controller,
     /// Growth steps left to take carefully (`s × √L`) since the last
-    /// decrease.
-    careful: u32,
+    /// decrease. Read and written only under the limit's lock (in
+    /// `evaluate` and `applied`): an atomic only because a rule is shared.
+    careful: AtomicU32,
 }
 
 /// A gradient at or above this (a cut under 2 % a window) is a trim, within
@@ -149,31 +162,23 @@ const TRIM_GRADIENT: f64 = 0.9;
 /// After a decrease, this many growth steps are `s × √L` instead of `√L`.
 const CAREFUL_STEPS: u32 = 3;
 
-impl GradientLimit {
-    /// A gradient limit starting at `cfg.shaping.min`, or the key of the
-    /// first invalid setting.
-    pub fn new(cfg: GradientConfig) -> Result<Self, LimitConfigError> {
-        cfg.validate("")?;
-        Ok(Self {
-            ctl: Controller::new(cfg.shaping, cfg.window, cfg.baseline, cfg.statistic),
-            cfg,
-            careful: 0,
-        })
+impl Rule for Gradient {
+    fn name(&self) -> &'static str {
+        "gradient"
     }
 
-    /// The current baseline latency (the configured statistic), once known.
-    pub fn baseline(&self) -> Option<Duration> {
-        self.ctl.baseline(self.cfg.statistic)
+    fn statistic(&self) -> Statistic {
+        self.cfg.statistic
     }
 
-    fn evaluate(&self, w: &WindowSummary) -> Evaluation {
-        let limit = self.ctl.value();
+    fn evaluate(&self, ctl: &Controller, w: &WindowSummary) -> Evaluation {
+        let limit = ctl.value();
         if let Some(cut) = self.cfg.failures.check(w, limit) {
             return cut;
         }
         let stat = self.cfg.statistic;
         let latency = w.latency.map(|l| stat.of(&l));
-        let (Some(short), Some(base)) = (latency, self.ctl.baseline(stat)) else {
+        let (Some(short), Some(base)) = (latency, ctl.baseline(stat)) else {
             return Evaluation {
                 step: Step::Hold,
                 cause: Cause::Steady,
@@ -205,7 +210,7 @@ impl GradientLimit {
                 detail: format!("{what} → ×{:.3}", 1.0 - s + s * g),
             }
         } else {
-            let (k, phase) = if self.careful > 0 {
+            let (k, phase) = if self.careful.load(Ordering::Relaxed) > 0 {
                 (s, " (careful: near the last decrease)")
             } else {
                 (1.0, "")
@@ -219,45 +224,24 @@ impl GradientLimit {
             }
         }
     }
-}
 
-impl Limit for GradientLimit {
-    fn limit(&self) -> usize {
-        self.ctl.limit()
-    }
-
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
-        if let Some(w) = self.ctl.sample(now, sample) {
-            let e = self.evaluate(&w);
-            let decrease = matches!(e.step, Step::Decrease(_) | Step::Trim(_));
-            self.ctl.apply(now, &w, e);
-            if decrease {
-                self.careful = CAREFUL_STEPS;
-            } else if self
-                .ctl
-                .decision()
-                .is_some_and(|d| d.cause == Cause::Healthy)
-            {
-                self.careful = self.careful.saturating_sub(1);
-            }
+    fn applied(&self, step: Step, cause: Cause) {
+        if matches!(step, Step::Decrease(_) | Step::Trim(_)) {
+            self.careful.store(CAREFUL_STEPS, Ordering::Relaxed);
+        } else if cause == Cause::Healthy {
+            let left = self.careful.load(Ordering::Relaxed);
+            self.careful
+                .store(left.saturating_sub(1), Ordering::Relaxed);
         }
-        self.ctl.limit()
-    }
-
-    fn name(&self) -> &'static str {
-        "gradient"
-    }
-
-    fn explain(&self) -> Option<Decision> {
-        self.ctl.decision()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::controller::testing::Feeder;
-    use crate::limit::{Cause, Outcome};
+    use crate::limit::adaptive::testing::Feeder;
+    use crate::limit::{Cause, Limit, Outcome};
+    use std::time::Duration;
 
     fn gradient() -> GradientLimit {
         GradientLimit::new(GradientConfig {
@@ -276,38 +260,38 @@ mod tests {
 
     #[test]
     fn grows_by_the_square_root_while_nothing_queues() {
-        let (mut l, mut f) = (gradient(), Feeder::new());
-        assert_eq!(f.ok(&mut l, 10), 20, "16 + √16");
+        let (l, mut f) = (gradient(), Feeder::new());
+        assert_eq!(f.ok(&l, 10), 20, "16 + √16");
         // Within tolerance (11 ms ≤ 1.1 × 10 ms): still growing.
-        let before = l.ctl.value();
-        f.ok(&mut l, 11);
-        assert!((l.ctl.value() - (before + before.sqrt())).abs() < 1e-9);
+        let before = l.value();
+        f.ok(&l, 11);
+        assert!((l.value() - (before + before.sqrt())).abs() < 1e-9);
     }
 
     #[test]
     fn shrinks_with_the_gradient_smoothed_and_never_adds_headroom_under_load() {
-        let (mut l, mut f) = (gradient(), Feeder::new());
+        let (l, mut f) = (gradient(), Feeder::new());
         for _ in 0..5 {
-            f.ok(&mut l, 10);
+            f.ok(&l, 10);
         }
-        let before = l.ctl.value();
-        f.ok(&mut l, 14); // g = 1.1 × 10 / 14 = 0.79
+        let before = l.value();
+        f.ok(&l, 14); // g = 1.1 × 10 / 14 = 0.79
         let g = 1.1 * 10.0 / 14.0;
-        assert!((l.ctl.value() - before * (0.8 + 0.2 * g)).abs() < 1e-6);
+        assert!((l.value() - before * (0.8 + 0.2 * g)).abs() < 1e-6);
         // Twice as slow: the gradient is clamped at 0.5, so −10 %.
-        let before = l.ctl.value();
-        f.ok(&mut l, 40);
-        assert!((l.ctl.value() - before * 0.9).abs() < 1e-6);
+        let before = l.value();
+        f.ok(&l, 40);
+        assert!((l.value() - before * 0.9).abs() < 1e-6);
         assert_eq!(l.explain().unwrap().cause, Cause::Latency);
     }
 
     #[test]
     fn drops_are_a_strong_signal() {
-        let (mut l, mut f) = (gradient(), Feeder::new());
+        let (l, mut f) = (gradient(), Feeder::new());
         for _ in 0..5 {
-            f.ok(&mut l, 10);
+            f.ok(&l, 10);
         }
-        let before = l.ctl.value();
+        let before = l.value();
         // One drop in 20 = 5 % > 1 %; the drops are fast, and untimed.
         let drop = |i: usize| {
             if i % 20 == 3 {
@@ -316,14 +300,14 @@ mod tests {
                 Outcome::Success
             }
         };
-        f.window(&mut l, Duration::from_millis(10), drop);
-        assert!((l.ctl.value() - before * 0.7).abs() < 1e-6);
+        f.window(&l, Duration::from_millis(10), drop);
+        assert!((l.value() - before * 0.7).abs() < 1e-6);
         assert_eq!(l.explain().unwrap().cause, Cause::Drops);
     }
 
     #[test]
     fn probes_gently_after_a_decrease_and_a_trim_does_not_hold_growth() {
-        let mut l = GradientLimit::new(GradientConfig {
+        let l = GradientLimit::new(GradientConfig {
             shaping: ShapingConfig {
                 slow_start: false,
                 min: 16,
@@ -336,27 +320,27 @@ mod tests {
         })
         .unwrap();
         let mut f = Feeder::new();
-        f.ok(&mut l, 10);
+        f.ok(&l, 10);
         // g = 11 / 11.5 = 0.96: a trim, not an overload.
-        let before = l.ctl.value();
-        f.ok(&mut l, 12);
-        assert!(l.ctl.value() < before);
+        let before = l.value();
+        f.ok(&l, 12);
+        assert!(l.value() < before);
         // So growth is not held by the hour-long hysteresis, but the next
         // three steps are careful: +0.2 × √L.
         for _ in 0..3 {
-            let before = l.ctl.value();
-            f.ok(&mut l, 10);
-            assert!((l.ctl.value() - (before + 0.2 * before.sqrt())).abs() < 1e-9);
+            let before = l.value();
+            f.ok(&l, 10);
+            assert!((l.value() - (before + 0.2 * before.sqrt())).abs() < 1e-9);
             assert!(l.explain().unwrap().detail.contains("careful"));
         }
-        let before = l.ctl.value();
-        f.ok(&mut l, 10);
-        assert!((l.ctl.value() - (before + before.sqrt())).abs() < 1e-9);
+        let before = l.value();
+        f.ok(&l, 10);
+        assert!((l.value() - (before + before.sqrt())).abs() < 1e-9);
         // Twice as slow is an overload: it holds growth.
-        f.ok(&mut l, 20);
-        let held = l.ctl.value();
-        f.ok(&mut l, 10);
-        assert_eq!(l.ctl.value(), held);
+        f.ok(&l, 20);
+        let held = l.value();
+        f.ok(&l, 10);
+        assert_eq!(l.value(), held);
         assert_eq!(l.explain().unwrap().cause, Cause::Hysteresis);
     }
 }

@@ -10,50 +10,54 @@
 //! | algorithm | rule, per window | settles at (simulated, W = best) | source |
 //! |---|---|---|---|
 //! | [`FixedLimit`] | constant | where you put it | HAProxy `maxconn` |
-//! | [`AimdLimit`] | failures ×0.7; p50 > 1.15 × baseline ×0.85; else ×1.1 (≥ +1) | W … 1.15 W sawtooth, mean 1.0–1.14 W | seed 001 |
+//! | [`AimdLimit`] | failures ×0.7; p50 > 1.15 × baseline ×0.85; else ×1.1 (≥ +1) | W … 1.15 W sawtooth, mean 1.0–1.14 W | the adaptive concurrency sharding article, TCP |
 //! | [`GradientLimit`] | `L × clamp(1.1 × baseline / p50, 0.5, 1)` smoothed; `+√L` when unqueued | 1.08–1.18 W, flat | Netflix Gradient2, Envoy |
 //! | [`VegasLimit`] | keep `L × (1 − rtt_noload / rtt)` between 3·D and 6·D | W + 3 … W + 6 (W < 100) | TCP Vegas, Netflix |
-//! | [`WipLimit`] | halve while latency > 2 × baseline, else back toward base | W … 2 W sawtooth | seed 000 |
+//! | [`WipLimit`] | halve while latency > 2 × baseline, else back toward base | W … 2 W sawtooth | the Phoenix WIP-gate article |
 //!
-//! The numbers come from `tests/simulation.rs` (see
-//! [`simulate`](crate::simulate)); `aimd` is the one that keeps closest to
+//! The numbers come from `tests/simulation.rs` (the `simulate` module,
+//! behind the `simulate` feature); `aimd` is the one that keeps closest to
 //! the best limit on both tight and long-tailed latencies, and tracks a
 //! halving of capacity in about 4 s.
 //!
-//! The adaptive ones share one implementation (the private `controller`
-//! module and its helpers) of windowed sampling ([`WindowConfig`]), the baseline
-//! probe ([`Baseline`], [`ProbeConfig`]), failure cuts ([`Failures`]) and
+//! The adaptive ones are one type, [`Adaptive`], around each algorithm's
+//! rule (`AimdLimit` is `Adaptive<Aimd>`, and so on). It implements, once,
+//! windowed sampling ([`WindowConfig`]), the baseline measurement
+//! ([`Baseline`], [`BaselineProbe`]), failure cuts ([`Failures`]) and
 //! shaping — floor, cap, cold-start ramp, hysteresis, growth guard
-//! ([`ShapingConfig`]) — so each algorithm's file holds only its formula.
-//! Each explains its last move with a [`Decision`] ([`Limit::explain`]).
+//! ([`ShapingConfig`]) — so each algorithm's file holds only its formula
+//! (see the `adaptive` module). Each explains its last move with a
+//! [`Decision`] ([`Limit::explain`]).
+//!
+//! **Synchronisation is the limit's own.** [`Limit::on_sample`] takes
+//! `&self` and may be called from many threads at once: the limiter holds
+//! no lock around it. [`FixedLimit`] needs none; [`Adaptive`] fills its
+//! open window with atomics and locks only to close a window (about once a
+//! second), so the request path does not serialise on it.
 
+mod adaptive;
 mod aimd;
-mod controller;
-mod decision;
-mod failures;
 mod fixed;
 mod gradient;
-mod histogram;
-mod probe;
-pub(crate) mod rng;
-mod shaping;
 mod vegas;
-mod window;
 mod wip;
 
-pub use aimd::{AimdConfig, AimdLimit};
-pub use decision::{Cause, Decision};
-pub use failures::Failures;
+pub use adaptive::{
+    Adaptive, Baseline, BaselineProbe, Cause, Decision, Failures, ShapingConfig, Statistic,
+    WindowConfig,
+};
+pub use aimd::{Aimd, AimdConfig, AimdLimit};
 pub use fixed::FixedLimit;
-pub use gradient::{GradientConfig, GradientLimit};
-pub use probe::{Baseline, ProbeConfig};
-pub use shaping::ShapingConfig;
-pub use vegas::{VegasConfig, VegasLimit};
-pub use window::{Statistic, WindowConfig};
-pub use wip::{WipConfig, WipLimit};
+pub use gradient::{Gradient, GradientConfig, GradientLimit};
+pub use vegas::{Vegas, VegasConfig, VegasLimit};
+pub use wip::{Wip, WipConfig, WipLimit};
+
+#[cfg(feature = "simulate")]
+pub(crate) use adaptive::rng;
 
 use crate::clock::Nanos;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a request admitted through a permit ended.
@@ -114,16 +118,18 @@ pub struct Sample {
 
 /// A limit algorithm.
 ///
-/// The limiter calls [`Limit::on_sample`] under its own lock, only when
-/// [`Limit::is_adaptive`] is true, so a fixed limit costs nothing per
-/// request. Implementations take `&mut self`: they need no interior
-/// synchronisation of their own.
-pub trait Limit: Send + 'static {
+/// The limiter calls [`Limit::on_sample`] for every finished request, only
+/// when [`Limit::is_adaptive`] is true, so a fixed limit costs nothing per
+/// request. It calls it from whichever thread finished the request, with no
+/// lock of its own: an implementation synchronises itself, and should keep
+/// the per-sample path free of locks (see [`Adaptive`]), since every
+/// request goes through it.
+pub trait Limit: Send + Sync + 'static {
     /// The limit right now; at least 1.
     fn limit(&self) -> usize;
 
     /// Takes one sample at time `now` and returns the new limit.
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize;
+    fn on_sample(&self, now: Nanos, sample: &Sample) -> usize;
 
     /// A short name for metrics and `/status`, e.g. `"fixed"`.
     fn name(&self) -> &'static str;
@@ -149,7 +155,31 @@ impl<L: Limit + ?Sized> Limit for Box<L> {
         (**self).limit()
     }
 
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
+    fn on_sample(&self, now: Nanos, sample: &Sample) -> usize {
+        (**self).on_sample(now, sample)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn is_adaptive(&self) -> bool {
+        (**self).is_adaptive()
+    }
+
+    fn explain(&self) -> Option<Decision> {
+        (**self).explain()
+    }
+}
+
+/// A shared limit is a limit, so a caller can keep a handle on the one a
+/// limiter enforces (to read [`Limit::explain`], as the simulation does).
+impl<L: Limit + ?Sized> Limit for Arc<L> {
+    fn limit(&self) -> usize {
+        (**self).limit()
+    }
+
+    fn on_sample(&self, now: Nanos, sample: &Sample) -> usize {
         (**self).on_sample(now, sample)
     }
 

@@ -24,7 +24,7 @@
 //! simulations). Its additive decrease also makes it the slowest to follow
 //! a capacity drop: about 30 s to get from 1.1 × 50 to 1.2 × 25.
 //!
-//! `rtt_noload` is the probe's baseline (see `probe`), never the running
+//! `rtt_noload` is the measured baseline (see `Baseline`), never the running
 //! minimum: Netflix's VegasLimit resets `rtt_noload` to the current RTT
 //! every `probeMultiplier × limit` samples, and under sustained load that is
 //! a loaded RTT, so the queue estimate reads zero and the limit grows
@@ -42,15 +42,11 @@
 //! Avoidance on a Global Internet" (1995); Netflix concurrency-limits
 //! `VegasLimit`.
 
-use super::controller::{Controller, Evaluation, Step};
-use super::decision::{ms, Cause, Decision};
-use super::failures::Failures;
-use super::probe::Baseline;
-use super::shaping::ShapingConfig;
-use super::window::{Statistic, WindowConfig, WindowSummary};
-use super::{Limit, LimitConfigError, Sample};
-use crate::clock::Nanos;
-use std::time::Duration;
+use super::adaptive::{
+    ms, Adaptive, Baseline, Cause, Controller, Evaluation, Failures, Rule, ShapingConfig,
+    Statistic, Step, WindowConfig, WindowSummary,
+};
+use super::LimitConfigError;
 
 /// Settings of [`VegasLimit`]; see the module doc for the formula and why
 /// each default.
@@ -112,36 +108,47 @@ impl VegasConfig {
     }
 }
 
-/// A Vegas limit; see the module doc.
-#[derive(Debug, Clone)]
-pub struct VegasLimit {
-    cfg: VegasConfig,
-    ctl: Controller,
-}
+/// A Vegas limit; see the module doc. Its [`baseline`](Adaptive::baseline)
+/// is `rtt_noload`, the mean latency at the floor.
+pub type VegasLimit = Adaptive<Vegas>;
 
-impl VegasLimit {
+impl Adaptive<Vegas> {
     /// A Vegas limit starting at `cfg.shaping.min`, or the key of the first
     /// invalid setting.
     pub fn new(cfg: VegasConfig) -> Result<Self, LimitConfigError> {
         cfg.validate("")?;
-        Ok(Self {
-            ctl: Controller::new(cfg.shaping, cfg.window, cfg.baseline, Statistic::Mean),
-            cfg,
-        })
+        Ok(Adaptive::build(
+            Vegas { cfg },
+            cfg.shaping,
+            cfg.window,
+            cfg.baseline,
+        ))
+    }
+}
+
+/// The Vegas rule, as [`VegasLimit`] runs it; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Vegas {
+    cfg: VegasConfig,
+}
+
+impl Rule for Vegas {
+    fn name(&self) -> &'static str {
+        "vegas"
     }
 
-    /// The current `rtt_noload` (mean latency at the floor), once known.
-    pub fn baseline(&self) -> Option<Duration> {
-        self.ctl.baseline(Statistic::Mean)
+    /// The mean: the queue estimate is Little's law.
+    fn statistic(&self) -> Statistic {
+        Statistic::Mean
     }
 
-    fn evaluate(&self, w: &WindowSummary) -> Evaluation {
-        let limit = self.ctl.value();
+    fn evaluate(&self, ctl: &Controller, w: &WindowSummary) -> Evaluation {
+        let limit = ctl.value();
         if let Some(cut) = self.cfg.failures.check(w, limit) {
             return cut;
         }
         let latency = w.latency.map(|l| l.mean);
-        let (Some(rtt), Some(noload)) = (latency, self.ctl.baseline(Statistic::Mean)) else {
+        let (Some(rtt), Some(noload)) = (latency, ctl.baseline(Statistic::Mean)) else {
             return Evaluation {
                 step: Step::Hold,
                 cause: Cause::Steady,
@@ -183,33 +190,12 @@ impl VegasLimit {
     }
 }
 
-impl Limit for VegasLimit {
-    fn limit(&self) -> usize {
-        self.ctl.limit()
-    }
-
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
-        if let Some(w) = self.ctl.sample(now, sample) {
-            let e = self.evaluate(&w);
-            self.ctl.apply(now, &w, e);
-        }
-        self.ctl.limit()
-    }
-
-    fn name(&self) -> &'static str {
-        "vegas"
-    }
-
-    fn explain(&self) -> Option<Decision> {
-        self.ctl.decision()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::controller::testing::Feeder;
-    use crate::limit::Cause;
+    use crate::limit::adaptive::testing::Feeder;
+    use crate::limit::{Cause, Limit};
+    use std::time::Duration;
 
     fn vegas() -> VegasLimit {
         VegasLimit::new(VegasConfig {
@@ -226,26 +212,26 @@ mod tests {
         .unwrap()
     }
 
-    fn us(l: &mut VegasLimit, f: &mut Feeder, rtt_us: u64) -> f64 {
+    fn us(l: &VegasLimit, f: &mut Feeder, rtt_us: u64) -> f64 {
         f.window(l, Duration::from_micros(rtt_us), |_| {
             crate::Outcome::Success
         });
-        l.ctl.value()
+        l.value()
     }
 
     #[test]
     fn the_queue_estimate_drives_the_steps() {
-        let (mut l, mut f) = (vegas(), Feeder::new());
+        let (l, mut f) = (vegas(), Feeder::new());
         // L = 20, D = 1. rtt = noload: queue 0 ≤ threshold 1 → +beta (6).
-        assert_eq!(us(&mut l, &mut f, 10_000), 26.0);
+        assert_eq!(us(&l, &mut f, 10_000), 26.0);
         // queue = 26 × (1 − 10/10.5) = 1.2: above threshold, below alpha 3
         // → +D.
-        assert_eq!(us(&mut l, &mut f, 10_500), 27.0);
+        assert_eq!(us(&l, &mut f, 10_500), 27.0);
         // queue = 27 × (1 − 10/12.5) = 5.4: between alpha and beta → hold.
-        assert_eq!(us(&mut l, &mut f, 12_500), 27.0);
+        assert_eq!(us(&l, &mut f, 12_500), 27.0);
         assert_eq!(l.explain().unwrap().cause, Cause::Steady);
         // queue = 27 × (1 − 10/20) = 13.5 > beta 6 → −D.
-        assert_eq!(us(&mut l, &mut f, 20_000), 26.0);
+        assert_eq!(us(&l, &mut f, 20_000), 26.0);
         assert_eq!(l.explain().unwrap().cause, Cause::Latency);
     }
 }

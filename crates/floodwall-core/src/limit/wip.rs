@@ -1,5 +1,6 @@
-//! WIP: seed 000's dynamic WIP limit — a configured base, halved while the
-//! upstream is slow.
+//! WIP: the dynamic WIP limit of the Phoenix WIP-gate article (an HTTP
+//! middleware WIP gate in front of PostgreSQL) — a configured base, halved
+//! while the upstream is slow.
 //!
 //! ```text
 //! per success:        ema ← 0.1 × rtt + 0.9 × ema
@@ -17,39 +18,44 @@
 //! and the goal is "never twice as slow"; prefer `gradient` to find the
 //! limit.
 //!
-//! Seed 000 switches between exactly two values, base and base / 2, on
+//! The article switches between exactly two values, base and base / 2, on
 //! every request. Here the halving repeats per window while the ratio stays
 //! high (a base tuned for peak may be 4× too high), and the way back is
 //! gradual (+5 % of base a window) and only after `stable_for` — the
-//! seed's own fix for its flapping ("the WIP limit only increases if
+//! article's own fix for its flapping ("the WIP limit only increases if
 //! latency is stable for 30 seconds").
 //!
-//! **Defaults** (seed 000): multiplier 2.0 (`MaxLatencyMultiplier`), moving
+//! **Defaults** (the article's): multiplier 2.0 (`MaxLatencyMultiplier`), moving
 //! average α 0.1 (`RecordLatency`), base 64 (floodwall's fixed default, as
 //! `shaping.max`), `stable_for` 30 s, ramp-up 60 s; recovery 5 % of base a
 //! window (ours: back from half in 10 windows). The baseline is probed like
-//! the others' (seed 000 hard-codes 50 ms: `Baseline::Fixed` does that).
+//! the others' (the article hard-codes 50 ms: `Baseline::Fixed` does that).
 //!
-//! **Source**: seed 000 ("Phoenix" WIP gate: `BaseWIPLimit`,
+//! **The moving average without a lock.** The average is over samples in
+//! the order they finish, so it cannot be derived from the window's
+//! histogram. It is kept in an atomic instead, updated by a
+//! compare-and-swap loop on the hot path (see `Rule::observe`): the order
+//! the swaps succeed in is the order of the average, as the lock's order
+//! was before, and on one thread the value is bit for bit the same.
+//!
+//! **Source**: the Phoenix WIP-gate article (`BaseWIPLimit`,
 //! `MaxLatencyMultiplier`, `BottleneckProbe.RecordLatency`, and its
 //! pitfall 4 on hysteresis and the floor).
 
-use super::controller::{Controller, Evaluation, Step};
-use super::decision::{ms, Cause, Decision};
-use super::failures::Failures;
-use super::probe::Baseline;
-use super::shaping::ShapingConfig;
-use super::window::{Statistic, WindowConfig, WindowSummary};
-use super::{Limit, LimitConfigError, Sample};
-use crate::clock::Nanos;
+use super::adaptive::{
+    ms, Adaptive, Baseline, Cause, Controller, Evaluation, Failures, Rule, ShapingConfig,
+    Statistic, Step, WindowConfig, WindowSummary,
+};
+use super::{LimitConfigError, Sample};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Settings of [`WipLimit`]; see the module doc for the formula and why
 /// each default.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WipConfig {
-    /// Floor, cap, ramp-up, hysteresis, growth guard. `max` is seed 000's
-    /// `BaseWIPLimit`. Default: [`ShapingConfig::default`] with `max` 64
+    /// Floor, cap, ramp-up, hysteresis, growth guard. `max` is the Phoenix
+    /// WIP-gate article's `BaseWIPLimit`. Default: [`ShapingConfig::default`] with `max` 64
     /// and `stable_for` 30 s.
     pub shaping: ShapingConfig,
     /// Window size.
@@ -113,40 +119,81 @@ impl WipConfig {
     }
 }
 
-/// Seed 000's dynamic WIP limit; see the module doc.
-#[derive(Debug, Clone)]
-pub struct WipLimit {
-    cfg: WipConfig,
-    ctl: Controller,
-    ema: Option<f64>,
-}
+/// The Phoenix WIP-gate article's dynamic WIP limit; see the module doc.
+/// Its [`baseline`](Adaptive::baseline) is the mean latency at the floor.
+pub type WipLimit = Adaptive<Wip>;
 
-impl WipLimit {
+impl Adaptive<Wip> {
     /// A WIP limit starting at `cfg.shaping.min` and ramping to the base
     /// (`cfg.shaping.max`), or the key of the first invalid setting.
     pub fn new(cfg: WipConfig) -> Result<Self, LimitConfigError> {
         cfg.validate("")?;
-        Ok(Self {
-            ctl: Controller::new(cfg.shaping, cfg.window, cfg.baseline, Statistic::Mean),
+        let rule = Wip {
             cfg,
-            ema: None,
-        })
+            ema: AtomicU64::new(NO_EMA),
+        };
+        Ok(Adaptive::build(rule, cfg.shaping, cfg.window, cfg.baseline))
+    }
+}
+
+/// The bits of `ema` before the first timed sample (a NaN no average of
+/// finite latencies produces).
+const NO_EMA: u64 = u64::MAX;
+
+/// The WIP rule, as [`WipLimit`] runs it; see the module doc.
+#[derive(Debug)]
+pub struct Wip {
+    cfg: WipConfig,
+    /// The moving average of timed latencies, in seconds, as `f64` bits;
+    /// `NO_EMA` before the first.
+    ema: AtomicU64,
+}
+
+impl Wip {
+    fn ema(&self) -> Option<f64> {
+        match self.ema.load(Ordering::Acquire) {
+            NO_EMA => None,
+            bits => Some(f64::from_bits(bits)),
+        }
+    }
+}
+
+impl Rule for Wip {
+    const OBSERVES: bool = true;
+
+    fn name(&self) -> &'static str {
+        "wip"
     }
 
-    /// The current baseline (mean latency at the floor), once known.
-    pub fn baseline(&self) -> Option<Duration> {
-        self.ctl.baseline(Statistic::Mean)
+    /// The mean: the baseline the moving average is compared with.
+    fn statistic(&self) -> Statistic {
+        Statistic::Mean
     }
 
-    fn evaluate(&self, w: &WindowSummary) -> Evaluation {
-        let limit = self.ctl.value();
+    /// `ema ← α × rtt + (1 − α) × ema`, by compare-and-swap.
+    fn observe(&self, s: &Sample) {
+        let x = s.rtt.as_secs_f64();
+        let a = self.cfg.ema_alpha;
+        let _ = self
+            .ema
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                let next = match old {
+                    NO_EMA => x,
+                    e => a * x + (1.0 - a) * f64::from_bits(e),
+                };
+                Some(next.to_bits())
+            });
+    }
+
+    fn evaluate(&self, ctl: &Controller, w: &WindowSummary) -> Evaluation {
+        let limit = ctl.value();
         if let Some(cut) = self.cfg.failures.check(w, limit) {
             return cut;
         }
-        let latency = self.ema.map(Duration::from_secs_f64);
+        let latency = self.ema().map(Duration::from_secs_f64);
         let base = self.cfg.shaping.max as f64;
         let step_up = (self.cfg.recovery * base).max(1.0);
-        let (Some(ema), Some(baseline)) = (latency, self.ctl.baseline(Statistic::Mean)) else {
+        let (Some(ema), Some(baseline)) = (latency, ctl.baseline(Statistic::Mean)) else {
             return Evaluation {
                 step: Step::Increase(limit + step_up),
                 cause: Cause::Healthy,
@@ -181,42 +228,15 @@ impl WipLimit {
     }
 }
 
-impl Limit for WipLimit {
-    fn limit(&self) -> usize {
-        self.ctl.limit()
-    }
-
-    fn on_sample(&mut self, now: Nanos, sample: &Sample) -> usize {
-        if self.ctl.times(sample) {
-            let x = sample.rtt.as_secs_f64();
-            let a = self.cfg.ema_alpha;
-            self.ema = Some(self.ema.map_or(x, |e| a * x + (1.0 - a) * e));
-        }
-        if let Some(w) = self.ctl.sample(now, sample) {
-            let e = self.evaluate(&w);
-            self.ctl.apply(now, &w, e);
-        }
-        self.ctl.limit()
-    }
-
-    fn name(&self) -> &'static str {
-        "wip"
-    }
-
-    fn explain(&self) -> Option<Decision> {
-        self.ctl.decision()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::controller::testing::Feeder;
-    use crate::limit::Cause;
+    use crate::limit::adaptive::testing::Feeder;
+    use crate::limit::{Cause, Limit};
 
     #[test]
     fn halves_above_the_multiplier_and_recovers_by_steps_toward_base() {
-        let mut l = WipLimit::new(WipConfig {
+        let l = WipLimit::new(WipConfig {
             shaping: ShapingConfig {
                 slow_start: false,
                 min: 3,
@@ -231,17 +251,17 @@ mod tests {
         .unwrap();
         let mut f = Feeder::new();
         // +5 % of base 40 = +2 per window, from 3 up to the base.
-        assert_eq!(f.ok(&mut l, 10), 5);
+        assert_eq!(f.ok(&l, 10), 5);
         for _ in 0..30 {
-            f.ok(&mut l, 10);
+            f.ok(&l, 10);
         }
         assert_eq!(l.limit(), 40);
         // 20 ms ≤ 2 × 10 ms: at the base, stays.
-        assert_eq!(f.ok(&mut l, 20), 40);
+        assert_eq!(f.ok(&l, 20), 40);
         // 25 ms: the moving average passes 2× within the window → ÷2.
-        assert_eq!(f.ok(&mut l, 25), 20);
+        assert_eq!(f.ok(&l, 25), 20);
         assert_eq!(l.explain().unwrap().cause, Cause::Latency);
-        assert_eq!(f.ok(&mut l, 25), 10, "still slow: halves again");
-        assert_eq!(f.ok(&mut l, 10), 12, "back by 2 a window");
+        assert_eq!(f.ok(&l, 25), 10, "still slow: halves again");
+        assert_eq!(f.ok(&l, 10), 12, "back by 2 a window");
     }
 }

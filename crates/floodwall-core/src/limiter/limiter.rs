@@ -23,9 +23,12 @@
 //! borrow at all, so lower priorities are shed first.
 //!
 //! There is no global lock: admission is a handful of atomic operations on
-//! per-class counters. Checks read counters that other threads may be
-//! changing; every thread counts itself before checking, so a race can only
-//! refuse spuriously, never admit past a bound.
+//! per-class counters, and a finished request hands its sample to the
+//! algorithm without one (an adaptive limit locks only when a window
+//! closes, see [`Adaptive`](crate::Adaptive)). Checks read counters that
+//! other threads may be changing; every thread counts itself before
+//! checking, so a race can only refuse spuriously, never admit past a
+//! bound.
 
 use super::config::{LimiterConfig, LimiterConfigError, QueueOrder};
 use super::permit::Permit;
@@ -35,7 +38,7 @@ use super::tenants::{TenantKey, TenantTable};
 use crate::clock::{duration_nanos, Clock, Nanos};
 use crate::limit::{Decision, Limit, Outcome, Sample};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A priority class, as an index into the limiter's class list.
@@ -123,7 +126,7 @@ impl RefusalRate {
 /// queue. Share it as `Arc<Limiter>`; permits hold a reference.
 pub struct Limiter {
     clock: Arc<dyn Clock>,
-    algorithm: Mutex<Box<dyn Limit>>,
+    algorithm: Box<dyn Limit>,
     algorithm_name: &'static str,
     adaptive: bool,
     /// The algorithm's latest limit.
@@ -240,7 +243,7 @@ impl Limiter {
             clock,
             algorithm_name: limit.name(),
             adaptive: limit.is_adaptive(),
-            algorithm: Mutex::new(Box::new(limit)),
+            algorithm: Box::new(limit),
             algo_limit: AtomicUsize::new(current),
             constraint: AtomicUsize::new(usize::MAX),
             share: AtomicUsize::new(usize::MAX),
@@ -284,10 +287,7 @@ impl Limiter {
 
     /// The algorithm's last decision, if it has made one.
     pub fn explain(&self) -> Option<Decision> {
-        self.algorithm
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .explain()
+        self.algorithm.explain()
     }
 
     /// The outside constraint, if one is set.
@@ -616,10 +616,7 @@ impl Limiter {
                 inflight,
                 outcome,
             };
-            let new = {
-                let mut algo = self.algorithm.lock().unwrap_or_else(|p| p.into_inner());
-                algo.on_sample(now, &sample)
-            };
+            let new = self.algorithm.on_sample(now, &sample);
             self.algo_limit.store(new.max(1), Ordering::Release);
             self.refresh_limit();
         }

@@ -249,7 +249,7 @@ fn common<R>(
             )
         })?),
     };
-    if let Baseline::Probe(p) = &mut baseline {
+    if let Baseline::Measured(p) = &mut baseline {
         if let Some(i) = a.probe_interval {
             p.interval = i;
         }

@@ -1,6 +1,16 @@
 //! The baseline: what the upstream's latency is when nothing queues, and
 //! how it is measured without ratcheting.
 //!
+//! **Why these names.** The gateway has probes of its own — the bottleneck
+//! probes of `[[probes]]`, which watch a database or a backlog and cap the
+//! limit from outside — and they have nothing to do with this. So this
+//! module is named after what it yields, the baseline, and its settings
+//! after what they are, a [`BaselineProbe`]: a short measurement, at the
+//! floor, of the upstream's unloaded latency ([`Baseline::Measured`], as
+//! opposed to [`Baseline::Fixed`]). The configuration keys keep their
+//! `probe_` prefix (`probe_interval`, `probe_shift`, …): inside
+//! `[routes.limit]` they cannot be mistaken for `[[probes]]`.
+//!
 //! Every latency-based algorithm compares a window's latency with a
 //! baseline. The baseline must come from a moment when *we* were not
 //! queueing requests on the upstream, or it drifts up with the load and the
@@ -64,8 +74,8 @@
 
 use super::histogram::LatencyStats;
 use super::rng::Rng;
-use super::{LimitConfigError, Outcome, Sample};
 use crate::clock::{duration_nanos, Nanos};
+use crate::limit::{LimitConfigError, Outcome, Sample};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -73,15 +83,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Baseline {
     /// Measured by periodic probes at the floor (the default).
-    Probe(ProbeConfig),
+    Measured(BaselineProbe),
     /// A fixed unloaded latency, compared with whatever statistic the
-    /// algorithm uses (seed 000's `baseLatency: 50 ms`). No probes.
+    /// algorithm uses (the Phoenix WIP-gate article's `baseLatency: 50 ms`).
+    /// No probes.
     Fixed(Duration),
 }
 
 impl Default for Baseline {
     fn default() -> Self {
-        Baseline::Probe(ProbeConfig::default())
+        Baseline::Measured(BaselineProbe::default())
     }
 }
 
@@ -95,7 +106,7 @@ impl Baseline {
                 "a fixed baseline must be above zero",
             )),
             Baseline::Fixed(_) => Ok(()),
-            Baseline::Probe(p) => {
+            Baseline::Measured(p) => {
                 if p.interval.is_zero() {
                     return Err(LimitConfigError::new(
                         key("probe_interval"),
@@ -132,9 +143,10 @@ impl Baseline {
     }
 }
 
-/// How the baseline probe runs; see the module doc.
+/// How the baseline is measured: a probe at the floor every `interval`;
+/// see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProbeConfig {
+pub struct BaselineProbe {
     /// Time between probes. Default 60 s (Envoy's documented example):
     /// upstream latency drifts over minutes (deploys, cache warm-up, data
     /// growth), and a probe costs about 0.5 % of capacity at this interval.
@@ -171,7 +183,7 @@ pub struct ProbeConfig {
     pub seed: u64,
 }
 
-impl Default for ProbeConfig {
+impl Default for BaselineProbe {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(60),
@@ -205,10 +217,10 @@ pub(crate) enum ProbeEnd {
     Kept { timed: u64 },
 }
 
-/// The probe's state behind [`ProbeConfig`].
+/// The probe's state behind [`BaselineProbe`].
 #[derive(Debug, Clone)]
 pub(crate) struct Prober {
-    cfg: ProbeConfig,
+    cfg: BaselineProbe,
     rng: Rng,
     since: Option<Nanos>,
     next_at: Option<Nanos>,
@@ -219,7 +231,7 @@ pub(crate) struct Prober {
 }
 
 impl Prober {
-    pub(crate) fn new(cfg: ProbeConfig) -> Self {
+    pub(crate) fn new(cfg: BaselineProbe) -> Self {
         Self {
             rng: Rng::new(cfg.seed),
             cfg,
@@ -232,7 +244,7 @@ impl Prober {
         }
     }
 
-    pub(crate) fn config(&self) -> &ProbeConfig {
+    pub(crate) fn config(&self) -> &BaselineProbe {
         &self.cfg
     }
 
@@ -248,6 +260,11 @@ impl Prober {
     /// the interval has passed, or when an early probe was requested.
     pub(crate) fn due(&self, now: Nanos) -> bool {
         !self.probing() && (self.early || self.next_at.is_none_or(|t| now >= t))
+    }
+
+    /// Whether a probe was asked for ahead of schedule.
+    pub(crate) fn requested(&self) -> bool {
+        self.early
     }
 
     pub(crate) fn request_early(&mut self) {
@@ -329,7 +346,7 @@ impl Prober {
 
     /// Moves the probe's samples into the pool (the oldest fall out) and
     /// recomputes the baseline over the pool. A probe more than `shift`
-    /// away from the pool replaces it (see [`ProbeConfig::shift`]).
+    /// away from the pool replaces it (see [`BaselineProbe::shift`]).
     fn take_measurement(&mut self) -> Option<ProbeEnd> {
         let this = LatencyStats::of_nanos(self.timed.iter().copied())?;
         let capacity = self.capacity();
@@ -374,10 +391,10 @@ mod tests {
 
     #[test]
     fn a_probe_times_only_requests_admitted_under_the_pin() {
-        let mut p = Prober::new(ProbeConfig {
+        let mut p = Prober::new(BaselineProbe {
             samples: 3,
             history: 1,
-            ..ProbeConfig::default()
+            ..BaselineProbe::default()
         });
         let now = Nanos(1_000_000_000);
         assert!(p.due(now));
@@ -404,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_starved_probe_keeps_the_old_baseline() {
-        let mut p = Prober::new(ProbeConfig::default());
+        let mut p = Prober::new(BaselineProbe::default());
         p.begin(Nanos(0));
         for i in 0..60 {
             p.offer(&s(i, 10, 1), 3, Duration::ZERO);
@@ -424,12 +441,12 @@ mod tests {
 
     #[test]
     fn the_baseline_pools_the_last_probes_only() {
-        let mut p = Prober::new(ProbeConfig {
+        let mut p = Prober::new(BaselineProbe {
             samples: 2,
             history: 2,
             // No change of speed counts: this test is about pooling.
             shift: 10.0,
-            ..ProbeConfig::default()
+            ..BaselineProbe::default()
         });
         // The first probe fills the pool of 2 × 2 with 10 ms; then each
         // probe of 2 pushes out the 2 oldest.
@@ -450,10 +467,10 @@ mod tests {
 
     #[test]
     fn a_change_of_speed_restarts_the_pool_from_that_probe() {
-        let mut p = Prober::new(ProbeConfig {
+        let mut p = Prober::new(BaselineProbe {
             samples: 4,
             history: 4,
-            ..ProbeConfig::default()
+            ..BaselineProbe::default()
         });
         let mut probe = |t: u64, ms: &[u64]| {
             p.begin(Nanos(t * 1_000_000));

@@ -1,14 +1,15 @@
-//! The part every adaptive limit shares: windowing, the baseline probe and
+//! The decisions every adaptive limit shares: the baseline measurement and
 //! shaping, around one algorithm-specific rule.
 //!
 //! An algorithm (`aimd`, `gradient`, `vegas`, `wip`) is only its rule: given
 //! a closed window and the baseline, return an [`Evaluation`] — decrease to
-//! X, increase to X, or hold, and why. Everything else happens here, once:
+//! X, increase to X, or hold, and why. Everything else happens here, once,
+//! under the [`Adaptive`](super::Adaptive) limit's lock:
 //!
 //! 1. `Ignored` samples are dropped; the first sample starts the ramp clock.
-//! 2. While a baseline probe runs, samples feed the probe only and the limit
+//! 2. While a baseline measurement runs, samples feed it only and the limit
 //!    stays pinned at the floor; when it ends the limit goes back to its
-//!    value before the probe ([`probe`](super::probe)).
+//!    value before ([`baseline`](super::baseline)).
 //! 3. Otherwise samples fill the window ([`window`](super::window)); when it
 //!    closes the algorithm evaluates it, and the controller applies the
 //!    result through the shaping rules ([`shaping`](super::shaping)):
@@ -19,49 +20,26 @@
 //!    healthy window that filled the limit at least doubles it (TCP's slow
 //!    start), still under the ramp cap.
 //! 4. A latency cut that does not lower latency, or a window much faster
-//!    than the baseline, starts a baseline probe at once; a probe that
+//!    than the baseline, starts a baseline measurement at once; one that
 //!    finds the upstream changed speed undoes the run of cuts, back to the
 //!    highest cut whose latency fits the new baseline
-//!    ([`probe`](super::probe), `ProbeConfig::shift`).
+//!    ([`baseline`](super::baseline), `BaselineProbe::shift`).
 //! 5. The outcome is kept as the last [`Decision`], for `/status`.
+//!
+//! The open window itself is not in here: it lives beside the lock, in
+//! atomics, so that samples fill it without taking the lock (see
+//! [`Adaptive`](super::Adaptive)). The controller is handed it whenever it
+//! closes or restarts it.
 
+use super::baseline::{Baseline, ProbeEnd, Prober};
 use super::decision::{ms, Cause, Decision};
-use super::histogram::LatencyStats;
-use super::probe::{Baseline, ProbeEnd, Prober};
+use super::histogram::{LatencyStats, Recorder};
+use super::rule::{Evaluation, Step};
 use super::shaping::{Shaping, ShapingConfig};
-use super::window::{Statistic, Window, WindowConfig, WindowSummary};
-use super::{Outcome, Sample};
+use super::window::{Statistic, Window, WindowSummary};
 use crate::clock::Nanos;
+use crate::limit::Sample;
 use std::time::Duration;
-
-/// What an algorithm wants done with the limit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Step {
-    /// Overload: lower the limit to this now, and hold growth for
-    /// `stable_for`.
-    Decrease(f64),
-    /// A small correction down, within the noise of the signal: lower the
-    /// limit to this now, but do not hold growth. Without it, a baseline
-    /// measured a few percent low makes a gradient trim the limit by 0.4 %
-    /// on every other window, and each trim would block growth for
-    /// `stable_for` — the limit would never grow again.
-    Trim(f64),
-    /// Healthy: raise the limit to this, if shaping allows.
-    Increase(f64),
-    /// Leave the limit where it is.
-    Hold,
-}
-
-/// An algorithm's verdict on one window.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Evaluation {
-    pub step: Step,
-    pub cause: Cause,
-    /// The window statistic the rule compared, for the decision.
-    pub latency: Option<Duration>,
-    /// The reasoning, e.g. `"p99 120.0ms > 1.50 × baseline 40.0ms → ×0.85"`.
-    pub detail: String,
-}
 
 #[derive(Debug, Clone)]
 enum Source {
@@ -70,9 +48,10 @@ enum Source {
 }
 
 /// See the module doc.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Controller {
-    window: Window,
+    /// Where a closing window's latencies are drained to.
+    scratch: Recorder,
     min_rtt: Duration,
     shaping: Shaping,
     source: Source,
@@ -127,17 +106,17 @@ impl CutRun {
 impl Controller {
     pub(crate) fn new(
         shaping: ShapingConfig,
-        window: WindowConfig,
+        min_rtt: Duration,
         baseline: Baseline,
         statistic: Statistic,
     ) -> Self {
         Self {
-            window: Window::new(window),
-            min_rtt: window.min_rtt,
+            scratch: Recorder::new(),
+            min_rtt,
             shaping: Shaping::new(shaping),
             source: match baseline {
                 Baseline::Fixed(d) => Source::Fixed(d),
-                Baseline::Probe(p) => Source::Probe(Box::new(Prober::new(p))),
+                Baseline::Measured(p) => Source::Probe(Box::new(Prober::new(p))),
             },
             statistic,
             limit: shaping.min as f64,
@@ -163,6 +142,11 @@ impl Controller {
         self.last.clone()
     }
 
+    /// The last decision, without a copy.
+    pub(crate) fn last(&self) -> Option<&Decision> {
+        self.last.as_ref()
+    }
+
     /// The baseline summarised with `statistic`, if there is one yet.
     pub(crate) fn baseline(&self, statistic: Statistic) -> Option<Duration> {
         match &self.source {
@@ -171,41 +155,63 @@ impl Controller {
         }
     }
 
-    /// Whether `s` counts towards the open window's latency (for rules that
-    /// keep their own per-sample state, like `wip`'s moving average).
-    pub(crate) fn times(&self, s: &Sample) -> bool {
-        !self.probing() && self.window.times(s)
-    }
-
     pub(crate) fn probing(&self) -> bool {
         matches!(&self.source, Source::Probe(p) if p.probing())
     }
 
-    /// Takes one sample. Returns a closed window for the algorithm to
-    /// evaluate, or `None` while the window is filling or a probe runs.
-    pub(crate) fn sample(&mut self, now: Nanos, s: &Sample) -> Option<WindowSummary> {
-        if s.outcome == Outcome::Ignored {
-            return None;
+    /// From when on a sample must come here, under the lock, instead of
+    /// only filling the window: `0` (always) before the ramp clock starts,
+    /// while a baseline measurement runs or one is requested; else the
+    /// time the next scheduled one is due (never, for a fixed baseline).
+    /// A sample before it can only fill the window, which needs no lock.
+    pub(crate) fn locked_from(&self) -> u64 {
+        if !self.shaping.started() {
+            return 0;
         }
+        match &self.source {
+            Source::Fixed(_) => u64::MAX,
+            Source::Probe(p) if p.probing() || p.requested() => 0,
+            Source::Probe(p) => p.next_at().map_or(0, |t| t.0),
+        }
+    }
+
+    /// Takes one (not `Ignored`) sample under the lock. Returns a closed
+    /// window for the algorithm to evaluate, or `None` while the window is
+    /// filling or a baseline measurement runs.
+    pub(crate) fn sample(&mut self, now: Nanos, s: &Sample, win: &Window) -> Option<WindowSummary> {
         self.shaping.start(now);
         let floor = self.shaping.config().min;
         if let Source::Probe(p) = &mut self.source {
             if p.probing() {
                 p.offer(s, floor, self.min_rtt);
                 if let Some(end) = p.finish(now) {
-                    self.end_probe(now, end);
+                    self.end_probe(now, end, win);
                 }
                 return None;
             }
             if p.due(now) {
-                self.begin_probe(now);
+                self.begin_probe(now, win);
                 return None;
             }
         }
-        self.window.push(now, s)
+        if win.push(now, s) {
+            self.close(now, win)
+        } else {
+            None
+        }
     }
 
-    fn begin_probe(&mut self, now: Nanos) {
+    /// Closes `win` if it is still due at `now` and no baseline
+    /// measurement runs (samples pushed without the lock may have raced a
+    /// measurement's start; they are discarded when it ends).
+    pub(crate) fn close(&mut self, now: Nanos, win: &Window) -> Option<WindowSummary> {
+        if self.probing() {
+            return None;
+        }
+        win.close(now, &mut self.scratch)
+    }
+
+    fn begin_probe(&mut self, now: Nanos, win: &Window) {
         let Source::Probe(p) = &mut self.source else {
             return;
         };
@@ -214,7 +220,7 @@ impl Controller {
         let from = self.limit;
         self.before_probe = Some(from);
         self.limit = self.shaping.floor();
-        self.window.restart(now);
+        win.restart(now, &mut self.scratch);
         self.record(
             now,
             from,
@@ -229,7 +235,7 @@ impl Controller {
         );
     }
 
-    fn end_probe(&mut self, now: Nanos, end: ProbeEnd) {
+    fn end_probe(&mut self, now: Nanos, end: ProbeEnd, win: &Window) {
         let from = self.limit;
         let mut back = self.before_probe.take().unwrap_or(from);
         // The upstream changed speed: the cuts since the last healthy
@@ -243,7 +249,7 @@ impl Controller {
         }
         self.cuts = None;
         self.limit = back.clamp(self.shaping.floor(), self.shaping.cap(now));
-        self.window.restart(now);
+        win.restart(now, &mut self.scratch);
         self.floor_streak = 0;
         let next = match &self.source {
             Source::Probe(p) => p.next_at().map(|t| t.since(now)),
@@ -276,7 +282,7 @@ impl Controller {
     }
 
     /// Applies an algorithm's evaluation of a closed window `w`.
-    pub(crate) fn apply(&mut self, now: Nanos, w: &WindowSummary, e: Evaluation) {
+    pub(crate) fn apply(&mut self, now: Nanos, w: &WindowSummary, e: Evaluation, win: &Window) {
         let from = self.limit;
         let cap = self.shaping.cap(now);
         // Slow start ends at the first decrease, or at the first window
@@ -290,7 +296,7 @@ impl Controller {
         let (to, cause, note) = match e.step {
             Step::Decrease(to) => {
                 self.shaping.note_decrease(now);
-                self.window.restart(now);
+                win.restart(now, &mut self.scratch);
                 (to.min(from), e.cause, None)
             }
             Step::Trim(to) => (to.min(from), e.cause, None),
@@ -456,8 +462,8 @@ fn describe(s: &LatencyStats) -> String {
 /// Synthetic samples for the algorithms' unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::super::{Limit, Outcome, Sample};
     use crate::clock::Nanos;
+    use crate::limit::{Limit, Outcome, Sample};
     use std::time::Duration;
 
     /// A virtual clock and the samples it feeds a limit.
@@ -477,7 +483,7 @@ pub(crate) mod testing {
         /// makes a new decision; returns the limit after it.
         pub(crate) fn window(
             &mut self,
-            l: &mut impl Limit,
+            l: &impl Limit,
             rtt: Duration,
             outcome: impl Fn(usize) -> Outcome,
         ) -> usize {
@@ -499,7 +505,7 @@ pub(crate) mod testing {
         }
 
         /// A window of successes.
-        pub(crate) fn ok(&mut self, l: &mut impl Limit, rtt_ms: u64) -> usize {
+        pub(crate) fn ok(&mut self, l: &impl Limit, rtt_ms: u64) -> usize {
             self.window(l, Duration::from_millis(rtt_ms), |_| Outcome::Success)
         }
     }

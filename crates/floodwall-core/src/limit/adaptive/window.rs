@@ -35,9 +35,10 @@
 //!   reacting to them again would cut the limit twice for one overload (the
 //!   same reason TCP cuts its window at most once per round trip).
 
-use super::histogram::{LatencyStats, Recorder};
-use super::{Outcome, Sample};
+use super::histogram::{AtomicRecorder, LatencyStats, Recorder};
 use crate::clock::Nanos;
+use crate::limit::{Outcome, Sample};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How samples are grouped into windows.
@@ -138,37 +139,90 @@ impl WindowSummary {
     }
 }
 
+/// `opened` before the first sample of a window after a restart.
+const UNOPENED: u64 = u64::MAX;
+
 /// Gathers samples into windows; see the module doc.
-#[derive(Debug, Clone)]
+///
+/// The open window is a set of atomics: [`Window::push`] adds a sample
+/// without a lock, and says when the window is due to close; the caller
+/// then takes the limit's lock and calls [`Window::close`], which checks
+/// again and empties it. A sample pushed while another thread closes or
+/// restarts the window has each of its parts (its count, its outcome, its
+/// latency, its in-flight count) land in exactly one window: the one
+/// closing or the next. None is lost or counted twice, except that a
+/// restart discards the open window on purpose.
+#[derive(Debug)]
 pub(crate) struct Window {
     cfg: WindowConfig,
-    opened: Option<Nanos>,
-    accept_from: Nanos,
-    samples: u64,
-    errors: u64,
-    drops: u64,
-    max_inflight: usize,
-    latency: Recorder,
+    /// When the open window opened (at its first sample after a restart,
+    /// else when the last one closed); `UNOPENED` before that.
+    opened: AtomicU64,
+    /// Samples admitted before this are not counted (see `restart`).
+    accept_from: AtomicU64,
+    samples: AtomicU64,
+    errors: AtomicU64,
+    drops: AtomicU64,
+    max_inflight: AtomicUsize,
+    latency: AtomicRecorder,
+    /// Where every sample went, for the concurrency test.
+    #[cfg(test)]
+    pub(crate) tally: Tally,
+}
+
+/// Counts of `[samples, errors, timed]` by where they went: skipped as
+/// admitted before a restart, in a closed window, or discarded by a restart.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub skipped: [AtomicU64; 3],
+    pub closed: [AtomicU64; 3],
+    pub discarded: [AtomicU64; 3],
+}
+
+#[cfg(test)]
+impl Tally {
+    fn add(to: &[AtomicU64; 3], samples: u64, errors: u64, timed: u64) {
+        for (c, n) in to.iter().zip([samples, errors, timed]) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn get(of: &[AtomicU64; 3]) -> [u64; 3] {
+        of.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 impl Window {
     pub(crate) fn new(cfg: WindowConfig) -> Self {
         Self {
             cfg,
-            opened: None,
-            accept_from: Nanos(0),
-            samples: 0,
-            errors: 0,
-            drops: 0,
-            max_inflight: 0,
-            latency: Recorder::new(),
+            opened: AtomicU64::new(UNOPENED),
+            accept_from: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            max_inflight: AtomicUsize::new(0),
+            latency: AtomicRecorder::new(),
+            #[cfg(test)]
+            tally: Tally::default(),
         }
+    }
+
+    /// `[samples, errors, timed]` in the open window now.
+    #[cfg(test)]
+    pub(crate) fn open_counts(&self) -> [u64; 3] {
+        [
+            self.samples.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.latency.count(),
+        ]
     }
 
     /// Whether `s` would be counted: not ignored, and admitted after the
     /// last restart.
     pub(crate) fn accepts(&self, s: &Sample) -> bool {
-        s.outcome != Outcome::Ignored && s.start >= self.accept_from
+        s.outcome != Outcome::Ignored && s.start.0 >= self.accept_from.load(Ordering::Acquire)
     }
 
     /// Whether `s` would be timed: an accepted success no faster than
@@ -177,50 +231,107 @@ impl Window {
         self.accepts(s) && s.outcome == Outcome::Success && s.rtt >= self.cfg.min_rtt
     }
 
-    /// Adds a sample taken at `now`; returns the window's summary if this
-    /// sample closed it. The next window opens at once.
-    pub(crate) fn push(&mut self, now: Nanos, s: &Sample) -> Option<WindowSummary> {
+    /// Adds a sample taken at `now`, without a lock. Returns whether the
+    /// window is now due to close: then the caller takes the lock and
+    /// calls [`Window::close`].
+    pub(crate) fn push(&self, now: Nanos, s: &Sample) -> bool {
         if !self.accepts(s) {
-            return None;
+            #[cfg(test)]
+            if s.outcome != Outcome::Ignored {
+                let timed = s.outcome == Outcome::Success && s.rtt >= self.cfg.min_rtt;
+                let error = s.outcome == Outcome::Error;
+                Tally::add(&self.tally.skipped, 1, error.into(), timed.into());
+            }
+            return false;
         }
-        let opened = *self.opened.get_or_insert(now);
-        self.samples += 1;
+        let opened = match self.opened.load(Ordering::Acquire) {
+            UNOPENED => match self.opened.compare_exchange(
+                UNOPENED,
+                now.0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => now.0,
+                Err(other) => other,
+            },
+            t => t,
+        };
+        let samples = self.samples.fetch_add(1, Ordering::AcqRel) + 1;
         match s.outcome {
-            Outcome::Error => self.errors += 1,
-            Outcome::Dropped => self.drops += 1,
+            Outcome::Error => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Dropped => {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+            }
             Outcome::Success if s.rtt >= self.cfg.min_rtt => self.latency.record(s.rtt),
             Outcome::Success | Outcome::Ignored => {}
         }
-        self.max_inflight = self.max_inflight.max(s.inflight);
-        let full = self.samples >= self.cfg.min_samples as u64;
-        if !(full && now.since(opened) >= self.cfg.min_duration) {
+        if s.inflight > self.max_inflight.load(Ordering::Relaxed) {
+            self.max_inflight.fetch_max(s.inflight, Ordering::Relaxed);
+        }
+        self.due(now, samples, opened)
+    }
+
+    fn due(&self, now: Nanos, samples: u64, opened: u64) -> bool {
+        opened != UNOPENED
+            && samples >= self.cfg.min_samples as u64
+            && now.since(Nanos(opened)) >= self.cfg.min_duration
+    }
+
+    /// Closes the open window if it is due at `now` (another thread may
+    /// have closed it since [`Window::push`] said so), and returns its
+    /// summary. The next window opens at once. Call under the limit's
+    /// lock: `scratch` is where the latencies are drained to.
+    pub(crate) fn close(&self, now: Nanos, scratch: &mut Recorder) -> Option<WindowSummary> {
+        let (samples, opened) = (
+            self.samples.load(Ordering::Acquire),
+            self.opened.load(Ordering::Acquire),
+        );
+        if !self.due(now, samples, opened) {
             return None;
         }
-        let summary = WindowSummary {
-            samples: self.samples,
-            errors: self.errors,
-            drops: self.drops,
-            max_inflight: self.max_inflight,
-            latency: self.latency.stats(),
-        };
-        self.clear(Some(now));
+        self.opened.store(now.0, Ordering::Release);
+        let summary = self.take(scratch);
+        #[cfg(test)]
+        Tally::add(
+            &self.tally.closed,
+            summary.samples,
+            summary.errors,
+            summary.latency.map_or(0, |l| l.count),
+        );
         Some(summary)
     }
 
     /// Discards the open window and accepts only samples admitted from
     /// `now` on: called after a decrease and after a probe.
-    pub(crate) fn restart(&mut self, now: Nanos) {
-        self.accept_from = now;
-        self.clear(None);
+    pub(crate) fn restart(&self, now: Nanos, scratch: &mut Recorder) {
+        self.accept_from.store(now.0, Ordering::Release);
+        self.opened.store(UNOPENED, Ordering::Release);
+        let _gone = self.take(scratch);
+        #[cfg(test)]
+        Tally::add(
+            &self.tally.discarded,
+            _gone.samples,
+            _gone.errors,
+            _gone.latency.map_or(0, |l| l.count),
+        );
     }
 
-    fn clear(&mut self, opened: Option<Nanos>) {
-        self.opened = opened;
-        self.samples = 0;
-        self.errors = 0;
-        self.drops = 0;
-        self.max_inflight = 0;
-        self.latency.clear();
+    /// Empties the open window and returns what it held.
+    fn take(&self, scratch: &mut Recorder) -> WindowSummary {
+        let samples = self.samples.swap(0, Ordering::AcqRel);
+        let errors = self.errors.swap(0, Ordering::Relaxed);
+        let drops = self.drops.swap(0, Ordering::Relaxed);
+        let max_inflight = self.max_inflight.swap(0, Ordering::Relaxed);
+        self.latency.drain_into(scratch);
+        WindowSummary {
+            samples,
+            errors,
+            drops,
+            max_inflight,
+            latency: scratch.stats(),
+        }
     }
 }
 
@@ -243,17 +354,21 @@ mod tests {
 
     #[test]
     fn closes_on_samples_and_duration_and_filters() {
-        let mut w = Window::new(WindowConfig {
+        let w = Window::new(WindowConfig {
             min_samples: 3,
             min_duration: Duration::from_millis(100),
             min_rtt: Duration::from_millis(1),
         });
-        assert!(w.push(at(0), &sample(0, 10, Outcome::Success)).is_none());
-        assert!(w.push(at(10), &sample(0, 10, Outcome::Ignored)).is_none());
-        assert!(w.push(at(20), &sample(0, 0, Outcome::Success)).is_none());
+        let mut scratch = Recorder::new();
+        assert!(!w.push(at(0), &sample(0, 10, Outcome::Success)));
+        assert!(!w.push(at(10), &sample(0, 10, Outcome::Ignored)));
+        assert!(!w.push(at(20), &sample(0, 0, Outcome::Success)));
         // Three samples, but only 30 ms open.
-        assert!(w.push(at(30), &sample(0, 20, Outcome::Dropped)).is_none());
-        let s = w.push(at(100), &sample(0, 30, Outcome::Error)).unwrap();
+        assert!(!w.push(at(30), &sample(0, 20, Outcome::Dropped)));
+        assert!(w.close(at(30), &mut scratch).is_none(), "not due");
+        assert!(w.push(at(100), &sample(0, 30, Outcome::Error)));
+        let s = w.close(at(100), &mut scratch).unwrap();
+        assert!(w.close(at(100), &mut scratch).is_none(), "closed once");
         assert_eq!(
             (s.samples, s.errors, s.drops),
             (4, 1, 1),
@@ -266,7 +381,7 @@ mod tests {
         );
         assert!((s.failure_rate() - 0.5).abs() < 1e-9);
         // After a restart at 200 ms, older admissions are skipped.
-        w.restart(at(200));
+        w.restart(at(200), &mut scratch);
         assert!(!w.accepts(&sample(150, 60, Outcome::Success)));
         assert!(w.accepts(&sample(200, 60, Outcome::Success)));
     }

@@ -9,18 +9,20 @@
 //!   Gradient2 ignores drops and, worse, times them: a dropped request is
 //!   fast, so drops make an overloaded upstream look quick (concurrency-limits
 //!   issue #176). Here drops are counted, never timed (see `window`).
-//! - `Error` and `Dropped` together against `error_rate`: seed 001's
-//!   "error rate above threshold → ×0.7".
+//! - `Error` and `Dropped` together against `error_rate`: the adaptive
+//!   concurrency sharding article's "error rate above threshold → ×0.7"
+//!   ("How I Slashed P99 Latency by 82% … with Adaptive Concurrency
+//!   Sharding").
 //!
-//! Defaults: `error_rate` 5 %, `drop_rate` 1 %, `backoff` 0.7 (seed 001's
-//! multiplier for errors; gentler than TCP's 0.5, because a window is a
-//! second of traffic, not one lost packet, and hysteresis already keeps the
-//! limit down afterwards).
+//! Defaults: `error_rate` 5 %, `drop_rate` 1 %, `backoff` 0.7 (that
+//! article's multiplier for errors; gentler than TCP's 0.5, because a
+//! window is a second of traffic, not one lost packet, and hysteresis
+//! already keeps the limit down afterwards).
 
-use super::controller::{Evaluation, Step};
 use super::decision::Cause;
+use super::rule::{Evaluation, Step};
 use super::window::WindowSummary;
-use super::LimitConfigError;
+use crate::limit::LimitConfigError;
 
 /// Failure thresholds and the cut they trigger.
 #[derive(Debug, Clone, Copy, PartialEq)]

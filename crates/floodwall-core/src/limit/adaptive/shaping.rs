@@ -3,21 +3,23 @@
 //!
 //! - **Floor and cap** (`min`, `max`): the limit never leaves `[min, max]`.
 //!   The floor keeps a noisy signal from throttling a route to nothing
-//!   (seed 000's `MinWIPLimit`); the cap bounds the damage of a signal that
-//!   says "more" forever (a stuck clock, a baseline that is wrong).
+//!   (the Phoenix WIP-gate article's `MinWIPLimit`); the cap bounds the
+//!   damage of a signal that says "more" forever (a stuck clock, a baseline
+//!   that is wrong).
 //! - **Cold-start ramp** (`ramp_up`): the limit starts at `min`, and for
 //!   `ramp_up` after the first sample the cap is
 //!   `min + (max − min) × elapsed / ramp_up` instead of `max`. A pod that
 //!   joins a fleet must not open at full concurrency on a database that the
-//!   other pods already load (seed 000: ramp over 60 s after a join; seed
-//!   001: start at the minimum, ramp over 30 s, after `too many connections`
-//!   storms on scale-out).
+//!   other pods already load (the Phoenix WIP-gate article ramps over 60 s
+//!   after a join; the adaptive concurrency sharding article starts at the
+//!   minimum and ramps over 30 s, after `too many connections` storms on
+//!   scale-out).
 //! - **Hysteresis** (`stable_for`): a decrease applies at once, but after a
 //!   decrease the limit may not grow again until no decrease has been
-//!   called for `stable_for`. Seed 000 added this after its limit flapped on
-//!   latency noise ("control systems need hysteresis"). Decreases stay
-//!   immediate: being late to shed load costs far more than being late to
-//!   take it back.
+//!   called for `stable_for`. The Phoenix WIP-gate article added this after
+//!   its limit flapped on latency noise ("control systems need
+//!   hysteresis"). Decreases stay immediate: being late to shed load costs
+//!   far more than being late to take it back.
 //! - **No growth on a guess** (`busy_ratio`): a window whose largest
 //!   in-flight count stayed below `busy_ratio × limit` never grows the
 //!   limit, since nothing showed the upstream copes with more. Without this,
@@ -26,8 +28,8 @@
 //!   `inflight < limit / 2`; Netflix PR #134 shows Gradient2 creeping up
 //!   under modest overload without a growth guard).
 
-use super::LimitConfigError;
 use crate::clock::Nanos;
+use crate::limit::LimitConfigError;
 use std::time::Duration;
 
 /// Floor, cap, ramp-up, hysteresis and the growth guard, shared by every
@@ -44,16 +46,16 @@ pub struct ShapingConfig {
     /// algorithm, not the cap, should find the limit.
     pub max: usize,
     /// How long after the first sample the cap takes to rise linearly from
-    /// `min` to `max`. Default 60 s (seed 000's ramp after a pod join).
-    /// Zero disables the ramp.
+    /// `min` to `max`. Default 60 s (the Phoenix WIP-gate article's ramp
+    /// after a pod join). Zero disables the ramp.
     pub ramp_up: Duration,
     /// How long after a decrease the limit may not grow. Default 10 s: ten
     /// windows, enough that one noisy window cannot make the limit flap,
     /// while a false decrease costs at most ten seconds at 15–30 % below
-    /// the best limit. Seed 000 runs 30 s in production — with a limit
-    /// that only toggles between base and half, where each flap costs half
-    /// the capacity; our steps are smaller, so less damping is needed. Set
-    /// it to 30 s for seed 000's behaviour (the `wip` default does).
+    /// the best limit. The Phoenix WIP-gate article runs 30 s in production
+    /// — with a limit that only toggles between base and half, where each
+    /// flap costs half the capacity; our steps are smaller, so less damping is needed. Set
+    /// it to 30 s for that article's behaviour (the `wip` default does).
     pub stable_for: Duration,
     /// A window may grow the limit only if some request in it was admitted
     /// with at least `busy_ratio × limit` in flight. Default 0.5 (Netflix).
@@ -123,6 +125,11 @@ impl Shaping {
 
     pub(crate) fn config(&self) -> &ShapingConfig {
         &self.cfg
+    }
+
+    /// Whether the ramp clock has started.
+    pub(crate) fn started(&self) -> bool {
+        self.started.is_some()
     }
 
     /// Starts the ramp clock at the first sample.
