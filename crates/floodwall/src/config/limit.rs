@@ -30,10 +30,11 @@ pub enum LimitConfig {
         #[serde(default = "default_limit")]
         value: usize,
     },
-    /// Additive increase, multiplicative decrease per window (the adaptive
-    /// concurrency sharding article's "How I Slashed P99 Latency by 82%"):
-    /// errors → ×0.7, latency above tolerance × baseline → ×0.85, else
-    /// ×1.1. Follows capacity changes fastest; the default.
+    /// Additive increase, multiplicative decrease per window, as in the
+    /// article "How I Slashed P99 Latency by 82% ... with Adaptive
+    /// Concurrency Sharding": errors → ×0.7, latency above tolerance ×
+    /// baseline → ×0.85, else ×1.1. Follows capacity changes fastest; the
+    /// default.
     Aimd(AdaptiveConfig<AimdKeys>),
     /// Latency gradient (Netflix Gradient2, Envoy adaptive concurrency):
     /// the smoothest, parks a little above the knee.

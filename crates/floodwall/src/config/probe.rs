@@ -22,29 +22,36 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `timeout` (or `interval`, if shorter): half the default
 /// interval, so a slow check never overlaps the next one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Default `backoff`: the multiplicative decrease of AIMD (seed 001), which
-/// halves the limit in two intervals without dropping it to the floor at once.
+/// Default `backoff`: the ×0.7 multiplicative decrease of AIMD in the article
+/// "How I Slashed P99 Latency by 82% ... with Adaptive Concurrency Sharding",
+/// which halves the limit in two intervals without dropping it to the floor
+/// at once.
 pub const DEFAULT_BACKOFF: f64 = 0.7;
 /// Default `cooldown`: readings must stay healthy this long before the
 /// constraint grows again, so a convoy that just cleared because the load
-/// dropped is not fed again at once (seed 000, "WIP Limit Too Aggressive").
+/// dropped is not fed again at once (the Phoenix WIP-gate article, "WIP Limit
+/// Too Aggressive").
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(2);
-/// Default `conn_ratio` of a postgres probe: the 80 % of seed 000. Past it a
-/// burst runs into `too many connections` before any limit can react.
+/// Default `conn_ratio` of a postgres probe: the 80 % of the Phoenix WIP-gate
+/// article, whose gate sits in front of PostgreSQL. Past it a burst runs into
+/// `too many connections` before any limit can react.
 pub const DEFAULT_CONN_RATIO: f64 = 0.8;
 /// Default `lock_waits` of a postgres probe. One waiter is ordinary row
 /// contention (two transactions updating the same row); three at one instant
-/// is a convoy that more concurrency only lengthens. Seed 000 used "any", which
-/// would throttle a healthy OLTP database most of the time.
+/// is a convoy that more concurrency only lengthens. The Phoenix WIP-gate
+/// article used "any", which would throttle a healthy OLTP database most of
+/// the time.
 pub const DEFAULT_LOCK_WAITS: usize = 3;
-/// Default `ratio` of a memory probe (seed 001 used 0.8 of the container
-/// limit against Go's heap; resident memory includes allocator slack, so 0.9).
+/// Default `ratio` of a memory probe (the adaptive concurrency sharding
+/// article used 0.8 of the container limit against Go's heap; resident memory
+/// includes allocator slack, so 0.9).
 pub const DEFAULT_MEMORY_RATIO: f64 = 0.9;
-/// Default `max_backlog` of a backlog probe: the threshold of seed 004. A
+/// Default `max_backlog` of a backlog probe: the threshold of the
+/// backlog_reporter gem (Puma's backlog, reported to nginx). A
 /// deeper accept queue is latency nobody is working on yet.
 pub const DEFAULT_MAX_BACKLOG: usize = 16;
-/// Default `multiplier` of a latency probe: twice the baseline, as in
-/// seed 000's `MaxLatencyMultiplier`.
+/// Default `multiplier` of a latency probe: twice the baseline, as in the
+/// Phoenix WIP-gate article's `MaxLatencyMultiplier`.
 pub const DEFAULT_LATENCY_MULTIPLIER: f64 = 2.0;
 /// Default `baseline_half_life` of a latency probe: how fast a higher latency
 /// becomes the new normal. Long enough that an overload is not learned as
@@ -80,8 +87,8 @@ impl ProbeKind {
 }
 
 /// What a probe's constraint does while the probe cannot read its bottleneck
-/// (`on_failure`). Unlike seed 000, an unreadable bottleneck is not taken for
-/// a saturated one unless you ask for it.
+/// (`on_failure`). Unlike the Phoenix WIP-gate article, an unreadable
+/// bottleneck is not taken for a saturated one unless you ask for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
@@ -141,7 +148,8 @@ pub struct ProbeConfig {
     #[serde(default = "default_cooldown", with = "humantime_serde")]
     pub cooldown: Duration,
     /// A file created while the probe is saturated and removed when it
-    /// recovers, for a web server in front to answer 503 from (seed 004).
+    /// recovers, for a web server in front to answer 503 from (as the
+    /// backlog_reporter gem does for nginx).
     #[serde(default)]
     pub flag_file: Option<PathBuf>,
 
