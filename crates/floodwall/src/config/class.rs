@@ -1,3 +1,5 @@
+//! `[[classes]]`: priority classes and their reserved shares.
+
 use serde::Deserialize;
 
 use super::check;

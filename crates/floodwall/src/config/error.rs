@@ -1,3 +1,5 @@
+//! [`ConfigError`]: what is wrong with a config, and where.
+
 use std::path::{Path, PathBuf};
 
 /// Why a config could not be used. Every variant names where the problem is:

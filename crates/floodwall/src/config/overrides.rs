@@ -1,8 +1,12 @@
+//! Command-line flags that win over the file.
+
 use std::net::SocketAddr;
 
 use super::error::ConfigError;
-use super::limit::check_limit;
-use super::{upstream, Config, LimitConfig, StoreConfig, StoreMode};
+use super::file::Config;
+use super::limit::{check_limit, LimitConfig};
+use super::store::{StoreConfig, StoreMode};
+use super::upstream;
 
 /// Command-line flags that override the config file. `None` leaves the
 /// file's value alone; flags always win over the file, so an operator can

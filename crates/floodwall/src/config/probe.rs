@@ -4,7 +4,7 @@
 //! One flat table per probe rather than one struct per kind: serde cannot
 //! combine `deny_unknown_fields` with a flattened common part, and a flat
 //! table keeps TOML's line and column in every parse error. The price is that
-//! a key of another kind parses; [`validate`] refuses it by name
+//! a key of another kind parses; validation refuses it by name
 //! (`probes[0].dsn: only applies to kind = "postgres"`).
 
 use std::path::PathBuf;
@@ -472,7 +472,7 @@ impl ProbeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::file::Config;
 
     const BASE: &str = r#"
 [[upstreams]]

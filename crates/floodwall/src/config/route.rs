@@ -1,3 +1,5 @@
+//! `[[routes]]`: which requests go where, and how they wait and share.
+
 use std::time::Duration;
 
 use serde::Deserialize;

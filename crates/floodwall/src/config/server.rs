@@ -1,3 +1,5 @@
+//! `[server]` and `[log]`: the proxy's own listeners, headers and timeouts.
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! `[[upstreams]]`: the backends floodwall forwards to.
+
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};

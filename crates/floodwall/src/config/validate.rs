@@ -6,7 +6,9 @@
 use std::collections::HashSet;
 
 use super::error::ConfigError;
-use super::{class, probe, route, upstream, Config, ProbeKind};
+use super::file::Config;
+use super::probe::{self, ProbeKind};
+use super::{class, route, upstream};
 
 impl Config {
     /// Checks everything serde cannot: at least one upstream and route,
