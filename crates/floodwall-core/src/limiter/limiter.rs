@@ -267,11 +267,6 @@ impl Limiter {
             .map(|i| ClassId(i as u8))
     }
 
-    /// The class names, highest priority first.
-    pub fn class_names(&self) -> impl Iterator<Item = &str> {
-        self.classes.iter().map(|c| c.name.as_str())
-    }
-
     /// The effective limit now.
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Acquire)
@@ -341,16 +336,6 @@ impl Limiter {
     /// Total requests in flight now.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
-    }
-
-    /// Requests of `class` in flight now.
-    pub fn class_inflight(&self, class: ClassId) -> usize {
-        self.classes[class.index()].inflight.load(Ordering::Acquire)
-    }
-
-    /// The slots reserved for `class` at the current limit.
-    pub fn reserved_slots(&self, class: ClassId) -> usize {
-        self.reserved_at(class.index(), self.limit())
     }
 
     /// The most slots one tenant may hold under contention, if caps are on.
@@ -568,8 +553,8 @@ impl Limiter {
     /// `retry_after_max`, where capacity is `limit ÷ rtt` (Little's law)
     /// and rtt is the smoothed request duration. A client told this spreads
     /// its retry over the time the gate needs to absorb the excess, instead
-    /// of coming back into the same full gate (seed 000, "Retry Storm
-    /// Paradox"). The I/O layer adds jitter.
+    /// of coming back into the same full gate (the "Retry Storm Paradox"
+    /// of the Phoenix WIP-gate article). The I/O layer adds jitter.
     pub fn retry_after(&self, now: Nanos) -> Duration {
         let rtt = match self.ewma_rtt.load(Ordering::Relaxed) {
             0 => Duration::from_millis(100),

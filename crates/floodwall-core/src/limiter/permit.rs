@@ -40,11 +40,6 @@ impl Permit {
     pub fn start(&self) -> Nanos {
         self.start
     }
-
-    /// The limiter this permit belongs to.
-    pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.limiter
-    }
 }
 
 impl fmt::Debug for Permit {

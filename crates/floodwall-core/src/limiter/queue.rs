@@ -132,11 +132,6 @@ impl Acquire {
         self.limiter.queue_timed_out(self.class, self.tenant)
     }
 
-    /// Whether the request is waiting in the queue.
-    pub fn is_queued(&self) -> bool {
-        matches!(self.stage, Stage::Queued(_))
-    }
-
     fn leave(&mut self) {
         if let Stage::Queued(w) = std::mem::replace(&mut self.stage, Stage::Done) {
             let queue = &self.limiter.queue;
