@@ -9,7 +9,8 @@
 //! The queue has a lock, but only the slow path takes it: admissions while
 //! no one waits never touch it.
 
-use super::limiter::{ClassId, Limiter};
+use super::classes::ClassId;
+use super::limiter::Limiter;
 use super::permit::Permit;
 use super::rejection::{Reason, Rejection};
 use super::tenants::TenantKey;
