@@ -16,7 +16,11 @@
 //! waits instead (`queue.rs`), and slots freed by releases are granted to
 //! waiters by the same rules.
 //!
-//! This file composes those parts.
+//! This file composes those parts and is the only one that knows them all;
+//! none of them knows the limiter. `acquire.rs` sits on top: the waiting
+//! entry point and its future. There is one admission decision,
+//! [`Limiter::decide`], for [`Limiter::try_acquire`] and the [`Acquire`]
+//! future alike.
 //!
 //! Admission takes no global lock: it is a handful of atomic operations on
 //! per-class counters (and, with tenant caps, one shard of the tenant
@@ -24,12 +28,14 @@
 //! counters that other threads may be changing; every thread counts itself
 //! before checking, so a race can only refuse spuriously, never admit past
 //! a bound.
+//!
+//! [`Acquire`]: super::Acquire
 
 use super::capacity::Capacity;
 use super::classes::{ClassId, Classes};
-use super::config::{LimiterConfig, LimiterConfigError, QueueOrder};
-use super::permit::Permit;
-use super::queue::{Acquire, WaitQueue};
+use super::config::{LimiterConfig, LimiterConfigError};
+use super::permit::{Permit, Release};
+use super::queue::{WaitQueue, Waiter};
 use super::rejection::{Reason, Rejection};
 use super::retry_after::RetryAfter;
 use super::snapshot::Snapshot;
@@ -38,6 +44,7 @@ use crate::clock::{Clock, Nanos};
 use crate::limit::{Decision, Limit, Outcome, Sample};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Duration;
 
 /// What the limiter needs to know about a request.
@@ -48,6 +55,16 @@ pub struct Request<'a> {
     /// Its tenant id, if it carries one. Requests without a tenant are never
     /// capped.
     pub tenant: Option<&'a str>,
+}
+
+/// What the admission decision says to a request.
+pub(super) enum Verdict {
+    /// A slot, counted everywhere already.
+    Admit(Permit),
+    /// No, counted and with a retry-after.
+    Refuse(Rejection),
+    /// Wait in the queue as this waiter.
+    Queued(Arc<Waiter>),
 }
 
 /// Enforces a [`Limit`] over priority classes, tenants and an optional wait
@@ -63,7 +80,7 @@ pub struct Limiter {
     classes: Classes,
     /// `None` when tenant caps are off.
     tenants: Option<Tenants>,
-    pub(super) queue: WaitQueue,
+    queue: WaitQueue,
     retry_after: RetryAfter,
 }
 
@@ -85,10 +102,6 @@ impl Limiter {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, LimiterConfigError> {
         config.validate()?;
-        let threshold = match config.queue.order {
-            QueueOrder::Fifo => usize::MAX,
-            QueueOrder::AdaptiveLifo { threshold } => threshold.max(1),
-        };
         Ok(Arc::new(Self {
             clock,
             algorithm_name: limit.name(),
@@ -98,7 +111,7 @@ impl Limiter {
             inflight: AtomicUsize::new(0),
             classes: Classes::new(&config.classes, config.class_idle_window),
             tenants: Tenants::new(&config.tenant),
-            queue: WaitQueue::new(config.queue.capacity, threshold),
+            queue: WaitQueue::new(&config.queue),
             retry_after: RetryAfter::new(config.retry_after_max),
         }))
     }
@@ -178,36 +191,81 @@ impl Limiter {
     }
 
     /// Admits `req` now or refuses it; never waits, even with a queue.
+    /// (The waiting variant, [`Limiter::acquire`], is in `acquire.rs`
+    /// beside its future.)
     pub fn try_acquire(self: &Arc<Self>, req: &Request<'_>) -> Result<Permit, Rejection> {
         let now = self.clock.now();
-        let tenant = self.tenant_key(req.tenant);
-        self.admit(req.class, tenant, now)
-            .map_err(|reason| self.refuse(req.class, tenant, reason, now))
+        match self.decide(req.class, self.tenant_key(req.tenant), now, None) {
+            Verdict::Admit(p) => Ok(p),
+            Verdict::Refuse(r) => Err(r),
+            Verdict::Queued(_) => unreachable!("no waker, no queue"),
+        }
     }
 
-    /// Admits `req`, waiting in the queue if one is configured and the gate
-    /// is full. The future resolves at once when there is no queue. Dropping
-    /// it (client gone) removes the waiter; on a deadline, call
-    /// [`Acquire::timed_out`] to get the `queue_timeout` refusal.
-    pub fn acquire(self: &Arc<Self>, req: &Request<'_>) -> Acquire {
-        Acquire::new(self.clone(), req.class, self.tenant_key(req.tenant))
-    }
-
-    fn tenant_key(&self, tenant: Option<&str>) -> Option<TenantKey> {
+    pub(super) fn tenant_key(&self, tenant: Option<&str>) -> Option<TenantKey> {
         match (&self.tenants, tenant) {
             (Some(t), Some(id)) => Some(t.key(id)),
             _ => None,
         }
     }
 
-    /// The admission decision. On success every counter already includes
-    /// the new permit; on failure nothing stays counted.
-    pub(super) fn admit(
+    /// The admission decision, the one for every entry point. With a
+    /// `waker` (an [`Acquire`](super::Acquire) future) and a queue
+    /// configured, a request that finds others already waiting queues
+    /// behind them rather than barging past (only its tenant cap may refuse
+    /// it at once), and one that finds the gate full queues instead of
+    /// being refused. Every refusal is counted here.
+    #[inline]
+    pub(super) fn decide(
+        self: &Arc<Self>,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        now: Nanos,
+        waker: Option<&Waker>,
+    ) -> Verdict {
+        let waker = waker.filter(|_| self.queue.is_enabled());
+        let reason = if let Some(waker) = waker.filter(|_| self.queue.depth() > 0) {
+            if !self.tenant_over_cap(tenant, now) {
+                return self.enqueue(class, tenant, waker, now);
+            }
+            Reason::TenantLimitExceeded
+        } else {
+            match self.admit(class, tenant, now) {
+                Ok(p) => return Verdict::Admit(p),
+                Err(r) => r,
+            }
+        };
+        match waker {
+            Some(waker) if reason == Reason::WipLimitExceeded => {
+                self.enqueue(class, tenant, waker, now)
+            }
+            _ => Verdict::Refuse(self.refuse(class, tenant, reason, now)),
+        }
+    }
+
+    /// [`Limiter::admit_slot`], as a permit on this limiter.
+    #[inline]
+    fn admit(
         self: &Arc<Self>,
         class: ClassId,
         tenant: Option<TenantKey>,
         now: Nanos,
     ) -> Result<Permit, Reason> {
+        let inflight = self.admit_slot(class, tenant, now)?;
+        Ok(Permit::new(self.clone(), class, tenant, now, inflight))
+    }
+
+    /// Takes a slot now or says why not, for [`Limiter::decide`] and for
+    /// the queue's grants; returns the requests in flight counting it. On
+    /// success every counter already includes the new slot, and the caller
+    /// wraps it in a permit; on failure nothing stays counted.
+    #[inline]
+    fn admit_slot(
+        &self,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        now: Nanos,
+    ) -> Result<usize, Reason> {
         self.classes.arrive(class, now);
         let limit = self.limit();
         let cap = self.tenant_cap_now(limit, now);
@@ -239,14 +297,7 @@ impl Limiter {
                 return Err(Reason::TenantLimitExceeded);
             }
         }
-        Ok(Permit {
-            limiter: self.clone(),
-            class,
-            tenant,
-            start: now,
-            inflight: before + 1,
-            outcome: None,
-        })
+        Ok(before + 1)
     }
 
     fn undo(&self, class: ClassId) {
@@ -263,15 +314,46 @@ impl Limiter {
     }
 
     /// Whether `tenant` is at its cap while caps are enforced.
-    pub(super) fn tenant_over_cap(&self, tenant: Option<TenantKey>, now: Nanos) -> bool {
+    fn tenant_over_cap(&self, tenant: Option<TenantKey>, now: Nanos) -> bool {
         match (&self.tenants, tenant) {
             (Some(t), Some(key)) => t.over_cap(key, self.tenant_cap_now(self.limit(), now)),
             _ => false,
         }
     }
 
+    /// Queues the request (or refuses it, `queue_full`) and grants at once
+    /// whatever slots are free: they may have been freed between the failed
+    /// admission and the enqueue, and nobody else would grant them.
+    fn enqueue(
+        self: &Arc<Self>,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        waker: &Waker,
+        now: Nanos,
+    ) -> Verdict {
+        let Some(w) = self.queue.push(class, tenant, waker) else {
+            return Verdict::Refuse(self.refuse(class, tenant, Reason::QueueFull, now));
+        };
+        self.note_wanting(class, tenant, now);
+        self.grant(|| self.clone(), now);
+        Verdict::Queued(w)
+    }
+
+    /// Hands free slots to waiters, each admitted by the same rules as
+    /// anyone. `owner` gives each granted permit its handle on this
+    /// limiter.
+    fn grant(&self, owner: impl Fn() -> Arc<dyn Release>, now: Nanos) {
+        self.queue.grant(
+            || self.inflight() < self.limit(),
+            |w| {
+                let inflight = self.admit_slot(w.class, w.tenant, now).ok()?;
+                Some(Permit::new(owner(), w.class, w.tenant, now, inflight))
+            },
+        );
+    }
+
     /// Records a refusal and builds its [`Rejection`].
-    pub(super) fn refuse(
+    fn refuse(
         &self,
         class: ClassId,
         tenant: Option<TenantKey>,
@@ -281,8 +363,7 @@ impl Limiter {
         self.classes.count_refusal(class, reason);
         self.retry_after.record_refusal(now);
         if reason != Reason::TenantLimitExceeded {
-            self.note_waiting(tenant, now);
-            self.note_class_wanting(class, now);
+            self.note_wanting(class, tenant, now);
         }
         Rejection {
             reason,
@@ -290,18 +371,14 @@ impl Limiter {
         }
     }
 
-    /// A class was refused or queued for lack of a slot (see
-    /// `classes.rs`).
-    pub(super) fn note_class_wanting(&self, class: ClassId, now: Nanos) {
-        self.classes.note_wanting(class, now);
-    }
-
-    /// Someone is refused or queued: if they are within their tenant share,
-    /// that is contention, and caps apply to the tenants above theirs.
-    pub(super) fn note_waiting(&self, tenant: Option<TenantKey>, now: Nanos) {
+    /// A request was refused or queued for lack of a slot: its class is
+    /// wanting (lower classes stop borrowing), and if its tenant is within
+    /// its share, tenants are contended (caps apply).
+    fn note_wanting(&self, class: ClassId, tenant: Option<TenantKey>, now: Nanos) {
         if let Some(t) = &self.tenants {
             t.note_waiting(tenant, self.limit(), now);
         }
+        self.classes.note_wanting(class, now);
     }
 
     /// The suggested wait before a refused client retries:
@@ -331,48 +408,13 @@ impl Limiter {
         self.refuse(class, tenant, Reason::QueueTimeout, self.clock.now())
     }
 
-    /// Whether a queue is configured.
-    pub(super) fn queue_enabled(&self) -> bool {
-        self.queue.capacity() > 0
+    /// Takes `w` out of the queue; see [`WaitQueue::leave`].
+    pub(super) fn leave_queue(&self, w: &Arc<Waiter>) {
+        self.queue.leave(w);
     }
 
     pub(super) fn now(&self) -> Nanos {
         self.clock.now()
-    }
-
-    /// Called by a dropped [`Permit`].
-    pub(super) fn release(
-        self: &Arc<Self>,
-        class: ClassId,
-        tenant: Option<TenantKey>,
-        start: Nanos,
-        inflight: usize,
-        outcome: Outcome,
-    ) {
-        let now = self.clock.now();
-        self.inflight.fetch_sub(1, Ordering::SeqCst);
-        self.classes.leave(class);
-        if let (Some(t), Some(key)) = (&self.tenants, tenant) {
-            t.give_back(key);
-        }
-        self.classes.count_outcome(class, outcome);
-        let rtt = now.since(start);
-        if matches!(outcome, Outcome::Success | Outcome::Error) {
-            self.retry_after.record_rtt(rtt);
-        }
-        if self.adaptive {
-            let sample = Sample {
-                start,
-                rtt,
-                inflight,
-                outcome,
-            };
-            let new = self.sample_algorithm(now, &sample);
-            self.capacity.set_algorithm(new);
-        }
-        if self.queue.depth() > 0 {
-            self.queue.grant(self, now);
-        }
     }
 
     /// A consistent-enough view for `/status` and `/metrics`.
@@ -392,6 +434,36 @@ impl Limiter {
             share: self.share(),
             decision: self.explain(),
             classes: self.classes.snapshot(limit, now),
+        }
+    }
+}
+
+/// A dropped [`Permit`] gives its slot back here.
+impl Release for Limiter {
+    fn release(&self, permit: &Permit, outcome: Outcome) {
+        let now = self.clock.now();
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.classes.leave(permit.class);
+        if let (Some(t), Some(key)) = (&self.tenants, permit.tenant) {
+            t.give_back(key);
+        }
+        self.classes.count_outcome(permit.class, outcome);
+        let rtt = now.since(permit.start);
+        if matches!(outcome, Outcome::Success | Outcome::Error) {
+            self.retry_after.record_rtt(rtt);
+        }
+        if self.adaptive {
+            let sample = Sample {
+                start: permit.start,
+                rtt,
+                inflight: permit.inflight,
+                outcome,
+            };
+            let new = self.sample_algorithm(now, &sample);
+            self.capacity.set_algorithm(new);
+        }
+        if self.queue.depth() > 0 {
+            self.grant(|| permit.owner().clone(), now);
         }
     }
 }
