@@ -104,6 +104,48 @@ impl Clock for ManualClock {
     }
 }
 
+/// When something last happened, in an atomic: a [`Nanos`] or never.
+///
+/// The limiter keeps several such marks (a class's last arrival, its last
+/// refusal, the last refusal of a tenant within its share) and asks only
+/// "within this window of now?". They steer heuristics and never a bound,
+/// so every access is `Relaxed`.
+#[derive(Debug)]
+pub(crate) struct Stamp(AtomicU64);
+
+impl Stamp {
+    const NEVER: u64 = u64::MAX;
+
+    /// A stamp that has never been set.
+    pub(crate) fn never() -> Self {
+        Self(AtomicU64::new(Self::NEVER))
+    }
+
+    /// Records that it happened at `now`.
+    #[inline]
+    pub(crate) fn set(&self, now: Nanos) {
+        self.0.store(now.0, Ordering::Relaxed);
+    }
+
+    /// Records `now` unless the stamp is already younger than `slack`
+    /// nanoseconds: under concurrency the writers then do not fight over
+    /// the cache line while the mark is fresh anyway.
+    #[inline]
+    pub(crate) fn refresh(&self, now: Nanos, slack: u64) {
+        let seen = self.0.load(Ordering::Relaxed);
+        if seen == Self::NEVER || now.0.saturating_sub(seen) > slack {
+            self.0.store(now.0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it happened less than `window` nanoseconds before `now`.
+    #[inline]
+    pub(crate) fn within(&self, window: u64, now: Nanos) -> bool {
+        let t = self.0.load(Ordering::Relaxed);
+        t != Self::NEVER && now.0.saturating_sub(t) < window
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +167,18 @@ mod tests {
         let b = c.now();
         assert!(b >= a);
         assert_eq!(b.since(a.plus(Duration::from_secs(1))), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_stamp_is_within_a_window_only_once_set() {
+        let s = Stamp::never();
+        assert!(!s.within(u64::MAX, Nanos(0)), "never set");
+        s.set(Nanos(100));
+        assert!(s.within(10, Nanos(109)));
+        assert!(!s.within(10, Nanos(110)));
+        s.refresh(Nanos(105), 10);
+        assert!(!s.within(10, Nanos(110)), "fresh: refresh keeps 100");
+        s.refresh(Nanos(111), 10);
+        assert!(s.within(10, Nanos(120)), "stale: refresh stores 111");
     }
 }

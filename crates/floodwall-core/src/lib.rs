@@ -1,7 +1,8 @@
 //! floodwall-core: the admission engine of floodwall, with no I/O.
 //!
 //! Three ideas, kept in separate modules so each can be read and tested on
-//! its own:
+//! its own; the algorithm, the enforcement and the clock meet only through
+//! the [`Limit`] and [`Clock`] traits:
 //!
 //! - [`limit`]: *how big* the limit is. A [`Limit`] takes samples and says
 //!   what the limit is now; a fixed limit ships here, adaptive ones slot in

@@ -395,3 +395,62 @@ fn shared_slots_go_to_a_refused_higher_class_first() {
     let _i2 = l.try_acquire(&i).unwrap(); // interactive stays active, not wanting
     assert!(l.try_acquire(&b).is_ok());
 }
+
+#[test]
+fn behind_waiters_a_tenant_at_its_cap_is_refused_not_queued() {
+    // limit 4, cap 2 per tenant under contention, a queue of 4.
+    let cfg = LimiterConfig {
+        tenant: TenantSpec {
+            max_share: 0.5,
+            contention_window: Duration::from_secs(1),
+        },
+        ..queue_cfg(4, QueueOrder::Fifo)
+    };
+    let (l, _) = limiter(4, cfg);
+    let class = l.class_id("interactive").unwrap();
+    let tenant = |t| Request { class, tenant: t };
+    let mut hot = take(&l, tenant(Some("hot")), 4);
+    // Another tenant finds the gate full and queues: that is contention.
+    let mut other = l.acquire(&tenant(Some("other")));
+    assert!(poll_once(&mut other).is_pending());
+    assert!(l.tenant_contended());
+    // The hot tenant, far over its cap, is refused at once...
+    let mut again = l.acquire(&tenant(Some("hot")));
+    match poll_once(&mut again) {
+        Poll::Ready(Err(r)) => assert_eq!(r.reason, Reason::TenantLimitExceeded),
+        other => panic!("expected tenant_limit_exceeded, got {other:?}"),
+    }
+    // ...while a request without a tenant queues behind the waiter.
+    let mut anonymous = l.acquire(&tenant(None));
+    assert!(poll_once(&mut anonymous).is_pending());
+    assert_eq!(l.snapshot().queue_depth, 2);
+    hot.pop();
+    let _granted = match poll_once(&mut other) {
+        Poll::Ready(Ok(p)) => p,
+        other => panic!("FIFO: the first waiter gets the slot, got {other:?}"),
+    };
+    assert!(poll_once(&mut anonymous).is_pending());
+    assert_eq!(l.snapshot().classes[0].rejections, [0, 1, 0, 0]);
+}
+
+#[test]
+fn without_a_queue_acquire_answers_at_once_as_try_acquire_does() {
+    let (l, _) = limiter(1, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    let mut first = l.acquire(&r);
+    let held = match poll_once(&mut first) {
+        Poll::Ready(Ok(p)) => p,
+        other => panic!("admitted at once, got {other:?}"),
+    };
+    let mut second = l.acquire(&r);
+    let by_acquire = match poll_once(&mut second) {
+        Poll::Ready(Err(r)) => r,
+        other => panic!("refused at once, got {other:?}"),
+    };
+    let by_try = l.try_acquire(&r).unwrap_err();
+    assert_eq!(by_acquire.reason, Reason::WipLimitExceeded);
+    assert_eq!(by_try.reason, by_acquire.reason);
+    assert_eq!(l.snapshot().classes[0].rejections, [2, 0, 0, 0]);
+    drop(held);
+    assert_eq!(l.inflight(), 0);
+}

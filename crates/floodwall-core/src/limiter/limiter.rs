@@ -1,56 +1,53 @@
 //! Enforcement: who is admitted now.
 //!
-//! The limiter holds the effective limit `L` in an atomic and admits a
-//! request of class `c` when, after counting it:
+//! The limiter holds the effective limit `L` (see `capacity.rs`) and admits
+//! a request of class `c` when, after counting it:
 //!
-//! 1. total in-flight `≤ L` (a compare-and-swap, so never exceeded); and
-//! 2. if `c` is above its reserved slots `R_c = floor(L × reserved_c)`, then
-//!    `in_c + Σ_{o≠c} eff_o ≤ L`, where `eff_o = max(in_o, R_o)` for a class
-//!    that had an arrival within `class_idle_window` and `in_o` otherwise.
+//! 1. total in-flight `≤ L` (a compare-and-swap, so never exceeded);
+//! 2. `c` is within its reserved slots, or may borrow beyond them: never an
+//!    active class's unused reservation, never while a higher class is
+//!    wanting, and not below the first class while an outside constraint
+//!    is set (`classes.rs`); and
+//! 3. its tenant, if it carries one, is not at its cap while caps are
+//!    enforced (`tenants.rs`).
 //!
-//! So an active class's unused reservation is never borrowed, while an idle
-//! class's is lent out and nothing is wasted. Borrowing is also strict
-//! priority: while a higher class has been refused or queued within the
-//! idle window, a lower class keeps to its own reservation, so under
-//! overload batch gets what interactive leaves, not an equal fight for it. A class that comes back after
-//! being idle gets its slots back as borrowed requests finish: at most one
-//! request duration later. A tenant at `floor(L × max_share)` slots or more
-//! is refused (429) while someone under their share was refused or queued
-//! within the tenant contention window *and* fewer than one share of slots
-//! is free: the cap keeps a share free for the others, but never leaves the
-//! rest of the gate idle. While an outside constraint is set (a
-//! bottleneck probe reports saturation), classes below the first may not
-//! borrow at all, so lower priorities are shed first.
+//! A refusal carries a suggested retry-after (`retry_after.rs`). With a
+//! queue, a request that finds no slot, or finds others already waiting,
+//! waits instead (`queue.rs`), and slots freed by releases are granted to
+//! waiters by the same rules.
 //!
-//! There is no global lock: admission is a handful of atomic operations on
-//! per-class counters, and a finished request hands its sample to the
-//! algorithm without one (an adaptive limit locks only when a window
-//! closes, see [`Adaptive`](crate::Adaptive)). Checks read counters that
-//! other threads may be changing; every thread counts itself before
-//! checking, so a race can only refuse spuriously, never admit past a
-//! bound.
+//! This file composes those parts and is the only one that knows them all;
+//! none of them knows the limiter. `acquire.rs` sits on top: the waiting
+//! entry point and its future. There is one admission decision,
+//! [`Limiter::decide`], for [`Limiter::try_acquire`] and the [`Acquire`]
+//! future alike.
+//!
+//! Admission takes no global lock: it is a handful of atomic operations on
+//! per-class counters (and, with tenant caps, one shard of the tenant
+//! table); only a request that queues takes the queue's lock. A finished
+//! request hands its sample to the algorithm without a lock too: an
+//! adaptive limit locks only when a window closes. Checks read
+//! counters that other threads may be changing; every thread counts itself
+//! before checking, so a race can only refuse spuriously, never admit past
+//! a bound.
+//!
+//! [`Acquire`]: super::Acquire
 
-use super::config::{LimiterConfig, LimiterConfigError, QueueOrder};
-use super::permit::Permit;
-use super::queue::{Acquire, WaitQueue};
+use super::capacity::Capacity;
+use super::classes::{ClassId, Classes};
+use super::config::{LimiterConfig, LimiterConfigError};
+use super::permit::{Permit, Release};
+use super::queue::{WaitQueue, Waiter};
 use super::rejection::{Reason, Rejection};
-use super::tenants::{TenantKey, TenantTable};
-use crate::clock::{duration_nanos, Clock, Nanos};
+use super::retry_after::RetryAfter;
+use super::snapshot::Snapshot;
+use super::tenants::{TenantKey, Tenants};
+use crate::clock::{Clock, Nanos};
 use crate::limit::{Decision, Limit, Outcome, Sample};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
-
-/// A priority class, as an index into the limiter's class list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClassId(pub(crate) u8);
-
-impl ClassId {
-    /// The class's position in the configured list (0 = highest priority).
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
 
 /// What the limiter needs to know about a request.
 #[derive(Debug, Clone, Copy)]
@@ -62,64 +59,14 @@ pub struct Request<'a> {
     pub tenant: Option<&'a str>,
 }
 
-const NEVER: u64 = u64::MAX;
-
-/// Admission counters of one class, read by `/status` and `/metrics`.
-#[derive(Debug, Default)]
-struct ClassCounters {
-    outcomes: [AtomicU64; 4],
-    rejections: [AtomicU64; 4],
-}
-
-#[derive(Debug)]
-struct ClassState {
-    name: String,
-    reserved_permille: usize,
-    inflight: AtomicUsize,
-    last_seen: AtomicU64,
-    /// When the class was last refused or queued for lack of a slot.
-    last_wanting: AtomicU64,
-    counters: ClassCounters,
-}
-
-/// Counts refusals per second, for the retry-after estimate.
-#[derive(Debug, Default)]
-struct RefusalRate {
-    second: AtomicU64,
-    current: AtomicU64,
-    previous: AtomicU64,
-}
-
-impl RefusalRate {
-    fn record(&self, now: Nanos) {
-        let s = now.0 / 1_000_000_000;
-        let old = self.second.load(Ordering::Relaxed);
-        if old != s
-            && self
-                .second
-                .compare_exchange(old, s, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            let last = self.current.swap(0, Ordering::AcqRel);
-            self.previous
-                .store(if s == old + 1 { last } else { 0 }, Ordering::Release);
-        }
-        self.current.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Refusals in the last full second, or in the current one if larger.
-    fn per_second(&self, now: Nanos) -> u64 {
-        let s = now.0 / 1_000_000_000;
-        let at = self.second.load(Ordering::Acquire);
-        let cur = self.current.load(Ordering::Relaxed);
-        if at == s {
-            cur.max(self.previous.load(Ordering::Relaxed))
-        } else if at + 1 == s {
-            cur
-        } else {
-            0
-        }
-    }
+/// What the admission decision says to a request.
+pub(super) enum Verdict {
+    /// A slot, counted everywhere already.
+    Admit(Permit),
+    /// No, counted and with a retry-after.
+    Refuse(Rejection),
+    /// Wait in the queue as this waiter.
+    Queued(Arc<Waiter>),
 }
 
 /// Enforces a [`Limit`] over priority classes, tenants and an optional wait
@@ -129,27 +76,14 @@ pub struct Limiter {
     algorithm: Box<dyn Limit>,
     algorithm_name: &'static str,
     adaptive: bool,
-    /// The algorithm's latest limit.
-    algo_limit: AtomicUsize,
-    /// An outside cap (bottleneck probes); `usize::MAX` when none.
-    constraint: AtomicUsize,
-    /// This replica's share of a global limit (distributed mode);
-    /// `usize::MAX` when there is none. Unlike the other terms it may be 0.
-    share: AtomicUsize,
-    /// `min(max(min(algo_limit, constraint), 1), share)`: what admission
-    /// reads.
-    limit: AtomicUsize,
+    capacity: Capacity,
+    /// Total requests in flight, bounded by the effective limit.
     inflight: AtomicUsize,
-    classes: Box<[ClassState]>,
-    class_window: u64,
-    tenants: Option<TenantTable>,
-    tenant_share: f64,
-    tenant_window: u64,
-    last_entitled_refusal: AtomicU64,
-    pub(super) queue: WaitQueue,
-    ewma_rtt: AtomicU64,
-    refusals: RefusalRate,
-    retry_after_max: Duration,
+    classes: Classes,
+    /// `None` when tenant caps are off.
+    tenants: Option<Tenants>,
+    queue: WaitQueue,
+    retry_after: RetryAfter,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -162,58 +96,6 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-/// A point-in-time view of one class, for `/status` and `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassSnapshot {
-    /// The class name.
-    pub name: String,
-    /// Slots reserved for it at the current limit.
-    pub reserved: usize,
-    /// Requests of this class in flight.
-    pub inflight: usize,
-    /// Whether it had an arrival within the idle window (its reservation is
-    /// held).
-    pub active: bool,
-    /// Whether it was refused or queued for lack of a slot within the idle
-    /// window (lower classes may not borrow meanwhile).
-    pub wanting: bool,
-    /// Requests admitted since start.
-    pub admitted: u64,
-    /// Finished requests by outcome, in [`Outcome::ALL`] order.
-    pub outcomes: [u64; 4],
-    /// Refusals by reason, in [`Reason::ALL`] order.
-    pub rejections: [u64; 4],
-}
-
-/// A point-in-time view of a limiter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// The limit algorithm's name.
-    pub algorithm: &'static str,
-    /// The effective limit.
-    pub limit: usize,
-    /// Total requests in flight.
-    pub inflight: usize,
-    /// Requests waiting in the queue.
-    pub queue_depth: usize,
-    /// Tenants holding at least one slot.
-    pub tenants_active: usize,
-    /// Whether tenant caps are being enforced right now.
-    pub tenant_contended: bool,
-    /// The smoothed request duration the retry-after estimate uses.
-    pub ewma_rtt: Duration,
-    /// The algorithm's own limit, before any outside constraint.
-    pub algorithm_limit: usize,
-    /// The outside constraint (bottleneck probes), if any.
-    pub constraint: Option<usize>,
-    /// This replica's share of a global limit (distributed mode), if any.
-    pub share: Option<usize>,
-    /// The algorithm's last decision, for "why is the limit what it is".
-    pub decision: Option<Decision>,
-    /// Per-class figures, highest priority first.
-    pub classes: Vec<ClassSnapshot>,
-}
-
 impl Limiter {
     /// A limiter enforcing `limit` with `config`, reading time from `clock`.
     pub fn new(
@@ -222,67 +104,34 @@ impl Limiter {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, LimiterConfigError> {
         config.validate()?;
-        let classes = config
-            .classes
-            .iter()
-            .map(|c| ClassState {
-                name: c.name.clone(),
-                reserved_permille: (c.reserved * 1000.0).round() as usize,
-                inflight: AtomicUsize::new(0),
-                last_seen: AtomicU64::new(NEVER),
-                last_wanting: AtomicU64::new(NEVER),
-                counters: ClassCounters::default(),
-            })
-            .collect();
-        let current = limit.limit().max(1);
-        let threshold = match config.queue.order {
-            QueueOrder::Fifo => usize::MAX,
-            QueueOrder::AdaptiveLifo { threshold } => threshold.max(1),
-        };
         Ok(Arc::new(Self {
             clock,
             algorithm_name: limit.name(),
             adaptive: limit.is_adaptive(),
+            capacity: Capacity::new(limit.limit()),
             algorithm: Box::new(limit),
-            algo_limit: AtomicUsize::new(current),
-            constraint: AtomicUsize::new(usize::MAX),
-            share: AtomicUsize::new(usize::MAX),
-            limit: AtomicUsize::new(current),
             inflight: AtomicUsize::new(0),
-            classes,
-            class_window: duration_nanos(config.class_idle_window),
-            tenants: (config.tenant.max_share < 1.0).then(TenantTable::new),
-            tenant_share: config.tenant.max_share,
-            tenant_window: duration_nanos(config.tenant.contention_window),
-            last_entitled_refusal: AtomicU64::new(NEVER),
-            queue: WaitQueue::new(config.queue.capacity, threshold),
-            ewma_rtt: AtomicU64::new(0),
-            refusals: RefusalRate::default(),
-            retry_after_max: config.retry_after_max,
+            classes: Classes::new(&config.classes, config.class_idle_window),
+            tenants: Tenants::new(&config.tenant),
+            queue: WaitQueue::new(&config.queue),
+            retry_after: RetryAfter::new(config.retry_after_max),
         }))
     }
 
     /// The class with this name, if configured.
     pub fn class_id(&self, name: &str) -> Option<ClassId> {
-        self.classes
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(name))
-            .map(|i| ClassId(i as u8))
-    }
-
-    /// The class names, highest priority first.
-    pub fn class_names(&self) -> impl Iterator<Item = &str> {
-        self.classes.iter().map(|c| c.name.as_str())
+        self.classes.id(name)
     }
 
     /// The effective limit now.
+    #[inline]
     pub fn limit(&self) -> usize {
-        self.limit.load(Ordering::Acquire)
+        self.capacity.limit()
     }
 
     /// The limit algorithm's own figure, before any outside constraint.
     pub fn algorithm_limit(&self) -> usize {
-        self.algo_limit.load(Ordering::Acquire)
+        self.capacity.algorithm()
     }
 
     /// The algorithm's last decision, if it has made one.
@@ -292,10 +141,7 @@ impl Limiter {
 
     /// The outside constraint, if one is set.
     pub fn constraint(&self) -> Option<usize> {
-        match self.constraint.load(Ordering::Acquire) {
-            usize::MAX => None,
-            c => Some(c),
-        }
+        self.capacity.constraint()
     }
 
     /// Caps the limit from outside the request stream (a bottleneck probe):
@@ -303,17 +149,12 @@ impl Limiter {
     /// lifts the cap. Requests already admitted are never cut; the gate
     /// drains down to a lower limit as they finish.
     pub fn set_constraint(&self, constraint: Option<usize>) {
-        self.constraint
-            .store(constraint.unwrap_or(usize::MAX), Ordering::Release);
-        self.refresh_limit();
+        self.capacity.set_constraint(constraint);
     }
 
     /// This replica's share of a global limit, if one is set.
     pub fn share(&self) -> Option<usize> {
-        match self.share.load(Ordering::Acquire) {
-            usize::MAX => None,
-            s => Some(s),
-        }
+        self.capacity.share()
     }
 
     /// Caps the limit at this replica's share of a global limit shared by
@@ -325,39 +166,18 @@ impl Limiter {
     /// cut. The share does not stop lower classes borrowing: it is the
     /// size of this gate, not a sign that the bottleneck is saturated.
     pub fn set_share(&self, share: Option<usize>) {
-        self.share
-            .store(share.unwrap_or(usize::MAX), Ordering::Release);
-        self.refresh_limit();
-    }
-
-    fn refresh_limit(&self) {
-        let algo = self.algo_limit.load(Ordering::Acquire);
-        let cap = self.constraint.load(Ordering::Acquire);
-        let share = self.share.load(Ordering::Acquire);
-        self.limit
-            .store(algo.min(cap).max(1).min(share), Ordering::Release);
+        self.capacity.set_share(share);
     }
 
     /// Total requests in flight now.
+    #[inline]
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
 
-    /// Requests of `class` in flight now.
-    pub fn class_inflight(&self, class: ClassId) -> usize {
-        self.classes[class.index()].inflight.load(Ordering::Acquire)
-    }
-
-    /// The slots reserved for `class` at the current limit.
-    pub fn reserved_slots(&self, class: ClassId) -> usize {
-        self.reserved_at(class.index(), self.limit())
-    }
-
     /// The most slots one tenant may hold under contention, if caps are on.
     pub fn tenant_cap(&self) -> Option<usize> {
-        self.tenants
-            .as_ref()
-            .map(|_| ((self.limit() as f64 * self.tenant_share) as usize).max(1))
+        self.tenants.as_ref().map(|t| t.cap(self.limit()))
     }
 
     /// The slots `tenant` holds now (0 when caps are off).
@@ -367,175 +187,185 @@ impl Limiter {
 
     /// Whether tenant caps are enforced right now.
     pub fn tenant_contended(&self) -> bool {
-        self.within(
-            &self.last_entitled_refusal,
-            self.tenant_window,
-            self.clock.now(),
-        )
+        self.tenants
+            .as_ref()
+            .is_some_and(|t| t.contended(self.clock.now()))
     }
 
     /// Admits `req` now or refuses it; never waits, even with a queue.
+    /// (The waiting variant, [`Limiter::acquire`], is in `acquire.rs`
+    /// beside its future.)
     pub fn try_acquire(self: &Arc<Self>, req: &Request<'_>) -> Result<Permit, Rejection> {
         let now = self.clock.now();
-        let tenant = self.tenant_key(req.tenant);
-        self.admit(req.class, tenant, now)
-            .map_err(|reason| self.refuse(req.class, tenant, reason, now))
+        match self.decide(req.class, self.tenant_key(req.tenant), now, None) {
+            Verdict::Admit(p) => Ok(p),
+            Verdict::Refuse(r) => Err(r),
+            Verdict::Queued(_) => unreachable!("no waker, no queue"),
+        }
     }
 
-    /// Admits `req`, waiting in the queue if one is configured and the gate
-    /// is full. The future resolves at once when there is no queue. Dropping
-    /// it (client gone) removes the waiter; on a deadline, call
-    /// [`Acquire::timed_out`] to get the `queue_timeout` refusal.
-    pub fn acquire(self: &Arc<Self>, req: &Request<'_>) -> Acquire {
-        Acquire::new(self.clone(), req.class, self.tenant_key(req.tenant))
-    }
-
-    fn tenant_key(&self, tenant: Option<&str>) -> Option<TenantKey> {
+    pub(super) fn tenant_key(&self, tenant: Option<&str>) -> Option<TenantKey> {
         match (&self.tenants, tenant) {
             (Some(t), Some(id)) => Some(t.key(id)),
             _ => None,
         }
     }
 
-    fn reserved_at(&self, class: usize, limit: usize) -> usize {
-        limit * self.classes[class].reserved_permille / 1000
+    /// The admission decision, the one for every entry point. With a
+    /// `waker` (an [`Acquire`](super::Acquire) future) and a queue
+    /// configured, a request that finds others already waiting queues
+    /// behind them rather than barging past (only its tenant cap may refuse
+    /// it at once), and one that finds the gate full queues instead of
+    /// being refused. Every refusal is counted here.
+    #[inline]
+    pub(super) fn decide(
+        self: &Arc<Self>,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        now: Nanos,
+        waker: Option<&Waker>,
+    ) -> Verdict {
+        let waker = waker.filter(|_| self.queue.is_enabled());
+        let reason = if let Some(waker) = waker.filter(|_| self.queue.depth() > 0) {
+            if !self.tenant_over_cap(tenant, now) {
+                return self.enqueue(class, tenant, waker, now);
+            }
+            Reason::TenantLimitExceeded
+        } else {
+            match self.admit(class, tenant, now) {
+                Ok(p) => return Verdict::Admit(p),
+                Err(r) => r,
+            }
+        };
+        match waker {
+            Some(waker) if reason == Reason::WipLimitExceeded => {
+                self.enqueue(class, tenant, waker, now)
+            }
+            _ => Verdict::Refuse(self.refuse(class, tenant, reason, now)),
+        }
     }
 
-    fn within(&self, at: &AtomicU64, window: u64, now: Nanos) -> bool {
-        let t = at.load(Ordering::Relaxed);
-        t != NEVER && now.0.saturating_sub(t) < window
-    }
-
-    /// The admission decision. On success every counter already includes
-    /// the new permit.
-    pub(super) fn admit(
+    /// [`Limiter::admit_slot`], as a permit on this limiter.
+    #[inline]
+    fn admit(
         self: &Arc<Self>,
         class: ClassId,
         tenant: Option<TenantKey>,
         now: Nanos,
     ) -> Result<Permit, Reason> {
-        let ci = class.index();
-        let state = &self.classes[ci];
-        // Mark the class active; skip the store while the mark is fresh so
-        // concurrent admissions do not fight over the cache line.
-        let seen = state.last_seen.load(Ordering::Relaxed);
-        if seen == NEVER || now.0.saturating_sub(seen) > self.class_window / 8 {
-            state.last_seen.store(now.0, Ordering::Relaxed);
-        }
+        let inflight = self.admit_slot(class, tenant, now)?;
+        Ok(Permit::new(self.clone(), class, tenant, now, inflight))
+    }
+
+    /// Takes a slot now or says why not, for [`Limiter::decide`] and for
+    /// the queue's grants; returns the requests in flight counting it. On
+    /// success every counter already includes the new slot, and the caller
+    /// wraps it in a permit; on failure nothing stays counted.
+    #[inline]
+    fn admit_slot(
+        &self,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        now: Nanos,
+    ) -> Result<usize, Reason> {
+        self.classes.arrive(class, now);
         let limit = self.limit();
         let cap = self.tenant_cap_now(limit, now);
-        if self.tenant_over_cap(tenant, now) {
-            return Err(Reason::TenantLimitExceeded);
+        if let (Some(t), Some(key)) = (&self.tenants, tenant) {
+            if t.over_cap(key, cap) {
+                return Err(Reason::TenantLimitExceeded);
+            }
         }
-        let in_c = state.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+        let in_c = self.classes.enter(class);
         let total = self
             .inflight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
                 (t < limit).then_some(t + 1)
             });
         let Ok(before) = total else {
-            state.inflight.fetch_sub(1, Ordering::SeqCst);
+            self.classes.leave(class);
             return Err(Reason::WipLimitExceeded);
         };
-        if in_c > self.reserved_at(ci, limit) && !self.may_borrow(ci, in_c, limit, now) {
-            self.undo(ci);
+        if !self
+            .classes
+            .may_hold(class, in_c, limit, || self.capacity.is_constrained(), now)
+        {
+            self.undo(class);
             return Err(Reason::WipLimitExceeded);
         }
         if let (Some(t), Some(key)) = (&self.tenants, tenant) {
             if !t.try_take(key, cap) {
-                self.undo(ci);
+                self.undo(class);
                 return Err(Reason::TenantLimitExceeded);
             }
         }
-        Ok(Permit {
-            limiter: self.clone(),
-            class,
-            tenant,
-            start: now,
-            inflight: before + 1,
-            outcome: None,
-        })
+        Ok(before + 1)
     }
 
-    /// Rule 2 of the module doc: borrowing never takes an active class's
-    /// unused reservation.
-    fn may_borrow(&self, ci: usize, in_c: usize, limit: usize, now: Nanos) -> bool {
-        // While the bottleneck itself says it is saturated, lower classes
-        // keep only their own reservations: batch is shed before
-        // interactive loses anything.
-        if ci > 0 && self.constraint.load(Ordering::Relaxed) != usize::MAX {
-            return false;
-        }
-        // Strict priority for the shared part: a higher class that wanted a
-        // slot recently gets it before this one may borrow.
-        if self.classes[..ci]
-            .iter()
-            .any(|h| self.within(&h.last_wanting, self.class_window, now))
-        {
-            return false;
-        }
-        let mut need = in_c;
-        for (oi, o) in self.classes.iter().enumerate() {
-            if oi == ci {
-                continue;
-            }
-            let in_o = o.inflight.load(Ordering::SeqCst);
-            need += if self.within(&o.last_seen, self.class_window, now) {
-                in_o.max(self.reserved_at(oi, limit))
-            } else {
-                in_o
-            };
-            if need > limit {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn undo(&self, ci: usize) {
+    fn undo(&self, class: ClassId) {
         self.inflight.fetch_sub(1, Ordering::SeqCst);
-        self.classes[ci].inflight.fetch_sub(1, Ordering::SeqCst);
+        self.classes.leave(class);
+    }
+
+    /// The tenant cap that applies to a new admission now, if any.
+    #[inline]
+    fn tenant_cap_now(&self, limit: usize, now: Nanos) -> Option<usize> {
+        self.tenants
+            .as_ref()?
+            .cap_now(limit, || self.inflight(), now)
     }
 
     /// Whether `tenant` is at its cap while caps are enforced.
-    pub(super) fn tenant_over_cap(&self, tenant: Option<TenantKey>, now: Nanos) -> bool {
-        match (
-            &self.tenants,
-            tenant,
-            self.tenant_cap_now(self.limit(), now),
-        ) {
-            (Some(t), Some(key), Some(cap)) => t.held(key) >= cap,
+    fn tenant_over_cap(&self, tenant: Option<TenantKey>, now: Nanos) -> bool {
+        match (&self.tenants, tenant) {
+            (Some(t), Some(key)) => t.over_cap(key, self.tenant_cap_now(self.limit(), now)),
             _ => false,
         }
     }
 
-    /// The cap that applies to a new admission now, if any: only under
-    /// contention, and only once the gate is within one share of full.
-    /// Below that the tenant may still take free slots, so a cap never
-    /// leaves capacity idle while one share stays free for the others.
-    fn tenant_cap_now(&self, limit: usize, now: Nanos) -> Option<usize> {
-        self.tenants.as_ref()?;
-        if !self.within(&self.last_entitled_refusal, self.tenant_window, now) {
-            return None;
-        }
-        let cap = ((limit as f64 * self.tenant_share) as usize).max(1);
-        (self.inflight() + 1 + cap > limit).then_some(cap)
+    /// Queues the request (or refuses it, `queue_full`) and grants at once
+    /// whatever slots are free: they may have been freed between the failed
+    /// admission and the enqueue, and nobody else would grant them.
+    fn enqueue(
+        self: &Arc<Self>,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        waker: &Waker,
+        now: Nanos,
+    ) -> Verdict {
+        let Some(w) = self.queue.push(class, tenant, waker) else {
+            return Verdict::Refuse(self.refuse(class, tenant, Reason::QueueFull, now));
+        };
+        self.note_wanting(class, tenant, now);
+        self.grant(|| self.clone(), now);
+        Verdict::Queued(w)
+    }
+
+    /// Hands free slots to waiters, each admitted by the same rules as
+    /// anyone. `owner` gives each granted permit its handle on this
+    /// limiter.
+    fn grant(&self, owner: impl Fn() -> Arc<dyn Release>, now: Nanos) {
+        self.queue.grant(
+            || self.inflight() < self.limit(),
+            |w| {
+                let inflight = self.admit_slot(w.class, w.tenant, now).ok()?;
+                Some(Permit::new(owner(), w.class, w.tenant, now, inflight))
+            },
+        );
     }
 
     /// Records a refusal and builds its [`Rejection`].
-    pub(super) fn refuse(
+    fn refuse(
         &self,
         class: ClassId,
         tenant: Option<TenantKey>,
         reason: Reason,
         now: Nanos,
     ) -> Rejection {
-        self.classes[class.index()].counters.rejections[reason.index()]
-            .fetch_add(1, Ordering::Relaxed);
-        self.refusals.record(now);
+        self.classes.count_refusal(class, reason);
+        self.retry_after.record_refusal(now);
         if reason != Reason::TenantLimitExceeded {
-            self.note_waiting(tenant, now);
-            self.note_class_wanting(class, now);
+            self.note_wanting(class, tenant, now);
         }
         Rejection {
             reason,
@@ -543,86 +373,33 @@ impl Limiter {
         }
     }
 
-    /// A class was refused or queued for lack of a slot: lower classes stop
-    /// borrowing beyond their reservations until it has gone a whole idle
-    /// window without that, so shared capacity goes to the higher class.
-    pub(super) fn note_class_wanting(&self, class: ClassId, now: Nanos) {
-        self.classes[class.index()]
-            .last_wanting
-            .store(now.0, Ordering::Relaxed);
-    }
-
-    /// Someone is refused or queued: if they are within their tenant share,
-    /// that is contention, and caps apply to the tenants above theirs.
-    pub(super) fn note_waiting(&self, tenant: Option<TenantKey>, now: Nanos) {
-        let Some(t) = &self.tenants else { return };
-        let cap = ((self.limit() as f64 * self.tenant_share) as usize).max(1);
-        if tenant.is_none_or(|k| t.held(k) < cap) {
-            self.last_entitled_refusal.store(now.0, Ordering::Relaxed);
+    /// A request was refused or queued for lack of a slot: its class is
+    /// wanting (lower classes stop borrowing), and if its tenant is within
+    /// its share, tenants are contended (caps apply).
+    fn note_wanting(&self, class: ClassId, tenant: Option<TenantKey>, now: Nanos) {
+        if let Some(t) = &self.tenants {
+            t.note_waiting(tenant, self.limit(), now);
         }
+        self.classes.note_wanting(class, now);
     }
 
-    /// The suggested wait before a refused client retries.
-    ///
+    /// The suggested wait before a refused client retries:
     /// `max(rtt, 1 s) × (1 + refused/s ÷ capacity/s)`, capped at
     /// `retry_after_max`, where capacity is `limit ÷ rtt` (Little's law)
-    /// and rtt is the smoothed request duration. A client told this spreads
-    /// its retry over the time the gate needs to absorb the excess, instead
-    /// of coming back into the same full gate (seed 000, "Retry Storm
-    /// Paradox"). The I/O layer adds jitter.
+    /// and rtt is the smoothed request duration. A client told this
+    /// spreads its retry over the time the gate needs to absorb the
+    /// excess, instead of coming back into the same full gate (the "Retry
+    /// Storm Paradox" of the Phoenix WIP-gate article). The I/O layer adds
+    /// jitter.
     pub fn retry_after(&self, now: Nanos) -> Duration {
-        let rtt = match self.ewma_rtt.load(Ordering::Relaxed) {
-            0 => Duration::from_millis(100),
-            n => Duration::from_nanos(n),
-        };
-        let capacity = self.limit() as f64 / rtt.as_secs_f64().max(1e-6);
-        let refused = self.refusals.per_second(now) as f64;
-        let spread = 1.0 + refused / capacity.max(1.0);
-        rtt.max(Duration::from_secs(1))
-            .mul_f64(spread.min(1e6))
-            .min(self.retry_after_max)
+        self.retry_after.suggest(self.limit(), now)
     }
 
-    /// Called by a dropped [`Permit`].
-    pub(super) fn release(
-        self: &Arc<Self>,
-        class: ClassId,
-        tenant: Option<TenantKey>,
-        start: Nanos,
-        inflight: usize,
-        outcome: Outcome,
-    ) {
-        let now = self.clock.now();
-        let state = &self.classes[class.index()];
-        self.inflight.fetch_sub(1, Ordering::SeqCst);
-        state.inflight.fetch_sub(1, Ordering::SeqCst);
-        if let (Some(t), Some(key)) = (&self.tenants, tenant) {
-            t.give_back(key);
-        }
-        state.counters.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
-        let rtt = now.since(start);
-        if matches!(outcome, Outcome::Success | Outcome::Error) {
-            // A racy read-modify-write: a lost update only delays the
-            // estimate, and it keeps the hot path free of CAS loops.
-            let old = self.ewma_rtt.load(Ordering::Relaxed);
-            let x = duration_nanos(rtt);
-            let new = if old == 0 { x } else { old - old / 16 + x / 16 };
-            self.ewma_rtt.store(new.max(1), Ordering::Relaxed);
-        }
-        if self.adaptive {
-            let sample = Sample {
-                start,
-                rtt,
-                inflight,
-                outcome,
-            };
-            let new = self.algorithm.on_sample(now, &sample);
-            self.algo_limit.store(new.max(1), Ordering::Release);
-            self.refresh_limit();
-        }
-        if self.queue.depth() > 0 {
-            self.queue.grant(self, now);
-        }
+    /// Feeds one sample to the algorithm and returns its new limit. No lock
+    /// here: an adaptive limit synchronises itself and locks only when a
+    /// window closes (see [`Adaptive`](crate::Adaptive)).
+    fn sample_algorithm(&self, now: Nanos, sample: &Sample) -> usize {
+        self.algorithm.on_sample(now, sample)
     }
 
     /// Records a `queue_timeout` refusal for `class`.
@@ -630,9 +407,9 @@ impl Limiter {
         self.refuse(class, tenant, Reason::QueueTimeout, self.clock.now())
     }
 
-    /// Whether a queue is configured.
-    pub(super) fn queue_enabled(&self) -> bool {
-        self.queue.capacity() > 0
+    /// Takes `w` out of the queue; see [`WaitQueue::leave`].
+    pub(super) fn leave_queue(&self, w: &Arc<Waiter>) {
+        self.queue.leave(w);
     }
 
     pub(super) fn now(&self) -> Nanos {
@@ -643,40 +420,49 @@ impl Limiter {
     pub fn snapshot(&self) -> Snapshot {
         let now = self.clock.now();
         let limit = self.limit();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Snapshot {
             algorithm: self.algorithm_name,
             limit,
             inflight: self.inflight(),
             queue_depth: self.queue.depth(),
             tenants_active: self.tenants.as_ref().map_or(0, |t| t.active()),
-            tenant_contended: self.tenants.is_some() && self.tenant_contended(),
-            ewma_rtt: Duration::from_nanos(load(&self.ewma_rtt)),
+            tenant_contended: self.tenant_contended(),
+            ewma_rtt: self.retry_after.rtt(),
             algorithm_limit: self.algorithm_limit(),
             constraint: self.constraint(),
             share: self.share(),
             decision: self.explain(),
-            classes: self
-                .classes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let inflight = c.inflight.load(Ordering::Acquire);
-                    let outcomes = c.counters.outcomes.each_ref().map(load);
-                    ClassSnapshot {
-                        name: c.name.clone(),
-                        reserved: self.reserved_at(i, limit),
-                        inflight,
-                        active: self.within(&c.last_seen, self.class_window, now),
-                        wanting: self.within(&c.last_wanting, self.class_window, now),
-                        // Derived rather than counted: one atomic less per
-                        // admission.
-                        admitted: outcomes.iter().sum::<u64>() + inflight as u64,
-                        outcomes,
-                        rejections: c.counters.rejections.each_ref().map(load),
-                    }
-                })
-                .collect(),
+            classes: self.classes.snapshot(limit, now),
+        }
+    }
+}
+
+/// A dropped [`Permit`] gives its slot back here.
+impl Release for Limiter {
+    fn release(&self, permit: &Permit, outcome: Outcome) {
+        let now = self.clock.now();
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.classes.leave(permit.class);
+        if let (Some(t), Some(key)) = (&self.tenants, permit.tenant) {
+            t.give_back(key);
+        }
+        self.classes.count_outcome(permit.class, outcome);
+        let rtt = now.since(permit.start);
+        if matches!(outcome, Outcome::Success | Outcome::Error) {
+            self.retry_after.record_rtt(rtt);
+        }
+        if self.adaptive {
+            let sample = Sample {
+                start: permit.start,
+                rtt,
+                inflight: permit.inflight,
+                outcome,
+            };
+            let new = self.sample_algorithm(now, &sample);
+            self.capacity.set_algorithm(new);
+        }
+        if self.queue.depth() > 0 {
+            self.grant(|| permit.owner().clone(), now);
         }
     }
 }

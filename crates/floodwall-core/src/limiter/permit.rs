@@ -1,11 +1,21 @@
 //! The RAII admission permit.
 
+use super::classes::ClassId;
 use super::tenants::TenantKey;
-use super::{ClassId, Limiter};
 use crate::clock::Nanos;
 use crate::limit::Outcome;
 use std::fmt;
 use std::sync::Arc;
+
+/// What a permit gives its slot back to: the limiter that issued it.
+///
+/// A trait rather than the limiter itself so that this file does not
+/// depend on the limiter, which holds permits (granted to waiters) in turn.
+pub(crate) trait Release: Send + Sync {
+    /// Takes back the slot of `permit`, which is being dropped, with the
+    /// outcome it recorded.
+    fn release(&self, permit: &Permit, outcome: Outcome);
+}
 
 /// One admitted request's slot.
 ///
@@ -17,15 +27,35 @@ use std::sync::Arc;
 /// mistaken for a fast success.
 #[must_use = "dropping a permit releases its slot at once"]
 pub struct Permit {
-    pub(super) limiter: Arc<Limiter>,
+    owner: Arc<dyn Release>,
     pub(super) class: ClassId,
     pub(super) tenant: Option<TenantKey>,
     pub(super) start: Nanos,
+    /// Requests in flight once this one was admitted, for the sample.
     pub(super) inflight: usize,
-    pub(super) outcome: Option<Outcome>,
+    outcome: Option<Outcome>,
 }
 
 impl Permit {
+    /// A permit for a slot already counted by `owner`.
+    #[inline]
+    pub(super) fn new(
+        owner: Arc<dyn Release>,
+        class: ClassId,
+        tenant: Option<TenantKey>,
+        start: Nanos,
+        inflight: usize,
+    ) -> Self {
+        Self {
+            owner,
+            class,
+            tenant,
+            start,
+            inflight,
+            outcome: None,
+        }
+    }
+
     /// Records how the request ended; the last call wins.
     pub fn record(&mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
@@ -41,9 +71,10 @@ impl Permit {
         self.start
     }
 
-    /// The limiter this permit belongs to.
-    pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.limiter
+    /// The issuer's handle, for permits that its release hands on (a slot
+    /// freed by this permit may be granted to a waiter at once).
+    pub(super) fn owner(&self) -> &Arc<dyn Release> {
+        &self.owner
     }
 }
 
@@ -61,7 +92,6 @@ impl fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let outcome = self.outcome.unwrap_or(Outcome::Ignored);
-        self.limiter
-            .release(self.class, self.tenant, self.start, self.inflight, outcome);
+        self.owner.release(self, outcome);
     }
 }
