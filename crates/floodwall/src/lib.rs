@@ -16,6 +16,5 @@ pub mod probe;
 pub mod proxy;
 pub mod respond;
 pub mod server;
-pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -2,9 +2,9 @@
 //! run and not the gated one, the outputs are written, and `--target` works
 //! against a server the bench did not start.
 
-use floodwall::sim::backend;
-use floodwall::sim::bench::{self, BenchOptions, ScenarioName, Target, TargetKind};
-use floodwall::sim::BackendConfig;
+use floodwall_bench::backend;
+use floodwall_bench::bench::{self, BenchOptions, ScenarioName, Target, TargetKind};
+use floodwall_bench::BackendConfig;
 
 fn targets() -> Vec<Target> {
     vec![

@@ -3,8 +3,8 @@
 
 use super::scenario::{ClientKind, Event, Scenario, ScenarioName};
 use super::target::{self, Target};
-use crate::sim::backend::{self, BackendConfig, BackendStats};
-use crate::sim::loadgen::{self, LoadConfig, LoadResult};
+use crate::backend::{self, BackendConfig, BackendStats};
+use crate::loadgen::{self, LoadConfig, LoadResult};
 use floodwall_core::Limiter;
 use http::Uri;
 use serde::Serialize;

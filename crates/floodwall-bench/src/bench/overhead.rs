@@ -9,8 +9,8 @@
 //! figures are upper bounds on the real cost; compare them as ratios.
 
 use super::target::{self, Target};
-use crate::sim::backend;
-use crate::sim::loadgen::{self, ClosedLoopResult, LoadConfig, Phase, Schedule};
+use crate::backend;
+use crate::loadgen::{self, ClosedLoopResult, LoadConfig, Phase, Schedule};
 use http::Uri;
 use serde::Serialize;
 use std::fmt::Write;

@@ -442,7 +442,7 @@ async fn play(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::FloodwallGate;
+    use crate::FloodwallGate;
 
     /// workers 4 × 10 ms = 400 req/s; 3× for 2 s.
     fn small() -> BackendConfig {

@@ -1,7 +1,7 @@
 //! What a bench run sends its load through.
 
-use crate::config::{Config, LimitConfig};
-use crate::server::{self, Running};
+use floodwall::config::{Config, LimitConfig};
+use floodwall::server::{self, Running};
 use http::Uri;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ pub enum TargetKind {
     /// floodwall), already pointed at the backend.
     External {
         /// Where it listens.
-        #[serde(serialize_with = "crate::sim::bench::target::uri_str")]
+        #[serde(serialize_with = "crate::bench::target::uri_str")]
         url: Uri,
         /// Its static limit, if known, for the plot.
         limit: Option<usize>,

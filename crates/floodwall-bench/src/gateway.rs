@@ -1,8 +1,8 @@
 //! The real floodwall proxy as the demo's and bench's gate.
 
 use super::demo::Gate;
-use crate::config::{Config, LimitConfig};
-use crate::server::{self, Running};
+use floodwall::config::{Config, LimitConfig};
+use floodwall::server::{self, Running};
 use std::net::SocketAddr;
 
 /// Starts a real floodwall (the same `server::start` as `floodwall serve`)

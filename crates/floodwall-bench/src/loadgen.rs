@@ -72,7 +72,7 @@ use serde::Serialize;
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
 
 use super::backend;
-use crate::respond::RETRY_AFTER_MS_HEADER;
+use floodwall::respond::RETRY_AFTER_MS_HEADER;
 
 /// An arrival dispatched more than this after its scheduled time counts as
 /// `late`: the generator, not the server, was the bottleneck for it. tokio's
@@ -1464,7 +1464,7 @@ pub async fn measure_headroom(rate_rps: f64, duration: Duration) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::backend;
+    use crate::backend;
 
     #[test]
     fn parses_the_example() {
