@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(json["gate_limit"], 4);
     }
 
-    /// The full default demo (about 45 s): `cargo test -p floodwall --lib
+    /// The full default demo (about 45 s): `cargo test -p floodwall-bench --lib
     /// full_demo -- --ignored --nocapture` prints the table.
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "takes about 45 s"]
