@@ -4,17 +4,18 @@
 //! of `floodwall-bench run` that put floodwall beside its peers.
 //!
 //! It lives apart from the gateway so that `floodwall` itself pulls in no
-//! plotting, font, progress-bar or histogram crates.
+//! plotting, font, progress-bar or histogram crates. Everything it uses of
+//! the `floodwall` library goes through one file, [`gateway`].
 
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod bench;
 pub mod demo;
-mod gateway;
+pub mod gateway;
 pub mod loadgen;
 
 pub use backend::{Backend, BackendConfig, BackendStats};
-pub use demo::{run_demo, DemoOptions, DemoReport, Gate, RunReport};
-pub use gateway::FloodwallGate;
+pub use demo::{run_demo, DemoOptions, DemoReport, RunReport};
+pub use gateway::{Gateway, GatewayOptions};
 pub use loadgen::{parse_schedule, LoadConfig, LoadResult, Phase, Schedule, SecondRow, Summary};

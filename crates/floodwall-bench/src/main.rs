@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use floodwall_bench::bench::{self, distributed, ScenarioName, Target, TargetKind};
+use floodwall_bench::bench::{self, distributed, Contender, ContenderKind, ScenarioName};
 use floodwall_bench::{demo, BackendConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -113,11 +113,7 @@ struct DistributedArgs {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let report = demo::run_demo(
-        demo::DemoOptions::default(),
-        &floodwall_bench::FloodwallGate,
-    )
-    .await?;
+    let report = demo::run_demo(demo::DemoOptions::default()).await?;
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());
@@ -126,31 +122,31 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut targets = Vec::new();
+    let mut contenders = Vec::new();
     if !args.no_direct {
-        targets.push(Target {
+        contenders.push(Contender {
             name: "direct".into(),
-            kind: TargetKind::Direct,
+            kind: ContenderKind::Direct,
         });
     }
     if !args.no_floodwall {
-        targets.push(Target {
+        contenders.push(Contender {
             name: format!("floodwall-fixed-{}", args.limit),
-            kind: TargetKind::Floodwall { limit: args.limit },
+            kind: ContenderKind::Floodwall { limit: args.limit },
         });
     }
     for a in args.adaptive.iter().filter(|a| !a.is_empty()) {
-        targets.push(Target {
+        contenders.push(Contender {
             name: format!("floodwall-{a}"),
-            kind: TargetKind::Adaptive {
+            kind: ContenderKind::Adaptive {
                 algorithm: a.clone(),
             },
         });
     }
     for g in &args.gates {
-        targets.push(Target::parse_external(g)?);
+        contenders.push(Contender::parse_external(g)?);
     }
-    anyhow::ensure!(!targets.is_empty(), "no targets left to run");
+    anyhow::ensure!(!contenders.is_empty(), "no targets left to run");
     let backend = BackendConfig {
         workers: args.workers,
         service_time: args.service_time,
@@ -158,7 +154,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     if args.scenario == ScenarioName::Overhead {
         let report = bench::overhead::run_overhead(&bench::overhead::OverheadOptions {
-            targets,
+            contenders,
             backend_addr: args.backend_addr,
             concurrency: 32,
             closed_for: std::time::Duration::from_secs_f64(5.0 * args.scale),
@@ -177,7 +173,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let opts = bench::BenchOptions {
         scenario: args.scenario,
-        targets,
+        contenders,
         external: args.target,
         capacity: args.capacity,
         backend,

@@ -6,7 +6,7 @@ use anyhow::ensure;
 use http::{header, HeaderMap};
 use serde::Serialize;
 
-use floodwall::respond::RETRY_AFTER_MS_HEADER;
+use crate::gateway::RETRY_AFTER_MS_HEADER;
 
 /// How long a [`RetryPolicy::HonourRetryAfter`] client waits when a 503 or
 /// 429 carries no retry hint at all, as HAProxy's and nginx's refusals

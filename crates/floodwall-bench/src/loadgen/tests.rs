@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::backend;
+use crate::gateway::RETRY_AFTER_MS_HEADER;
 use bytes::Bytes;
-use floodwall::respond::RETRY_AFTER_MS_HEADER;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::{sync::Arc, time::Duration};
