@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Runs floodwall bench scenarios with HAProxy and nginx side by side with
+# Runs floodwall-bench scenarios with HAProxy and nginx side by side with
 # floodwall, against the same simulated backend, in one run.
 #
 #   bench/peers.sh [SCENARIO ...]      (default: spike workers-drop priority)
 #
 # Installs haproxy and nginx with apt-get if missing, writes their configs
 # into a temp dir, starts them on free loopback ports in front of the
-# backend's (pre-chosen, free) port, runs `floodwall bench` with them as
+# backend's (pre-chosen, free) port, runs `floodwall-bench run` with them as
 # extra targets, and stops them by PID. Results land in bench/results/.
 #
 # Environment: SCALE (multiplies every duration, default 1), W (the best
 # static limit, default 10: 8 workers plus the
 # slack that covers hand-off time, see BENCHMARKS.md), OUT (results dir),
-# FLOODWALL (path to the binary; built in release if unset).
+# FLOODWALL_BENCH (path to the floodwall-bench binary; built in release if
+# unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,9 +36,9 @@ fi
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [ -z "${FLOODWALL:-}" ]; then
-  cargo build --release -q -p floodwall
-  FLOODWALL=target/release/floodwall
+if [ -z "${FLOODWALL_BENCH:-}" ]; then
+  cargo build --release -q -p floodwall-bench
+  FLOODWALL_BENCH=target/release/floodwall-bench
 fi
 
 free_port() {
@@ -129,5 +130,5 @@ for p in "${pids[@]}"; do
 done
 
 for s in "${scenarios[@]}"; do
-  "$FLOODWALL" bench "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" --out "$OUT"
+  "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" --out "$OUT"
 done

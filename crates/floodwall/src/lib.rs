@@ -27,5 +27,4 @@ pub mod distributed;
 pub mod probe;
 pub mod proxy;
 mod server;
-pub mod sim;
 pub mod telemetry;

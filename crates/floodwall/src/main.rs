@@ -1,4 +1,4 @@
-//! The `floodwall` command: `serve`, `check`, `demo`.
+//! The `floodwall` command: `serve`, `check`.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up, so the size gap between `serve`'s many flags and
+// `check`'s one path costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gate as a reverse proxy. Flags override the config file.
@@ -27,103 +30,6 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
-    /// Show a 3x load spike against a database-like backend, with and
-    /// without floodwall in front (about 50 s, needs nothing installed).
-    Demo(DemoArgs),
-    /// Run an overload scenario against direct, floodwall and any other
-    /// gates, and write a table, JSON and plots (see docs/bench.md).
-    Bench(BenchArgs),
-    /// Measure distributed mode: one replica without Redis, then N replicas
-    /// in lease mode and in strict mode, same run (needs redis-server).
-    BenchDistributed(BenchDistributedArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchDistributedArgs {
-    /// Replicas in the distributed setups.
-    #[arg(long, default_value_t = 3)]
-    replicas: usize,
-    /// The global limit, far above the load so nothing is refused.
-    #[arg(long, default_value_t = 10_000)]
-    limit: usize,
-    /// Closed-loop connections, split over three generators.
-    #[arg(long, default_value_t = 48)]
-    concurrency: usize,
-    /// Length of each closed-loop and open-loop measurement.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: std::time::Duration,
-    /// Where to write distributed.{md,json}.
-    #[arg(long, default_value = "bench/results")]
-    out: PathBuf,
-}
-
-async fn bench_distributed(args: BenchDistributedArgs) -> anyhow::Result<()> {
-    use floodwall::sim::bench::distributed;
-    let report = distributed::run_distributed(&distributed::DistributedOptions {
-        binary: std::env::current_exe()?,
-        replicas: args.replicas,
-        limit: args.limit,
-        concurrency: args.concurrency,
-        closed_for: args.duration,
-        open_for: args.duration,
-    })
-    .await?;
-    let md = distributed::markdown(&report);
-    println!("{md}");
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("distributed.md"), &md)?;
-    std::fs::write(
-        args.out.join("distributed.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(())
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchArgs {
-    /// The scenario.
-    #[arg(value_enum)]
-    scenario: floodwall::sim::bench::ScenarioName,
-    /// floodwall's fixed limit. The default suits the built-in backend
-    /// (8 workers; see BENCHMARKS.md for why a little above 8).
-    #[arg(long, default_value_t = 10)]
-    limit: usize,
-    /// Load your own service at this URL instead of the built-in backend
-    /// (direct, and through an in-process floodwall in front of it).
-    #[arg(long)]
-    target: Option<http::Uri>,
-    /// Your service's capacity in req/s; scenario rates are multiples of it.
-    #[arg(long, requires = "target")]
-    capacity: Option<f64>,
-    /// Another gate to compare, already pointing at the backend:
-    /// NAME=URL or NAME=URL@LIMIT. Repeatable.
-    #[arg(long = "gate")]
-    gates: Vec<String>,
-    /// Bind the built-in backend at this address (for --gate peers).
-    #[arg(long)]
-    backend_addr: Option<SocketAddr>,
-    /// Built-in backend workers.
-    #[arg(long, default_value_t = 8)]
-    workers: usize,
-    /// Built-in backend service time.
-    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-    service_time: std::time::Duration,
-    /// Where to write SCENARIO.{json,md,svg,png}.
-    #[arg(long, default_value = "bench/results")]
-    out: PathBuf,
-    /// Multiply every duration (e.g. 0.25 for a quick look).
-    #[arg(long, default_value_t = 1.0)]
-    scale: f64,
-    /// Skip the direct (ungated) run.
-    #[arg(long)]
-    no_direct: bool,
-    /// Skip the in-process fixed-limit floodwall run.
-    #[arg(long)]
-    no_floodwall: bool,
-    /// Adaptive floodwall runs, one per algorithm (comma-separated; empty
-    /// for none).
-    #[arg(long, default_value = "aimd", value_delimiter = ',')]
-    adaptive: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,95 +74,6 @@ enum StoreModeArg {
     Strict,
 }
 
-#[derive(Debug, clap::Args)]
-struct DemoArgs {
-    /// Also write every figure as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    use floodwall::sim::bench::{self, ScenarioName, Target, TargetKind};
-    let mut targets = Vec::new();
-    if !args.no_direct {
-        targets.push(Target {
-            name: "direct".into(),
-            kind: TargetKind::Direct,
-        });
-    }
-    if !args.no_floodwall {
-        targets.push(Target {
-            name: format!("floodwall-fixed-{}", args.limit),
-            kind: TargetKind::Floodwall { limit: args.limit },
-        });
-    }
-    for a in args.adaptive.iter().filter(|a| !a.is_empty()) {
-        targets.push(Target {
-            name: format!("floodwall-{a}"),
-            kind: TargetKind::Adaptive {
-                algorithm: a.clone(),
-            },
-        });
-    }
-    for g in &args.gates {
-        targets.push(Target::parse_external(g)?);
-    }
-    anyhow::ensure!(!targets.is_empty(), "no targets left to run");
-    let backend = floodwall::sim::BackendConfig {
-        workers: args.workers,
-        service_time: args.service_time,
-        ..Default::default()
-    };
-    if args.scenario == ScenarioName::Overhead {
-        let report = bench::overhead::run_overhead(&bench::overhead::OverheadOptions {
-            targets,
-            backend_addr: args.backend_addr,
-            concurrency: 32,
-            closed_for: std::time::Duration::from_secs_f64(5.0 * args.scale),
-            open_for: std::time::Duration::from_secs_f64(10.0 * args.scale),
-        })
-        .await?;
-        let md = bench::overhead::markdown(&report);
-        println!("{md}");
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(args.out.join("overhead.md"), &md)?;
-        std::fs::write(
-            args.out.join("overhead.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
-        return Ok(());
-    }
-    let opts = bench::BenchOptions {
-        scenario: args.scenario,
-        targets,
-        external: args.target,
-        capacity: args.capacity,
-        backend,
-        backend_addr: args.backend_addr,
-        scale: args.scale,
-        progress: true,
-    };
-    let report = bench::run_bench(&opts).await?;
-    println!("{}", bench::report::markdown(&report));
-    for p in bench::report::write_all(&report, &args.out)? {
-        println!("wrote {}", p.display());
-    }
-    Ok(())
-}
-
-async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let report = floodwall::sim::run_demo(
-        floodwall::sim::DemoOptions::default(),
-        &floodwall::sim::FloodwallGate,
-    )
-    .await?;
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormatArg {
     Text,
@@ -278,19 +95,12 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     };
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,
-        (None, Some(upstream)) => {
-            let mut c = Config::simple(
-                args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
-                upstream.clone(),
-                args.limit.unwrap_or(64),
-                args.admin.unwrap_or(([127, 0, 0, 1], 9464).into()),
-            );
-            if args.limit.is_none() {
-                // Adaptive is the default: no limit to tune by hand.
-                c.routes[0].limit = floodwall::config::LimitConfig::default();
-            }
-            c
-        }
+        (None, Some(upstream)) => Config::for_upstream(
+            args.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
+            upstream.clone(),
+            args.limit,
+            args.admin.unwrap_or(([127, 0, 0, 1], 9464).into()),
+        ),
         (None, None) => anyhow::bail!("serve needs --upstream URL or --config FILE"),
     };
     config.apply_overrides(&overrides)?;
@@ -348,9 +158,6 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(Into::into),
-        Command::Demo(args) => runtime.block_on(demo(args)),
-        Command::Bench(args) => runtime.block_on(bench(args)),
-        Command::BenchDistributed(args) => runtime.block_on(bench_distributed(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

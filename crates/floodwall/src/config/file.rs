@@ -109,4 +109,22 @@ impl Config {
             store: None,
         }
     }
+
+    /// The config `floodwall serve --upstream URL [--limit N]` runs without a
+    /// file: [`Config::simple`] with a fixed limit of N, or, when no limit
+    /// is given, the default adaptive limit, so there is nothing to tune by
+    /// hand. The one place that decides "no limit means adaptive"; the CLI
+    /// and the bench kit's in-process floodwall both build on it.
+    pub fn for_upstream(
+        listen: SocketAddr,
+        upstream: http::Uri,
+        limit: Option<usize>,
+        admin: SocketAddr,
+    ) -> Config {
+        let mut config = Config::simple(listen, upstream, limit.unwrap_or(64), admin);
+        if limit.is_none() {
+            config.routes[0].limit = LimitConfig::default();
+        }
+        config
+    }
 }

@@ -1,11 +1,10 @@
-//! Runs a scenario against every target, one after the other, each on a
+//! Runs a scenario against every contender, one after the other, each on a
 //! fresh backend so no run inherits another's queue.
 
+use super::contender::{self, Contender};
 use super::scenario::{ClientKind, Event, Scenario, ScenarioName};
-use super::target::{self, Target};
-use crate::sim::backend::{self, BackendConfig, BackendStats};
-use crate::sim::loadgen::{self, LoadConfig, LoadResult};
-use floodwall_core::Limiter;
+use crate::backend::{self, BackendConfig, BackendStats};
+use crate::loadgen::{self, LoadConfig, LoadResult};
 use http::Uri;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -13,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Everything `floodwall bench` was asked to do.
+/// Everything `floodwall-bench run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// The scenario.
     pub scenario: ScenarioName,
-    /// The targets, in run order.
-    pub targets: Vec<Target>,
+    /// The contenders, in run order.
+    pub contenders: Vec<Contender>,
     /// Load a service of the user's instead of the built-in backend.
     pub external: Option<Uri>,
     /// The capacity of `external` in req/s (rates are multiples of it).
@@ -35,11 +34,12 @@ pub struct BenchOptions {
     pub progress: bool,
 }
 
-/// One target under one kind of client.
+/// One contender under one kind of client.
 #[derive(Debug, Serialize)]
-pub struct TargetRun {
-    /// The target.
-    pub target: Target,
+pub struct ContenderRun {
+    /// The contender (`target` in the JSON, as before the rename).
+    #[serde(rename = "target")]
+    pub contender: Contender,
     /// The clients' retry behaviour.
     pub client: ClientKind,
     /// What the load generator measured.
@@ -65,8 +65,8 @@ pub struct BenchReport {
     /// The p99 latency of that unloaded measurement, in milliseconds: the
     /// yardstick for "p99 under overload ≤ 2 × unloaded".
     pub unloaded_p99_ms: Option<f64>,
-    /// One entry per target and client kind.
-    pub runs: Vec<TargetRun>,
+    /// One entry per contender and client kind.
+    pub runs: Vec<ContenderRun>,
 }
 
 fn apply(control: &backend::BackendControl, event: Event) {
@@ -82,9 +82,9 @@ fn apply(control: &backend::BackendControl, event: Event) {
 async fn run_one(
     opts: &BenchOptions,
     scenario: &Scenario,
-    target: &Target,
+    contender: &Contender,
     client: &ClientKind,
-) -> anyhow::Result<TargetRun> {
+) -> anyhow::Result<ContenderRun> {
     let backend = match (&opts.external, opts.backend_addr) {
         (Some(_), _) => None,
         (None, Some(addr)) => Some(backend::start_on(addr, scenario.backend).await?),
@@ -95,14 +95,8 @@ async fn run_one(
         (None, Some(b)) => format!("http://{}", b.addr).parse()?,
         (None, None) => unreachable!("a backend or an external target"),
     };
-    let started = target::start(target, &upstream, scenario.tenant_share).await?;
-    let limiter: Option<Arc<Limiter>> = started.gate.as_ref().and_then(|r| {
-        r.proxy
-            .router
-            .routes()
-            .first()
-            .map(|route| route.limiter.clone())
-    });
+    let started = contender::start(contender, &upstream, scenario.tenant_share).await?;
+    let limiter = started.limiter();
     let static_limit = started.limit();
 
     let t0 = Instant::now();
@@ -136,9 +130,9 @@ async fn run_one(
     load.retry = client.retry;
     if opts.progress {
         let label = if client.label.is_empty() {
-            target.name.clone()
+            contender.name.clone()
         } else {
-            format!("{} ({})", target.name, client.label)
+            format!("{} ({})", contender.name, client.label)
         };
         load.progress = Some(loadgen::progress_bar(label));
     }
@@ -160,8 +154,8 @@ async fn run_one(
     };
     let mut limit = std::mem::take(&mut *samples.lock().expect("sampler lock"));
     limit.resize(seconds, None);
-    Ok(TargetRun {
-        target: target.clone(),
+    Ok(ContenderRun {
+        contender: contender.clone(),
         client: client.clone(),
         load: result?,
         limit,
@@ -169,7 +163,7 @@ async fn run_one(
     })
 }
 
-/// Runs `opts.scenario` against every target and client kind.
+/// Runs `opts.scenario` against every contender and client kind.
 pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         opts.scenario != ScenarioName::Overhead,
@@ -190,8 +184,8 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let mut runs = Vec::new();
     for client in &scenario.clients {
-        for target in &opts.targets {
-            runs.push(run_one(opts, &scenario, target, client).await?);
+        for contender in &opts.contenders {
+            runs.push(run_one(opts, &scenario, contender, client).await?);
         }
     }
     Ok(BenchReport {

@@ -1,4 +1,4 @@
-//! `floodwall demo`: the same traffic spike with and without the gate.
+//! `floodwall-bench demo`: the same traffic spike with and without the gate.
 //!
 //! The demo starts a [constrained backend](super::backend) (by default 8
 //! workers × 20 ms = 400 req/s, contention 0.05) and plays one spike against
@@ -22,39 +22,22 @@
 //! with 503 and what is admitted runs at full speed: goodput stays near
 //! capacity, latency near the bare service time, and recovery is immediate.
 //!
-//! The gate is started through the [`Gate`] trait so this module does not
-//! depend on how the proxy is built; the CLI passes the real one.
+//! The gate is the real floodwall, started in process by
+//! [`Gateway`] with the config `floodwall serve
+//! --upstream URL [--limit N]` would run.
 
-use std::{future::Future, net::SocketAddr, ops::Range, time::Duration};
+use std::{net::SocketAddr, ops::Range, time::Duration};
 
 use anyhow::{ensure, Context as _};
 use serde::Serialize;
 
-use super::{
+use crate::{
     backend::{self, BackendConfig, BackendStats},
+    gateway::{Gateway, GatewayOptions},
     loadgen::{self, LoadConfig, LoadResult, Phase, Schedule},
 };
 
-/// Something that can put an admission gate in front of a backend: the real
-/// floodwall proxy in the CLI, a stand-in in tests.
-pub trait Gate {
-    /// Whatever keeps the gate alive; handed back to [`Gate::stop`].
-    type Running: Send;
-
-    /// Starts a gate proxying to `backend` with a fixed concurrency `limit`,
-    /// or with floodwall's default adaptive limit when `None`, and returns
-    /// the address clients should use.
-    fn start(
-        &self,
-        backend: SocketAddr,
-        limit: Option<usize>,
-    ) -> impl Future<Output = anyhow::Result<(SocketAddr, Self::Running)>> + Send;
-
-    /// Stops the gate and frees its ports.
-    fn stop(&self, running: Self::Running) -> impl Future<Output = ()> + Send;
-}
-
-/// Knobs of the demo. The defaults are what `floodwall demo` runs; tests
+/// Knobs of the demo. The defaults are what `floodwall-bench demo` runs; tests
 /// shrink the durations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DemoOptions {
@@ -314,9 +297,9 @@ fn gate_name(limit: Option<usize>) -> String {
     }
 }
 
-/// Runs the spike straight at a backend, then through `gate` in front of a
-/// fresh backend, and reports both. Prints as it goes if `options.print`.
-pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result<DemoReport> {
+/// Runs the spike straight at a backend, then through floodwall in front of
+/// a fresh backend, and reports both. Prints as it goes if `options.print`.
+pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     options.validate()?;
     let schedule = options.schedule();
     let capacity = options.backend.capacity_rps();
@@ -362,7 +345,7 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
         "Run 2/{runs}: the same spike through floodwall ({}) on a fresh backend...",
         gate_name(limit)
     ));
-    let gated = run_gated(&options, &schedule, gate, limit).await?;
+    let gated = run_gated(&options, &schedule, limit).await?;
     say(format!(
         "  goodput in spike: {:.0}% of capacity",
         gated.goodput_percent_of_capacity
@@ -372,7 +355,7 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
             "Run 3/3: the same spike through floodwall ({}) on a fresh backend...",
             gate_name(None)
         ));
-        let run = run_gated(&options, &schedule, gate, None).await?;
+        let run = run_gated(&options, &schedule, None).await?;
         say(format!(
             "  goodput in spike: {:.0}% of capacity",
             run.goodput_percent_of_capacity
@@ -398,19 +381,24 @@ pub async fn run_demo<G: Gate>(options: DemoOptions, gate: &G) -> anyhow::Result
     Ok(report)
 }
 
-async fn run_gated<G: Gate>(
+async fn run_gated(
     options: &DemoOptions,
     schedule: &Schedule,
-    gate: &G,
     limit: Option<usize>,
 ) -> anyhow::Result<RunReport> {
     let backend = backend::start(options.backend).await?;
-    let (proxy, running) = gate
-        .start(backend.addr, limit)
-        .await
-        .context("starting the floodwall gate for the demo")?;
-    let load = play(options, schedule, proxy, "gated ").await;
-    gate.stop(running).await;
+    let upstream = format!("http://{}", backend.addr).parse()?;
+    let gateway = Gateway::start(
+        &upstream,
+        &GatewayOptions {
+            limit,
+            ..GatewayOptions::default()
+        },
+    )
+    .await
+    .context("starting the floodwall gate for the demo")?;
+    let load = play(options, schedule, gateway.addr(), "gated ").await;
+    gateway.stop().await;
     let stats = backend.stats();
     backend.shutdown().await;
     Ok(RunReport::new(
@@ -442,7 +430,6 @@ async fn play(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::FloodwallGate;
 
     /// workers 4 × 10 ms = 400 req/s; 3× for 2 s.
     fn small() -> BackendConfig {
@@ -495,7 +482,7 @@ mod tests {
         };
         assert_eq!(options.spike_seconds(), 1..2);
         assert_eq!(options.after_seconds(), 2..3);
-        let report = run_demo(options, &FloodwallGate).await.unwrap();
+        let report = run_demo(options).await.unwrap();
         let (direct, gated) = (&report.direct, &report.gated);
         assert!(direct.goodput_percent_of_capacity < 30.0, "{direct:#?}");
         assert!(gated.goodput_percent_of_capacity > 60.0, "{gated:#?}");
@@ -521,14 +508,12 @@ mod tests {
         assert_eq!(json["gate_limit"], 4);
     }
 
-    /// The full default demo (about 45 s): `cargo test -p floodwall --lib
+    /// The full default demo (about 45 s): `cargo test -p floodwall-bench --lib
     /// full_demo -- --ignored --nocapture` prints the table.
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "takes about 45 s"]
     async fn full_demo() {
-        let report = run_demo(DemoOptions::default(), &FloodwallGate)
-            .await
-            .unwrap();
+        let report = run_demo(DemoOptions::default()).await.unwrap();
         println!("{}", serde_json::to_string(&report.direct.backend).unwrap());
         assert!(report.direct.goodput_percent_of_capacity < 50.0);
         assert!(report.gated.goodput_percent_of_capacity > 80.0);

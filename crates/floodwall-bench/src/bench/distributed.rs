@@ -1,4 +1,4 @@
-//! `floodwall bench-distributed`: what distributed mode costs.
+//! `floodwall-bench distributed`: what distributed mode costs.
 //!
 //! One run, same machine, same backend (answers at once, so the figures are
 //! the path's own cost), three setups in turn:
@@ -14,10 +14,13 @@
 //! after `CONFIG RESETSTAT`. The global limit is far above the load so that
 //! nothing measured is a refusal. Needs `redis-server` and `redis-cli` on
 //! the PATH (`scripts/install-deps.sh`).
+//!
+//! The replicas are real `floodwall serve` processes, so this benchmark
+//! needs the gateway binary; [`gateway_binary`] finds it.
 
 use super::overhead::OPEN_LOOP_CAP;
-use crate::sim::backend;
-use crate::sim::loadgen::{self, LoadConfig, Phase, Schedule};
+use crate::backend;
+use crate::loadgen::{self, LoadConfig, Phase, Schedule};
 use anyhow::Context;
 use http::Uri;
 use serde::Serialize;
@@ -26,6 +29,30 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The `floodwall` gateway binary to start replicas from: `flag` if given,
+/// else the `floodwall` next to the running executable (`cargo build
+/// --release` puts both in the same target dir). Fails with what to build
+/// when it is not there.
+pub fn gateway_binary(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match flag {
+        Some(path) => path,
+        None => {
+            let exe = std::env::current_exe().context("where is this executable")?;
+            let dir = exe
+                .parent()
+                .context("the running executable has no directory")?;
+            dir.join(format!("floodwall{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "no floodwall binary at {}: build it with `cargo build --release -p floodwall` \
+         (or pass --floodwall PATH)",
+        path.display()
+    );
+    Ok(path)
+}
 
 /// Knobs of the distributed benchmark.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! The named scenarios: what load, what happens to the backend, and which
 //! seconds the headline figures measure.
 
-use crate::sim::backend::BackendConfig;
-use crate::sim::loadgen::{Group, Phase, RetryPolicy, Schedule};
+use crate::backend::BackendConfig;
+use crate::loadgen::{Group, Phase, RetryPolicy, Schedule};
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use std::ops::Range;

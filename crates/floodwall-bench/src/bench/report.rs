@@ -1,7 +1,7 @@
 //! The bench's table, JSON and plots.
 
 use super::plot::{self, Figure, Series};
-use super::run::{BenchReport, TargetRun};
+use super::run::{BenchReport, ContenderRun};
 use super::scenario::ScenarioName;
 use serde::Serialize;
 use std::fmt::Write;
@@ -33,7 +33,7 @@ fn ms(d: Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1000.0)
 }
 
-fn served(run: &TargetRun, group: &str, w: &Range<usize>) -> Option<f64> {
+fn served(run: &ContenderRun, group: &str, w: &Range<usize>) -> Option<f64> {
     let g = run.load.group(group)?;
     let s = g.summary(w.clone());
     let sent = s.totals.sent as f64;
@@ -105,9 +105,9 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                 _ => {}
             }
             let name = if run.client.label.is_empty() {
-                run.target.name.clone()
+                run.contender.name.clone()
             } else {
-                format!("{}, {}", run.target.name, run.client.label)
+                format!("{}, {}", run.contender.name, run.client.label)
             };
             Headline {
                 name,
@@ -233,9 +233,9 @@ pub fn figure(report: &BenchReport) -> Figure {
             let seconds = run.load.seconds.len();
             Series {
                 name: if run.client.label.is_empty() {
-                    run.target.name.clone()
+                    run.contender.name.clone()
                 } else {
-                    format!("{}, {}", run.target.name, run.client.label)
+                    format!("{}, {}", run.contender.name, run.client.label)
                 },
                 goodput: run
                     .load

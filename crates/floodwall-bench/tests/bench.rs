@@ -1,20 +1,20 @@
-//! `floodwall bench` end to end, shortened: the spike collapses the direct
+//! `floodwall-bench run` end to end, shortened: the spike collapses the direct
 //! run and not the gated one, the outputs are written, and `--target` works
 //! against a server the bench did not start.
 
-use floodwall::sim::backend;
-use floodwall::sim::bench::{self, BenchOptions, ScenarioName, Target, TargetKind};
-use floodwall::sim::BackendConfig;
+use floodwall_bench::backend;
+use floodwall_bench::bench::{self, BenchOptions, Contender, ContenderKind, ScenarioName};
+use floodwall_bench::BackendConfig;
 
-fn targets() -> Vec<Target> {
+fn contenders() -> Vec<Contender> {
     vec![
-        Target {
+        Contender {
             name: "direct".into(),
-            kind: TargetKind::Direct,
+            kind: ContenderKind::Direct,
         },
-        Target {
+        Contender {
             name: "floodwall-fixed-5".into(),
-            kind: TargetKind::Floodwall { limit: 5 },
+            kind: ContenderKind::Floodwall { limit: 5 },
         },
     ]
 }
@@ -33,7 +33,7 @@ fn small() -> BackendConfig {
 async fn spike_collapses_direct_but_not_floodwall_and_writes_outputs() {
     let opts = BenchOptions {
         scenario: ScenarioName::Spike,
-        targets: targets(),
+        contenders: contenders(),
         external: None,
         capacity: None,
         backend: small(),
@@ -83,7 +83,7 @@ async fn target_url_loads_a_server_the_bench_did_not_start() {
     let outside = backend::start(small()).await.unwrap();
     let opts = BenchOptions {
         scenario: ScenarioName::Spike,
-        targets: targets(),
+        contenders: contenders(),
         external: Some(format!("http://{}", outside.addr).parse().unwrap()),
         capacity: Some(400.0),
         backend: BackendConfig::default(),

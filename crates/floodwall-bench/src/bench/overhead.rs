@@ -1,16 +1,16 @@
 //! The `overhead` scenario: what one hop through floodwall costs.
 //!
 //! A backend that answers at once, so everything measured is the path.
-//! First each target's closed-loop maximum throughput (N connections sending
+//! First each contender's closed-loop maximum throughput (N connections sending
 //! back to back), then open-loop latency at 50% of the direct maximum (capped
 //! at what the open-loop generator sustains), where nothing is saturated and
 //! the difference is the hop itself. Everything
 //! (load generator, proxy, backend) shares this machine's two cores, so the
 //! figures are upper bounds on the real cost; compare them as ratios.
 
-use super::target::{self, Target};
-use crate::sim::backend;
-use crate::sim::loadgen::{self, ClosedLoopResult, LoadConfig, Phase, Schedule};
+use super::contender::{self, Contender, ContenderKind};
+use crate::backend;
+use crate::loadgen::{self, ClosedLoopResult, LoadConfig, Phase, Schedule};
 use http::Uri;
 use serde::Serialize;
 use std::fmt::Write;
@@ -23,8 +23,8 @@ pub const OPEN_LOOP_CAP: f64 = 4_000.0;
 /// Knobs of the overhead scenario.
 #[derive(Debug, Clone)]
 pub struct OverheadOptions {
-    /// The targets; the first should be `direct`, the baseline.
-    pub targets: Vec<Target>,
+    /// The contenders; the first should be `direct`, the baseline.
+    pub contenders: Vec<Contender>,
     /// Bind the trivial backend here (for gates started outside).
     pub backend_addr: Option<SocketAddr>,
     /// Connections in the closed-loop phase.
@@ -35,10 +35,10 @@ pub struct OverheadOptions {
     pub open_for: Duration,
 }
 
-/// One target's figures.
+/// One contender's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct OverheadRow {
-    /// The target's name.
+    /// The contender's name.
     pub name: String,
     /// Closed-loop maximum.
     pub max: ClosedLoopResult,
@@ -57,7 +57,7 @@ pub struct OverheadRow {
 pub struct OverheadReport {
     /// The open-loop rate: 50% of the direct closed-loop maximum.
     pub rate_rps: f64,
-    /// One row per target, baseline first.
+    /// One row per contender, baseline first.
     pub rows: Vec<OverheadRow>,
 }
 
@@ -73,23 +73,23 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
     };
     let upstream: Uri = format!("http://{}", backend.addr).parse()?;
     let mut started = Vec::new();
-    for t in &opts.targets {
+    for t in &opts.contenders {
         // A limit far above anything reachable: this measures the hop, not
         // the gate refusing.
         let t = match &t.kind {
             // The hop's cost is the same whatever sets the limit; an adaptive
             // one would only add its cold start to the closed loop.
-            target::TargetKind::Adaptive { .. } => continue,
+            ContenderKind::Adaptive { .. } => continue,
             // Peers started for the other scenarios carry a small maxconn /
             // limit_conn: measuring their hop would measure their refusals.
-            target::TargetKind::External { .. } => continue,
-            target::TargetKind::Floodwall { .. } => Target {
+            ContenderKind::External { .. } => continue,
+            ContenderKind::Floodwall { .. } => Contender {
                 name: "floodwall".into(),
-                kind: target::TargetKind::Floodwall { limit: 100_000 },
+                kind: ContenderKind::Floodwall { limit: 100_000 },
             },
             _ => t.clone(),
         };
-        started.push((t.name.clone(), target::start(&t, &upstream, None).await?));
+        started.push((t.name.clone(), contender::start(&t, &upstream, None).await?));
     }
     let mut maxes = Vec::new();
     for (name, s) in &started {

@@ -1,0 +1,154 @@
+//! What a bench run sends its load through: the contenders.
+//!
+//! A *contender* is one thing under test in front of the backend: nothing
+//! at all (`direct`), an in-process floodwall, or a peer such as HAProxy or
+//! nginx started outside. It is not called a gate, because in floodwall
+//! "gate" already names the limiter that admits requests; nor a target,
+//! because the load generator's target is a URL and `--target` names the
+//! user's own service that replaces the built-in backend. (Tables, JSON and
+//! docs keep the word "target" for it, as they always have.)
+
+use crate::gateway::{Gateway, GatewayOptions};
+use floodwall_core::Limiter;
+use http::Uri;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// How a contender stands in front of the backend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum ContenderKind {
+    /// No gate: the load goes straight at the backend.
+    Direct,
+    /// An in-process floodwall with a fixed limit.
+    Floodwall {
+        /// The fixed limit.
+        limit: usize,
+    },
+    /// An in-process floodwall with an adaptive limit: nobody told it the
+    /// backend's capacity.
+    Adaptive {
+        /// The algorithm (`aimd`, `gradient`, `vegas`, `wip`).
+        algorithm: String,
+    },
+    /// A gate started outside the bench (HAProxy, nginx, a remote
+    /// floodwall), already pointed at the backend.
+    External {
+        /// Where it listens.
+        #[serde(serialize_with = "crate::bench::contender::uri_str")]
+        url: Uri,
+        /// Its static limit, if known, for the plot.
+        limit: Option<usize>,
+    },
+}
+
+pub(crate) fn uri_str<S: serde::Serializer>(u: &Uri, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&u.to_string())
+}
+
+/// A named contender.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contender {
+    /// The name in tables and plots.
+    pub name: String,
+    /// What it is.
+    pub kind: ContenderKind,
+}
+
+impl Contender {
+    /// Parses `NAME=URL` or `NAME=URL@LIMIT` (the `--gate` flag).
+    pub fn parse_external(s: &str) -> anyhow::Result<Contender> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--gate {s:?}: expected NAME=URL[@LIMIT]"))?;
+        let (url, limit) =
+            match rest.rsplit_once('@') {
+                Some((u, l)) => (
+                    u,
+                    Some(l.parse().map_err(|_| {
+                        anyhow::anyhow!("--gate {s:?}: limit {l:?} is not a number")
+                    })?),
+                ),
+                None => (rest, None),
+            };
+        let url: Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--gate {s:?}: bad URL: {e}"))?;
+        Ok(Contender {
+            name: name.to_owned(),
+            kind: ContenderKind::External { url, limit },
+        })
+    }
+}
+
+/// A started contender: the URL to load and whatever keeps it alive.
+pub(crate) struct Started {
+    pub url: Uri,
+    pub gateway: Option<Gateway>,
+    pub static_limit: Option<usize>,
+}
+
+impl Started {
+    /// The in-process floodwall's limiter, to sample its limit each second.
+    pub fn limiter(&self) -> Option<Arc<Limiter>> {
+        self.gateway.as_ref().and_then(Gateway::limiter)
+    }
+
+    /// The contender's limit now, for the plot.
+    pub fn limit(&self) -> Option<usize> {
+        match &self.gateway {
+            Some(g) => g.limiter().map(|l| l.limit()),
+            None => self.static_limit,
+        }
+    }
+
+    pub async fn stop(self) {
+        if let Some(g) = self.gateway {
+            g.stop().await;
+        }
+    }
+}
+
+/// Starts `contender` in front of `upstream`.
+pub(crate) async fn start(
+    contender: &Contender,
+    upstream: &Uri,
+    tenant_share: Option<f64>,
+) -> anyhow::Result<Started> {
+    let (limit, algorithm) = match &contender.kind {
+        ContenderKind::Direct => {
+            return Ok(Started {
+                url: upstream.clone(),
+                gateway: None,
+                static_limit: None,
+            })
+        }
+        ContenderKind::External { url, limit } => {
+            return Ok(Started {
+                url: url.clone(),
+                gateway: None,
+                static_limit: *limit,
+            })
+        }
+        ContenderKind::Floodwall { limit } => (Some(*limit), None),
+        ContenderKind::Adaptive { algorithm } => (None, Some(algorithm.clone())),
+    };
+    let gateway = Gateway::start(
+        upstream,
+        &GatewayOptions {
+            limit,
+            algorithm,
+            tenant_share,
+            // The bench's clients give up after their own timeout; let the
+            // upstream take as long as it takes, like a real deployment
+            // would with a generous response timeout.
+            pool_max_idle_per_host: Some(1024),
+        },
+    )
+    .await?;
+    let url: Uri = format!("http://{}", gateway.addr()).parse()?;
+    Ok(Started {
+        url,
+        gateway: Some(gateway),
+        static_limit: limit,
+    })
+}

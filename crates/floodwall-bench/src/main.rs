@@ -1,0 +1,235 @@
+//! The `floodwall-bench` command: `demo`, `run SCENARIO`, `distributed`.
+//!
+//! The gateway binary (`floodwall`) only serves and checks configs; this one
+//! shows and measures it. See docs/bench.md.
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use floodwall_bench::bench::{self, distributed, Contender, ContenderKind, ScenarioName};
+use floodwall_bench::{demo, BackendConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// floodwall-bench: the floodwall demo, overload scenarios against floodwall
+/// and its peers, and the distributed-mode benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "floodwall-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a 3x load spike against a database-like backend, with and
+    /// without floodwall in front (about 50 s, needs nothing installed).
+    Demo(DemoArgs),
+    /// Run an overload scenario against direct, floodwall and any other
+    /// gates, and write a table, JSON and plots (see docs/bench.md).
+    Run(RunArgs),
+    /// Measure distributed mode: one replica without Redis, then N replicas
+    /// in lease mode and in strict mode, same run (needs redis-server and a
+    /// built `floodwall` binary).
+    Distributed(DistributedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The scenario.
+    #[arg(value_enum)]
+    scenario: ScenarioName,
+    /// floodwall's fixed limit. The default suits the built-in backend
+    /// (8 workers; see BENCHMARKS.md for why a little above 8).
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// Load your own service at this URL instead of the built-in backend
+    /// (direct, and through an in-process floodwall in front of it).
+    #[arg(long)]
+    target: Option<http::Uri>,
+    /// Your service's capacity in req/s; scenario rates are multiples of it.
+    #[arg(long, requires = "target")]
+    capacity: Option<f64>,
+    /// Another gate to compare, already pointing at the backend:
+    /// NAME=URL or NAME=URL@LIMIT. Repeatable.
+    #[arg(long = "gate")]
+    gates: Vec<String>,
+    /// Bind the built-in backend at this address (for --gate peers).
+    #[arg(long)]
+    backend_addr: Option<SocketAddr>,
+    /// Built-in backend workers.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Built-in backend service time.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    service_time: std::time::Duration,
+    /// Where to write SCENARIO.{json,md,svg,png}.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Multiply every duration (e.g. 0.25 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Skip the direct (ungated) run.
+    #[arg(long)]
+    no_direct: bool,
+    /// Skip the in-process fixed-limit floodwall run.
+    #[arg(long)]
+    no_floodwall: bool,
+    /// Adaptive floodwall runs, one per algorithm (comma-separated; empty
+    /// for none).
+    #[arg(long, default_value = "aimd", value_delimiter = ',')]
+    adaptive: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DistributedArgs {
+    /// The `floodwall` gateway binary to start replicas from [default: the
+    /// `floodwall` next to this executable, i.e. the same target dir].
+    #[arg(long)]
+    floodwall: Option<PathBuf>,
+    /// Replicas in the distributed setups.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// The global limit, far above the load so nothing is refused.
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+    /// Closed-loop connections, split over three generators.
+    #[arg(long, default_value_t = 48)]
+    concurrency: usize,
+    /// Length of each closed-loop and open-loop measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Where to write distributed.{md,json}.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let report = demo::run_demo(demo::DemoOptions::default()).await?;
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut contenders = Vec::new();
+    if !args.no_direct {
+        contenders.push(Contender {
+            name: "direct".into(),
+            kind: ContenderKind::Direct,
+        });
+    }
+    if !args.no_floodwall {
+        contenders.push(Contender {
+            name: format!("floodwall-fixed-{}", args.limit),
+            kind: ContenderKind::Floodwall { limit: args.limit },
+        });
+    }
+    for a in args.adaptive.iter().filter(|a| !a.is_empty()) {
+        contenders.push(Contender {
+            name: format!("floodwall-{a}"),
+            kind: ContenderKind::Adaptive {
+                algorithm: a.clone(),
+            },
+        });
+    }
+    for g in &args.gates {
+        contenders.push(Contender::parse_external(g)?);
+    }
+    anyhow::ensure!(!contenders.is_empty(), "no targets left to run");
+    let backend = BackendConfig {
+        workers: args.workers,
+        service_time: args.service_time,
+        ..Default::default()
+    };
+    if args.scenario == ScenarioName::Overhead {
+        let report = bench::overhead::run_overhead(&bench::overhead::OverheadOptions {
+            contenders,
+            backend_addr: args.backend_addr,
+            concurrency: 32,
+            closed_for: std::time::Duration::from_secs_f64(5.0 * args.scale),
+            open_for: std::time::Duration::from_secs_f64(10.0 * args.scale),
+        })
+        .await?;
+        let md = bench::overhead::markdown(&report);
+        println!("{md}");
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("overhead.md"), &md)?;
+        std::fs::write(
+            args.out.join("overhead.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        return Ok(());
+    }
+    let opts = bench::BenchOptions {
+        scenario: args.scenario,
+        contenders,
+        external: args.target,
+        capacity: args.capacity,
+        backend,
+        backend_addr: args.backend_addr,
+        scale: args.scale,
+        progress: true,
+    };
+    let report = bench::run_bench(&opts).await?;
+    println!("{}", bench::report::markdown(&report));
+    for p in bench::report::write_all(&report, &args.out)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+async fn distributed(args: DistributedArgs) -> anyhow::Result<()> {
+    let binary = distributed::gateway_binary(args.floodwall)?;
+    let report = distributed::run_distributed(&distributed::DistributedOptions {
+        binary,
+        replicas: args.replicas,
+        limit: args.limit,
+        concurrency: args.concurrency,
+        closed_for: args.duration,
+        open_for: args.duration,
+    })
+    .await?;
+    let md = distributed::markdown(&report);
+    println!("{md}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("distributed.md"), &md)?;
+    std::fs::write(
+        args.out.join("distributed.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("floodwall-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Demo(args) => runtime.block_on(demo(args)),
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Distributed(args) => runtime.block_on(distributed(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floodwall-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
