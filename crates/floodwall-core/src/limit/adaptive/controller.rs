@@ -33,8 +33,8 @@
 
 use super::baseline::{Baseline, ProbeEnd, Prober};
 use super::decision::{ms, Cause, Decision};
+use super::evaluation::{Evaluation, Step};
 use super::histogram::{LatencyStats, Recorder};
-use super::rule::{Evaluation, Step};
 use super::shaping::{Shaping, ShapingConfig};
 use super::window::{Statistic, Window, WindowSummary};
 use crate::clock::Nanos;

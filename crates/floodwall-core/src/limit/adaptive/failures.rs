@@ -20,7 +20,7 @@
 //! already keeps the limit down afterwards).
 
 use super::decision::Cause;
-use super::rule::{Evaluation, Step};
+use super::evaluation::{Evaluation, Step};
 use super::window::WindowSummary;
 use crate::limit::LimitConfigError;
 

@@ -6,6 +6,8 @@
 //! - `limit`: [`Adaptive`], the one `impl Limit` of them all, and its
 //!   lock-once-per-window hot path.
 //! - `rule`: what an algorithm provides — a verdict on a closed window.
+//! - `evaluation`: that verdict (`Step` and its reason), a leaf both the
+//!   rule and the controller read.
 //! - `controller`: applies verdicts, runs the baseline measurement, keeps
 //!   the last [`Decision`].
 //! - `window`: how samples are grouped ([`WindowConfig`], [`Statistic`]),
@@ -21,6 +23,7 @@
 mod baseline;
 mod controller;
 mod decision;
+mod evaluation;
 mod failures;
 mod histogram;
 mod limit;
@@ -38,7 +41,8 @@ pub use window::{Statistic, WindowConfig};
 
 pub(crate) use controller::Controller;
 pub(crate) use decision::ms;
-pub(crate) use rule::{Evaluation, Rule, Step};
+pub(crate) use evaluation::{Evaluation, Step};
+pub(crate) use rule::Rule;
 pub(crate) use window::WindowSummary;
 
 #[cfg(test)]
