@@ -620,6 +620,11 @@ fn store_config_errors_name_the_key() {
             "url = \"redis://h:1\"\nrenew_interval = \"1ms\"",
             "store.renew_interval",
         ),
+        // So large that 3 × it overflows a Duration: refused, not a panic.
+        (
+            "url = \"redis://h:1\"\nrenew_interval = \"18446744073709551615s\"",
+            "store.lease_ttl",
+        ),
         (
             "url = \"redis://h:1\"\nkey_prefix = \"a b\"",
             "store.key_prefix",

@@ -146,13 +146,15 @@ impl StoreConfig {
                 format!("must be at least 10ms (got {})", ms(self.renew_interval)),
             ));
         }
-        if self.lease_ttl < self.renew_interval * 3 {
+        // Saturating: an absurd renew_interval must be refused, not overflow.
+        let three_renewals = self.renew_interval.saturating_mul(3);
+        if self.lease_ttl < three_renewals {
             return Err(ConfigError::invalid(
                 "store.lease_ttl",
                 format!(
                     "must be at least 3 × store.renew_interval ({}), so one lost renewal does \
                      not expire a live replica (got {})",
-                    ms(self.renew_interval * 3),
+                    ms(three_renewals),
                     ms(self.lease_ttl)
                 ),
             ));

@@ -327,7 +327,11 @@ impl Prober {
         }?;
         self.since = None;
         let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
-        self.next_at = Some(now.plus(self.cfg.interval.mul_f64(1.0 + swing)));
+        // `mul_f64` would panic past Duration::MAX (a probe_interval of
+        // centuries); the same product, saturated.
+        let wait = Duration::try_from_secs_f64((1.0 + swing) * self.cfg.interval.as_secs_f64())
+            .unwrap_or(Duration::MAX);
+        self.next_at = Some(now.plus(wait));
         Some(end)
     }
 
@@ -417,6 +421,23 @@ mod tests {
         // Next probe 60 s ± 15 % later.
         let next = p.next_at().unwrap().since(Nanos(1_200_000_000));
         assert!(next >= Duration::from_secs(51) && next <= Duration::from_secs(69));
+    }
+
+    #[test]
+    fn an_absurd_interval_saturates_instead_of_panicking() {
+        // A config can ask for any interval; the next probe is then never,
+        // not an overflow.
+        let mut p = Prober::new(BaselineProbe {
+            samples: 1,
+            history: 1,
+            interval: Duration::MAX,
+            ..BaselineProbe::default()
+        });
+        p.begin(Nanos(0));
+        p.offer(&s(0, 10, 1), 3, Duration::ZERO);
+        assert!(p.finish(Nanos(1)).is_some());
+        assert_eq!(p.next_at(), Some(Nanos(u64::MAX)));
+        assert!(!p.due(Nanos(u64::MAX - 1)));
     }
 
     #[test]
