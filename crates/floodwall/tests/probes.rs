@@ -327,9 +327,23 @@ on_failure = "{policy}"
 /// completed by the kernel are K in `rx_queue`.
 #[tokio::test]
 async fn backlog_probe_reads_a_real_accept_queue() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let probe = BacklogProbe::new(&ProbeConfig::new(ProbeKind::Backlog), port);
+    // The probe counts every listener on the port, at any address (an
+    // upstream may listen on 127.0.0.1 and ::1 at once). So the test needs
+    // a port nobody else on the machine listens on at another address: in
+    // the full suite, one run in a few drew a port some other loopback
+    // listener held. Such ports are kept bound meanwhile so the next try
+    // gets another one; the assertion on the chosen port is unchanged.
+    let mut taken = Vec::new();
+    let (listener, port, probe) = loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probe = BacklogProbe::new(&ProbeConfig::new(ProbeKind::Backlog), port);
+        if probe.backlog().await.unwrap().1 == 1 || taken.len() == 20 {
+            break (listener, port, probe);
+        }
+        taken.push(listener);
+    };
+    drop(taken);
     assert_eq!(probe.backlog().await.unwrap(), (0, 1));
     let clients: Vec<_> = (0..5)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
