@@ -36,6 +36,7 @@
 use super::capacity::Capacity;
 use super::classes::{ClassId, Classes};
 use super::config::{LimiterConfig, LimiterConfigError};
+use super::padded::Padded;
 use super::permit::{Permit, Release};
 use super::queue::{WaitQueue, Waiter};
 use super::rejection::{Reason, Rejection};
@@ -77,13 +78,15 @@ pub struct Limiter {
     algorithm_name: &'static str,
     adaptive: bool,
     capacity: Capacity,
-    /// Total requests in flight, bounded by the effective limit.
-    inflight: AtomicUsize,
+    /// Total requests in flight, bounded by the effective limit; on its own
+    /// cache line (see `padded.rs`).
+    inflight: Padded<AtomicUsize>,
     classes: Classes,
     /// `None` when tenant caps are off.
     tenants: Option<Tenants>,
     queue: WaitQueue,
-    retry_after: RetryAfter,
+    /// Written on every release (the smoothed rtt): its own cache line.
+    retry_after: Padded<RetryAfter>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -110,11 +113,11 @@ impl Limiter {
             adaptive: limit.is_adaptive(),
             capacity: Capacity::new(limit.limit()),
             algorithm: Box::new(limit),
-            inflight: AtomicUsize::new(0),
+            inflight: Padded(AtomicUsize::new(0)),
             classes: Classes::new(&config.classes, config.class_idle_window),
             tenants: Tenants::new(&config.tenant),
             queue: WaitQueue::new(&config.queue),
-            retry_after: RetryAfter::new(config.retry_after_max),
+            retry_after: Padded(RetryAfter::new(config.retry_after_max)),
         }))
     }
 

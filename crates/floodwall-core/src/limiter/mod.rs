@@ -14,6 +14,7 @@ mod classes;
 mod config;
 #[allow(clippy::module_inception)]
 mod limiter;
+mod padded;
 mod permit;
 mod queue;
 mod rejection;
