@@ -57,8 +57,15 @@ impl Capacity {
 
     /// Takes the algorithm's new figure (at least 1).
     pub(super) fn set_algorithm(&self, limit: usize) {
-        self.algorithm.store(limit.max(1), Ordering::Release);
-        self.refresh();
+        // Called on every release, and the limit changes once a window at
+        // most: skip the two stores, which would take the cache line every
+        // admission reads away from the other cores. The other setters
+        // refresh for themselves, so nothing is lost when this skips.
+        let limit = limit.max(1);
+        if self.algorithm.load(Ordering::Relaxed) != limit {
+            self.algorithm.store(limit, Ordering::Release);
+            self.refresh();
+        }
     }
 
     /// The outside constraint, if one is set.
