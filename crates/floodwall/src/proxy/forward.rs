@@ -46,13 +46,14 @@ impl Upstream {
         }
     }
 
-    /// Rewrites a client request into the upstream request: the upstream's
-    /// address with the client's path and query, hop-by-hop headers removed
-    /// (RFC 9110 §7.6.1), `X-Forwarded-For` / `X-Forwarded-Proto` added, and
-    /// the original Host kept so virtual hosting upstream still works.
+    /// Rewrites a canonical client request (`canonical.rs`) into the
+    /// upstream request: the upstream's address with the request's path and
+    /// query, hop-by-hop headers removed (RFC 9110 §7.6.1),
+    /// `X-Forwarded-For` / `X-Forwarded-Proto` added, and the Host kept so
+    /// virtual hosting upstream still works. Path and Host are sent as they
+    /// are: they are the values the request was routed on.
     pub fn prepare(&self, req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
         let (mut parts, body) = req.into_parts();
-        let original_authority = parts.uri.authority().cloned();
         let path = parts
             .uri
             .path_and_query()
@@ -64,13 +65,6 @@ impl Upstream {
             .path_and_query(path)
             .build()
             .expect("scheme, authority and path are all valid");
-        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-            if let Some(a) = original_authority {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(header::HOST, v);
-                }
-            }
-        }
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         append_forwarded_for(&mut parts.headers, peer);

@@ -1,7 +1,8 @@
 //! The reverse proxy: classify, admit, forward, record.
 //!
 //! [`Proxy::handle`] (`service.rs`) is a request's journey, in order. It
-//! classifies with the [`Router`] (`router.rs`) onto a [`Route`]
+//! makes the request canonical (`canonical.rs`: one host, one normalised
+//! path) and classifies it with the [`Router`] (`router.rs`) onto a [`Route`]
 //! (`route.rs`), which owns everything per route: its limiter, upstream,
 //! distributed handle and refusal counters (`refusals.rs`). It forwards
 //! with the route's [`Upstream`] (`forward.rs`) and streams the answer in a
@@ -9,6 +10,7 @@
 //! Every response floodwall makes itself is decided in [`respond`].
 
 mod body;
+pub mod canonical;
 mod forward;
 mod refusals;
 pub mod respond;

@@ -10,13 +10,17 @@ use super::respond::Refusal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The refusals counted here, in one fixed order (the column of a row).
-const COUNTED: [Refusal; 6] = [
+const COUNTED: [Refusal; 10] = [
     Refusal::UpstreamUnavailable,
     Refusal::UpstreamTimeout,
     Refusal::InvalidTenantId,
     Refusal::NoRoute,
     Refusal::GlobalLimitExceeded,
     Refusal::StoreUnavailable,
+    Refusal::MissingHost,
+    Refusal::DuplicateHost,
+    Refusal::InvalidHost,
+    Refusal::InvalidPath,
 ];
 
 fn column(refusal: &Refusal) -> Option<usize> {
@@ -29,6 +33,10 @@ fn column(refusal: &Refusal) -> Option<usize> {
         Refusal::NoRoute => Some(3),
         Refusal::GlobalLimitExceeded => Some(4),
         Refusal::StoreUnavailable => Some(5),
+        Refusal::MissingHost => Some(6),
+        Refusal::DuplicateHost => Some(7),
+        Refusal::InvalidHost => Some(8),
+        Refusal::InvalidPath => Some(9),
     }
 }
 

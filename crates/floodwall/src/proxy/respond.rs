@@ -4,6 +4,7 @@
 //! client sees for each reason; `docs/metrics.md` lists the same table.
 
 use super::body::Body;
+use super::canonical::Malformed;
 use crate::distributed;
 use floodwall_core::{Reason, Rejection};
 use http::{header, HeaderValue, Response, StatusCode};
@@ -25,12 +26,33 @@ pub enum Refusal {
     InvalidTenantId,
     /// No route matches the request's host and path.
     NoRoute,
+    /// HTTP/1.1 without a `Host` header (RFC 9112 §3.2).
+    MissingHost,
+    /// More than one `Host` header line (RFC 9112 §3.2).
+    DuplicateHost,
+    /// The host (the URI's authority, else `Host`) has userinfo, an empty
+    /// label, a bad port or a byte outside the allowed set.
+    InvalidHost,
+    /// The path does not start with `/` or has a broken percent-encoding,
+    /// so it has no normalised form to route on.
+    InvalidPath,
     /// Distributed strict mode: Redis says the route's global limit is
     /// full.
     GlobalLimitExceeded,
     /// Distributed mode with `on_store_failure = "closed"`: Redis is
     /// unreachable, so nothing is admitted.
     StoreUnavailable,
+}
+
+impl From<Malformed> for Refusal {
+    fn from(malformed: Malformed) -> Self {
+        match malformed {
+            Malformed::MissingHost => Refusal::MissingHost,
+            Malformed::DuplicateHost => Refusal::DuplicateHost,
+            Malformed::InvalidHost => Refusal::InvalidHost,
+            Malformed::InvalidPath => Refusal::InvalidPath,
+        }
+    }
 }
 
 impl From<distributed::Refused> for Refusal {
@@ -57,6 +79,10 @@ impl Refusal {
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::InvalidTenantId => "invalid_tenant_id",
             Refusal::NoRoute => "no_route",
+            Refusal::MissingHost => "missing_host",
+            Refusal::DuplicateHost => "duplicate_host",
+            Refusal::InvalidHost => "invalid_host",
+            Refusal::InvalidPath => "invalid_path",
             Refusal::GlobalLimitExceeded => "global_limit_exceeded",
             Refusal::StoreUnavailable => "store_unavailable",
         }
@@ -75,7 +101,11 @@ impl Refusal {
             },
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::InvalidTenantId => StatusCode::BAD_REQUEST,
+            Refusal::InvalidTenantId
+            | Refusal::MissingHost
+            | Refusal::DuplicateHost
+            | Refusal::InvalidHost
+            | Refusal::InvalidPath => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -178,6 +208,10 @@ mod tests {
             (Refusal::UpstreamTimeout, "upstream_timeout", 504, false),
             (Refusal::InvalidTenantId, "invalid_tenant_id", 400, false),
             (Refusal::NoRoute, "no_route", 404, false),
+            (Refusal::MissingHost, "missing_host", 400, false),
+            (Refusal::DuplicateHost, "duplicate_host", 400, false),
+            (Refusal::InvalidHost, "invalid_host", 400, false),
+            (Refusal::InvalidPath, "invalid_path", 400, false),
             (
                 Refusal::GlobalLimitExceeded,
                 "global_limit_exceeded",

@@ -1,5 +1,6 @@
 //! Classification: which route, which priority class, which tenant.
 
+use super::canonical::host_name;
 use super::respond::Refusal;
 use super::route::Route;
 use crate::config::Config;
@@ -46,21 +47,25 @@ impl Router {
     /// Picks the first route whose host (if set) and path prefix match,
     /// then the class: the priority header when it names a class, else the
     /// route's class, else the default class.
+    ///
+    /// `req` must be canonical ([`canonicalize`]): the host is read from
+    /// `Host` alone (port dropped) and the path as it is, because those are
+    /// exactly what `forward.rs` sends upstream.
+    ///
+    /// [`canonicalize`]: super::canonical::canonicalize
     pub fn classify<B>(&self, req: &Request<B>) -> Result<Classified<'_>, Refusal> {
         let host = req
-            .uri()
-            .host()
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-            .map(|h| h.rsplit_once(':').map_or(h, |(name, _port)| name));
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(host_name);
         let path = req.uri().path();
         let route = self
             .routes
             .iter()
             .find(|r| {
                 path.starts_with(&r.prefix)
-                    && r.host
-                        .as_deref()
-                        .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
+                    && r.host.as_deref().is_none_or(|want| host == Some(want))
             })
             .ok_or(Refusal::NoRoute)?;
         let class = req

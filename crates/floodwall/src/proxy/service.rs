@@ -2,6 +2,7 @@
 
 use super::body::Body;
 use super::body::PermitBody;
+use super::canonical::canonicalize;
 use super::refusals::RefusalCounters;
 use super::respond::{respond, Refusal};
 use super::route::Route;
@@ -52,11 +53,20 @@ impl Proxy {
     /// Handles one request: classify, admit, forward, record. Every early
     /// return goes through [`Proxy::refuse`], so every floodwall-made
     /// response is counted and shaped in one place.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
 
-        // 1. Classify: route by host and path, class by header or route, and
-        //    the tenant, refused here if the id is hostile.
+        // 1. Classify. First make the request canonical (one host, the
+        //    URI's authority else Host; one normalised path) and write it
+        //    back, so the route is chosen on exactly what the upstream will
+        //    be sent: no spelling of a path or host can reach another
+        //    route's limit. A malformed request is refused here, before any
+        //    slot or the adaptive limit sees it. Then route by host and
+        //    path, class by header or route, and the tenant, refused here
+        //    if the id is hostile.
+        if let Err(m) = canonicalize(&mut req) {
+            return self.refuse(None, m.into());
+        }
         let (route, class) = match self.router.classify(&req) {
             Ok(c) => (c.route.clone(), c.class),
             Err(r) => return self.refuse(None, r),

@@ -135,7 +135,9 @@ impl Drop for InProgress {
 /// - `/echo`: the request headers as JSON, `{"name": ["value", ...]}`;
 /// - `/bytes?n=N`: N bytes of a known pattern ([`pattern`]) in 64 KiB chunks,
 ///   chunked (no content-length), with `chunk_ms=M` ms between chunks;
-/// - anything else: a POST's body echoed back, or `ok` for other methods.
+/// - anything else: a POST's body echoed back, or `ok` for other methods;
+///
+/// and every answer carries [`SEEN_PATH_HEADER`].
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -255,7 +257,23 @@ fn full(body: impl Into<Bytes>) -> UpBody {
     Full::new(body.into()).boxed()
 }
 
+/// The response header every upstream answer carries: the path and query
+/// the upstream received, so a test can see what floodwall forwarded.
+pub const SEEN_PATH_HEADER: &str = "x-upstream-path";
+
 async fn serve(state: Arc<UpState>, req: Request<Incoming>) -> Response<UpBody> {
+    let seen = req
+        .uri()
+        .path_and_query()
+        .and_then(|pq| http::HeaderValue::from_str(pq.as_str()).ok());
+    let mut resp = answer(state, req).await;
+    if let Some(v) = seen {
+        resp.headers_mut().insert(SEEN_PATH_HEADER, v);
+    }
+    resp
+}
+
+async fn answer(state: Arc<UpState>, req: Request<Incoming>) -> Response<UpBody> {
     let _in_progress = InProgress::enter(&state, req.headers());
     let query = req.uri().query();
     if let Some(name) = query_param(query, "hold") {
