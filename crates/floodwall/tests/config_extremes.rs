@@ -380,6 +380,56 @@ fn the_reported_panics_are_refused_and_the_bounds_serve() {
     }
 }
 
+/// The extremes of a number or duration, largest first.
+fn largest_first(kind: Kind) -> Vec<&'static str> {
+    match kind {
+        Kind::Duration => vec![
+            "\"18446744073709551615s\"",
+            "\"584942417355y\"",
+            "\"18446744073709551615ns\"",
+            "\"25h\"",
+            "\"24h\"",
+            "\"1h\"",
+            "\"10m\"",
+            "\"1m\"",
+            "\"1s\"",
+            "\"100ms\"",
+            "\"1ns\"",
+        ],
+        Kind::Int => vec![
+            "9223372036854775807",
+            "4294967296",
+            "1000001",
+            "1000000",
+            "65536",
+            "65535",
+            "1",
+        ],
+        Kind::Float => vec![
+            "inf", "1e308", "1000.0", "100.0", "10.0", "1.5", "1.0", "0.5", "5e-324",
+        ],
+        Kind::Str => Vec::new(),
+    }
+}
+
+/// Every number and duration at the largest value floodwall accepts for
+/// it serves without a panic. This is where an unbounded key shows: the
+/// largest accepted `header_read_timeout` used to be u64::MAX seconds,
+/// which panicked every connection.
+#[test]
+fn every_key_at_its_largest_accepted_value_serves() {
+    for (place, key, kind) in KEYS {
+        let Some((value, config)) = largest_first(*kind)
+            .into_iter()
+            .find_map(|v| parse(&config_with(place, key, v)).map(|c| (v, c)))
+        else {
+            assert!(matches!(kind, Kind::Str), "{place} {key}: nothing accepted");
+            continue;
+        };
+        serve_once(config, &format!("{place} {key} = {value}"));
+    }
+}
+
 /// Every key at every extreme of its kind parses without a panic, to a
 /// config or to an error naming where the problem is. Parsing only (fast);
 /// serving is the proptest below.
