@@ -59,8 +59,10 @@ struct ServeArgs {
     log_format: Option<LogFormatArg>,
     /// Distributed mode: share each route's limit through this Redis, e.g.
     /// redis://127.0.0.1:6379. `--limit` is then the GLOBAL limit of every
-    /// replica pointed at the same store and route.
-    #[arg(long)]
+    /// replica pointed at the same store and route. A URL with a password
+    /// belongs in FLOODWALL_STORE_URL, not on the command line, where `ps`
+    /// shows it to every user of the host; the flag wins over the variable.
+    #[arg(long, env = "FLOODWALL_STORE_URL", hide_env_values = true)]
     store: Option<String>,
     /// How replicas share the global limit: lease (a leased share per
     /// replica, few Redis calls) or strict (one Lua call per request).

@@ -1002,3 +1002,391 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+// ------------------------------------------------------------------ bounds
+
+/// The issue's case: this parsed, passed `check`, and then every connection
+/// panicked ("overflow when adding duration to instant").
+#[test]
+fn header_read_timeout_of_u64_max_seconds_is_refused() {
+    assert_invalid(
+        &with_server("header_read_timeout = \"18446744073709551615s\""),
+        "server.header_read_timeout",
+        &["at most", "1h"],
+    );
+}
+
+/// A config with one key set: `[server]` keys, an upstream key, a route
+/// table, a probe or a store, each on top of [`MINIMAL`].
+fn one_key(place: &str, line: &str) -> String {
+    match place {
+        "server" => with_server(line),
+        "upstream" => MINIMAL.replace(
+            "url = \"http://127.0.0.1:3000\"\n",
+            &format!("url = \"http://127.0.0.1:3000\"\n{line}\n"),
+        ),
+        "route" => with_route_tables(line),
+        "probe" => format!("{MINIMAL}\n[[probes]]\n{line}\n"),
+        "store" => format!("{MINIMAL}\n[store]\nurl = \"redis://127.0.0.1:1\"\n{line}\n"),
+        other => unreachable!("{other}"),
+    }
+}
+
+/// Every duration and number is refused above its bound (and below, where
+/// 0 is nonsense), with the key named. Each case is one key just past its
+/// bound, so the bound itself is pinned, and the same key at u64::MAX
+/// seconds or a huge integer.
+#[test]
+fn every_duration_and_number_has_bounds() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("server", "drain_timeout = \"61m\"", "server.drain_timeout"),
+        (
+            "server",
+            "retry_after_max = \"61m\"",
+            "server.retry_after_max",
+        ),
+        (
+            "server",
+            "header_read_timeout = \"61m\"",
+            "server.header_read_timeout",
+        ),
+        (
+            "server",
+            "class_idle_window = \"61m\"",
+            "server.class_idle_window",
+        ),
+        (
+            "server",
+            "max_tenant_id_len = 1025",
+            "server.max_tenant_id_len",
+        ),
+        (
+            "upstream",
+            "connect_timeout = \"61m\"",
+            "upstreams[0].connect_timeout",
+        ),
+        (
+            "upstream",
+            "response_timeout = \"25h\"",
+            "upstreams[0].response_timeout",
+        ),
+        (
+            "upstream",
+            "pool_idle_timeout = \"25h\"",
+            "upstreams[0].pool_idle_timeout",
+        ),
+        (
+            "upstream",
+            "pool_max_idle_per_host = 65537",
+            "upstreams[0].pool_max_idle_per_host",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"fixed\"\nvalue = 1000001",
+            "routes[0].limit.value",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nmax = 1000001",
+            "routes[0].limit.max",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nmin = 1000001\nmax = 1000001",
+            "routes[0].limit.min",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nramp_up = \"25h\"",
+            "routes[0].limit.ramp_up",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nstable_for = \"61m\"",
+            "routes[0].limit.stable_for",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nwindow_min_samples = 0",
+            "routes[0].limit.window_min_samples",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nwindow_min_samples = 1000001",
+            "routes[0].limit.window_min_samples",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nwindow_min_duration = \"61m\"",
+            "routes[0].limit.window_min_duration",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nmin_rtt = \"61s\"",
+            "routes[0].limit.min_rtt",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nbaseline = \"61m\"",
+            "routes[0].limit.baseline",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nprobe_interval = \"25h\"",
+            "routes[0].limit.probe_interval",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nprobe_shift = 101.0",
+            "routes[0].limit.probe_shift",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nerror_rate = nan",
+            "routes[0].limit.error_rate",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\ndrop_rate = -0.1",
+            "routes[0].limit.drop_rate",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nfailure_backoff = 1.0",
+            "routes[0].limit.failure_backoff",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\ntolerance = inf",
+            "routes[0].limit.tolerance",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nbackoff = 0.0",
+            "routes[0].limit.backoff",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nmax_cut = nan",
+            "routes[0].limit.max_cut",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"aimd\"\nincrease = 11.0",
+            "routes[0].limit.increase",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"gradient\"\ntolerance = 101.0",
+            "routes[0].limit.tolerance",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"gradient\"\nsmoothing = inf",
+            "routes[0].limit.smoothing",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"vegas\"\nbeta = inf",
+            "routes[0].limit.beta",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"vegas\"\nalpha = -1.0",
+            "routes[0].limit.alpha",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"vegas\"\nthreshold = nan",
+            "routes[0].limit.threshold",
+        ),
+        (
+            "route",
+            "[routes.limit]\nalgorithm = \"wip\"\nmultiplier = 101.0",
+            "routes[0].limit.multiplier",
+        ),
+        (
+            "route",
+            "[routes.queue]\ncapacity = 1000001",
+            "routes[0].queue.capacity",
+        ),
+        (
+            "route",
+            "[routes.queue]\ntimeout = \"61m\"",
+            "routes[0].queue.timeout",
+        ),
+        (
+            "route",
+            "[routes.tenant]\nmax_share = nan",
+            "routes[0].tenant.max_share",
+        ),
+        (
+            "route",
+            "[routes.tenant]\ncontention_window = \"61m\"",
+            "routes[0].tenant.contention_window",
+        ),
+        (
+            "probe",
+            "kind = \"memory\"\ninterval = \"61m\"",
+            "probes[0].interval",
+        ),
+        (
+            "probe",
+            "kind = \"memory\"\ntimeout = \"61m\"",
+            "probes[0].timeout",
+        ),
+        (
+            "probe",
+            "kind = \"memory\"\nbackoff = nan",
+            "probes[0].backoff",
+        ),
+        (
+            "probe",
+            "kind = \"memory\"\nmin_limit = 1000001",
+            "probes[0].min_limit",
+        ),
+        (
+            "probe",
+            "kind = \"memory\"\ncooldown = \"61m\"",
+            "probes[0].cooldown",
+        ),
+        ("probe", "kind = \"memory\"\nratio = inf", "probes[0].ratio"),
+        (
+            "probe",
+            "kind = \"memory\"\nmax_bytes = \"1025TiB\"",
+            "probes[0].max_bytes",
+        ),
+        (
+            "probe",
+            "kind = \"postgres\"\ndsn = \"host=h\"\nconn_ratio = nan",
+            "probes[0].conn_ratio",
+        ),
+        (
+            "probe",
+            "kind = \"postgres\"\ndsn = \"host=h\"\nlock_waits = 1000001",
+            "probes[0].lock_waits",
+        ),
+        (
+            "probe",
+            "kind = \"backlog\"\nmax_backlog = 1000001",
+            "probes[0].max_backlog",
+        ),
+        (
+            "probe",
+            "kind = \"latency\"\nmultiplier = 101.0",
+            "probes[0].multiplier",
+        ),
+        (
+            "probe",
+            "kind = \"latency\"\nbaseline_half_life = \"25h\"",
+            "probes[0].baseline_half_life",
+        ),
+        (
+            "store",
+            "renew_interval = \"11m\"\nlease_ttl = \"40m\"\ntimeout = \"1s\"",
+            "store.renew_interval",
+        ),
+        ("store", "lease_ttl = \"61m\"", "store.lease_ttl"),
+        ("store", "join_ramp = \"61m\"", "store.join_ramp"),
+        (
+            "store",
+            "timeout = \"18446744073709551615s\"",
+            "store.timeout",
+        ),
+    ];
+    for (place, line, key) in cases {
+        let text = one_key(place, line);
+        let err = Config::from_toml_str(&text).expect_err(line);
+        assert_eq!(err.key(), Some(*key), "{line}: {err}");
+        // The same key at the extreme: refused with the same key, no panic.
+        let Some((name, _)) = line
+            .rsplit_once('\n')
+            .map_or(line.split_once(" = "), |(_, last)| last.split_once(" = "))
+        else {
+            continue;
+        };
+        let extreme = if line.rsplit('\n').next().unwrap().contains('"') {
+            "\"18446744073709551615s\"".to_owned()
+        } else {
+            "9223372036854775807".to_owned()
+        };
+        if matches!(
+            *key,
+            "routes[0].limit.min" | "probes[0].max_bytes" | "store.renew_interval"
+        ) || line.contains("= nan")
+            || line.contains("= inf")
+            || line.contains("= -")
+            || line.contains(".0\n")
+            || line.ends_with(".0")
+            || line.ends_with("= 0")
+        {
+            continue;
+        }
+        let last = line.rsplit('\n').next().unwrap();
+        let text = one_key(place, &line.replace(last, &format!("{name} = {extreme}")));
+        let err = Config::from_toml_str(&text).expect_err(&text);
+        assert_eq!(err.key(), Some(*key), "{name} = {extreme}: {err}");
+    }
+}
+
+/// The bounds themselves are accepted: each key at its upper bound parses.
+#[test]
+fn bounds_are_inclusive() {
+    let text = format!(
+        "[server]\ndrain_timeout = \"1h\"\nretry_after_max = \"1h\"\n\
+         header_read_timeout = \"1h\"\nclass_idle_window = \"1h\"\n{}\n\
+         [routes.limit]\nalgorithm = \"aimd\"\nmin = 1000000\nmax = 1000000\n\
+         ramp_up = \"24h\"\nstable_for = \"1h\"\nwindow_min_samples = 1000000\n\
+         window_min_duration = \"1h\"\nmin_rtt = \"1m\"\nprobe_interval = \"24h\"\n\
+         probe_shift = 100.0\ntolerance = 100.0\nincrease = 10.0\n\
+         [routes.queue]\ncapacity = 1000000\ntimeout = \"1h\"\n\
+         [routes.tenant]\ncontention_window = \"1h\"\n\
+         [[probes]]\nkind = \"memory\"\ninterval = \"1h\"\ntimeout = \"1h\"\n\
+         min_limit = 1000000\ncooldown = \"1h\"\nmax_bytes = \"1024TiB\"\n\
+         [store]\nurl = \"redis://127.0.0.1:1\"\nrenew_interval = \"10m\"\n\
+         lease_ttl = \"1h\"\ntimeout = \"1s\"\njoin_ramp = \"1h\"\n",
+        MINIMAL.replace(
+            "url = \"http://127.0.0.1:3000\"\n",
+            "url = \"http://127.0.0.1:3000\"\nconnect_timeout = \"1h\"\n\
+             response_timeout = \"24h\"\npool_idle_timeout = \"24h\"\n\
+             pool_max_idle_per_host = 65536\n"
+        )
+    );
+    Config::from_toml_str(&text).unwrap();
+}
+
+#[test]
+fn limit_flag_has_the_same_upper_bound() {
+    let mut c = Config::from_toml_str(MINIMAL).unwrap();
+    let err = c
+        .apply_overrides(&Overrides {
+            limit: Some(usize::MAX),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+    assert_eq!(err.key(), Some("--limit"), "{err}");
+    assert_mentions(&err.to_string(), &["at most 1000000"]);
+}
+
+/// A store URL with the wrong scheme is quoted in the error without its
+/// password, from the file and from `--store` alike.
+#[test]
+fn wrong_store_scheme_does_not_echo_the_password() {
+    let text = format!("{MINIMAL}\n[store]\nurl = \"http://user:hunter2@10.0.0.7:6379\"\n");
+    let message = error_of(&text);
+    assert!(!message.contains("hunter2"), "{message}");
+    assert_mentions(&message, &["store.url", "http://***@10.0.0.7:6379"]);
+
+    let mut c = Config::from_toml_str(MINIMAL).unwrap();
+    for url in ["http://user:hunter2@10.0.0.7:6379", "user:hunter2@10.0.0.7"] {
+        let err = c
+            .apply_overrides(&Overrides {
+                store: Some(url.to_owned()),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert_eq!(err.key(), Some("store.url"), "{message}");
+    }
+}

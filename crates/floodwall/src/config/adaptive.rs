@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::check;
 use super::error::ConfigError;
 
 /// The keys of an adaptive limit: those every algorithm reads, and `rule`,
@@ -102,7 +103,57 @@ impl<R: Default> Default for AdaptiveConfig<R> {
     }
 }
 
+/// The largest latency factor (`tolerance`, `probe_shift`, `multiplier`):
+/// a latency a hundred times the baseline is an outage, not a threshold.
+const MAX_LATENCY_FACTOR: f64 = 100.0;
+/// The largest growth factor of a healthy window (`increase`): ×10 a
+/// window is already a jump, not a probe.
+const MAX_INCREASE: f64 = 10.0;
+/// The largest Vegas queue multiple (`alpha`, `beta`, `threshold`).
+const MAX_VEGAS: f64 = 1000.0;
+
 impl<R> AdaptiveConfig<R> {
+    /// The bounds of the keys every algorithm reads that core's own checks
+    /// leave open above (and floats that must be finite), so no setting
+    /// that parses can overflow a clock or a window later. Core checks the
+    /// rest (`min` ≤ `max`, shares in [0, 1], backoffs in (0, 1)).
+    pub(super) fn validate_bounds(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{prefix}{k}");
+        check::count(&key("min"), self.min, 1, check::MAX_COUNT)?;
+        check::count(&key("max"), self.max, 1, check::MAX_COUNT)?;
+        check::duration(&key("ramp_up"), self.ramp_up, Duration::ZERO, check::DAY)?;
+        if let Some(d) = self.stable_for {
+            check::duration(&key("stable_for"), d, Duration::ZERO, check::HOUR)?;
+        }
+        if let Some(n) = self.window_min_samples {
+            check::count(&key("window_min_samples"), n, 1, check::MAX_COUNT)?;
+        }
+        if let Some(d) = self.window_min_duration {
+            check::duration(&key("window_min_duration"), d, Duration::ZERO, check::HOUR)?;
+        }
+        if let Some(d) = self.min_rtt {
+            check::duration(&key("min_rtt"), d, Duration::ZERO, check::MINUTE)?;
+        }
+        if let Some(d) = self.probe_interval {
+            check::positive_at_most(&key("probe_interval"), d, check::DAY)?;
+        }
+        if let Some(x) = self.probe_shift {
+            check::factor_above(&key("probe_shift"), x, 1.0, MAX_LATENCY_FACTOR)?;
+        }
+        for (k, x) in [
+            ("error_rate", self.error_rate),
+            ("drop_rate", self.drop_rate),
+        ] {
+            if let Some(x) = x {
+                check::float(&key(k), x, 0.0, 1.0)?;
+            }
+        }
+        if let Some(x) = self.failure_backoff {
+            check::factor_above(&key("failure_backoff"), x, 0.0, 1.0)?;
+        }
+        Ok(())
+    }
+
     /// Refuses a key that belongs to another algorithm than `algorithm`,
     /// naming the algorithms it belongs to.
     pub(super) fn validate_keys(&self, prefix: &str, algorithm: &str) -> Result<(), ConfigError> {
@@ -164,6 +215,66 @@ pub struct VegasKeys {
 pub struct WipKeys {
     /// Halve while latency is above multiplier × baseline.
     pub multiplier: Option<f64>,
+}
+
+/// The bounds of an algorithm's own keys, on top of core's checks (which
+/// leave most of them open above).
+pub(super) trait RuleBounds {
+    /// Checks this rule's keys; errors name the key under `prefix`.
+    fn validate_bounds(&self, prefix: &str) -> Result<(), ConfigError>;
+}
+
+impl RuleBounds for AimdKeys {
+    fn validate_bounds(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(x) = self.tolerance {
+            check::float(&format!("{prefix}tolerance"), x, 1.0, MAX_LATENCY_FACTOR)?;
+        }
+        for (k, x) in [("backoff", self.backoff), ("max_cut", self.max_cut)] {
+            if let Some(x) = x {
+                check::factor_above(&format!("{prefix}{k}"), x, 0.0, 1.0)?;
+            }
+        }
+        if let Some(x) = self.increase {
+            check::factor_above(&format!("{prefix}increase"), x, 1.0, MAX_INCREASE)?;
+        }
+        Ok(())
+    }
+}
+
+impl RuleBounds for GradientKeys {
+    fn validate_bounds(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(x) = self.tolerance {
+            check::float(&format!("{prefix}tolerance"), x, 1.0, MAX_LATENCY_FACTOR)?;
+        }
+        if let Some(x) = self.smoothing {
+            check::factor_above(&format!("{prefix}smoothing"), x, 0.0, 1.0)?;
+        }
+        Ok(())
+    }
+}
+
+impl RuleBounds for VegasKeys {
+    fn validate_bounds(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (k, x) in [
+            ("alpha", self.alpha),
+            ("beta", self.beta),
+            ("threshold", self.threshold),
+        ] {
+            if let Some(x) = x {
+                check::float(&format!("{prefix}{k}"), x, 0.0, MAX_VEGAS)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RuleBounds for WipKeys {
+    fn validate_bounds(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(x) = self.multiplier {
+            check::factor_above(&format!("{prefix}multiplier"), x, 1.0, MAX_LATENCY_FACTOR)?;
+        }
+        Ok(())
+    }
 }
 
 /// Every adaptive algorithm and the keys only it reads.

@@ -6,9 +6,12 @@
 //! the algorithm's settings and return a structured error naming the key,
 //! which only needs the route's key prefix in front.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
-use super::adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
+use super::adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, RuleBounds, VegasKeys, WipKeys};
+use super::check;
 use super::error::ConfigError;
 use floodwall_core::limit::{
     AimdConfig, AimdLimit, Baseline, Failures, FixedLimit, GradientConfig, GradientLimit, Limit,
@@ -206,18 +209,26 @@ pub(super) fn check_limit(value: usize) -> Result<(), String> {
     if value == 0 {
         return Err(format!("must be at least 1 (got {value})"));
     }
+    if value > check::MAX_COUNT {
+        return Err(format!(
+            "must be at most {} (got {value})",
+            check::MAX_COUNT
+        ));
+    }
     Ok(())
 }
 
 /// The parts every adaptive algorithm shares, from the keys every one
 /// reads; refuses a key of another algorithm first.
-fn common<R>(
+fn common<R: RuleBounds>(
     a: &AdaptiveConfig<R>,
     prefix: &str,
     algorithm: &str,
     seed: u64,
 ) -> Result<(ShapingConfig, WindowConfig, Baseline, Failures), ConfigError> {
     a.validate_keys(prefix, algorithm)?;
+    a.validate_bounds(prefix)?;
+    a.rule.validate_bounds(prefix)?;
     let mut shaping = ShapingConfig {
         min: a.min,
         max: a.max,
@@ -242,12 +253,16 @@ fn common<R>(
     }
     let mut baseline = match a.baseline.as_deref() {
         None | Some("probe") => Baseline::default(),
-        Some(d) => Baseline::Fixed(humantime::parse_duration(d).map_err(|e| {
-            ConfigError::invalid(
-                format!("{prefix}baseline"),
-                format!("expected \"probe\" or a duration such as \"50ms\" ({e})"),
-            )
-        })?),
+        Some(d) => {
+            let d = humantime::parse_duration(d).map_err(|e| {
+                ConfigError::invalid(
+                    format!("{prefix}baseline"),
+                    format!("expected \"probe\" or a duration such as \"50ms\" ({e})"),
+                )
+            })?;
+            check::duration(&format!("{prefix}baseline"), d, Duration::ZERO, check::HOUR)?;
+            Baseline::Fixed(d)
+        }
     };
     if let Baseline::Measured(p) = &mut baseline {
         if let Some(i) = a.probe_interval {

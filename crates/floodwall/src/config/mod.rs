@@ -34,6 +34,7 @@ mod upstream;
 mod validate;
 
 pub use adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
+pub(crate) use check::redact_url;
 pub use class::ClassConfig;
 pub use error::ConfigError;
 pub use file::Config;

@@ -59,6 +59,12 @@ pub const DEFAULT_LATENCY_MULTIPLIER: f64 = 2.0;
 /// does not keep the limit down for good.
 pub const DEFAULT_BASELINE_HALF_LIFE: Duration = Duration::from_secs(300);
 
+/// The largest `max_bytes` of a memory probe: 1 PiB, beyond any host.
+const MAX_BYTES: u64 = 1 << 50;
+/// The largest `multiplier` of a latency probe: a latency a hundred times
+/// its baseline is an outage, not a threshold.
+const MAX_MULTIPLIER: f64 = 100.0;
+
 /// What a probe measures (`kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -334,6 +340,7 @@ impl ProbeConfig {
         if self.interval.is_zero() {
             return bad("interval", "must be greater than 0".into());
         }
+        check::positive_at_most(&key("interval"), self.interval, check::HOUR)?;
         let timeout = self.timeout();
         if timeout.is_zero() || timeout > self.interval {
             return bad(
@@ -354,6 +361,8 @@ impl ProbeConfig {
         if self.min_limit == 0 {
             return bad("min_limit", "must be at least 1".into());
         }
+        check::count(&key("min_limit"), self.min_limit, 1, check::MAX_COUNT)?;
+        check::duration(&key("cooldown"), self.cooldown, Duration::ZERO, check::HOUR)?;
         if let Some(path) = &self.flag_file {
             if !path.is_absolute() || path.file_name().is_none() {
                 return bad(
@@ -429,6 +438,9 @@ impl ProbeConfig {
                 if self.lock_waits == Some(0) {
                     return bad("lock_waits", "must be at least 1".into());
                 }
+                if let Some(n) = self.lock_waits {
+                    check::count(&key("lock_waits"), n, 1, check::MAX_COUNT)?;
+                }
             }
             ProbeKind::Memory => {
                 if let Some(r) = self.ratio {
@@ -442,6 +454,12 @@ impl ProbeConfig {
                 if self.max_bytes == Some(0) {
                     return bad("max_bytes", "must be greater than 0".into());
                 }
+                if let Some(n) = self.max_bytes.filter(|n| *n > MAX_BYTES) {
+                    return bad(
+                        "max_bytes",
+                        format!("must be at most 1 PiB ({MAX_BYTES} bytes) (got {n})"),
+                    );
+                }
             }
             ProbeKind::Backlog => {
                 if self.port == Some(0) {
@@ -453,15 +471,22 @@ impl ProbeConfig {
                 if self.max_backlog == Some(0) {
                     return bad("max_backlog", "must be at least 1".into());
                 }
+                if let Some(n) = self.max_backlog {
+                    check::count(&key("max_backlog"), n, 1, check::MAX_COUNT)?;
+                }
             }
             ProbeKind::Latency => {
                 if let Some(m) = self.multiplier {
                     if !(m > 1.0 && m.is_finite()) {
                         return bad("multiplier", format!("must be greater than 1.0 (got {m})"));
                     }
+                    check::factor_above(&key("multiplier"), m, 1.0, MAX_MULTIPLIER)?;
                 }
                 if self.baseline_half_life.is_some_and(|d| d.is_zero()) {
                     return bad("baseline_half_life", "must be greater than 0".into());
+                }
+                if let Some(d) = self.baseline_half_life {
+                    check::positive_at_most(&key("baseline_half_life"), d, check::DAY)?;
                 }
             }
         }

@@ -135,6 +135,12 @@ impl RouteConfig {
     fn validate_admission(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         self.limit.validate(&key("limit."))?;
 
+        check::count(
+            &key("queue.capacity"),
+            self.queue.capacity,
+            0,
+            check::MAX_COUNT,
+        )?;
         if self.queue.capacity > 0 && self.queue.timeout.is_zero() {
             return Err(ConfigError::invalid(
                 key("queue.timeout"),
@@ -143,6 +149,13 @@ impl RouteConfig {
             ));
         }
 
+        check::duration(
+            &key("queue.timeout"),
+            self.queue.timeout,
+            Duration::ZERO,
+            check::HOUR,
+        )?;
+
         let share = self.tenant.max_share;
         if !(share > 0.0 && share <= 1.0) {
             return Err(ConfigError::invalid(
@@ -150,9 +163,10 @@ impl RouteConfig {
                 format!("must be greater than 0 and at most 1.0 (got {share})"),
             ));
         }
-        check::positive(
+        check::positive_at_most(
             &key("tenant.contention_window"),
             self.tenant.contention_window,
+            check::HOUR,
         )
     }
 }

@@ -84,9 +84,17 @@ impl ServerConfig {
                 format!("must differ from server.listen (both are {})", self.listen),
             ));
         }
-        check::positive("server.drain_timeout", self.drain_timeout)?;
-        check::positive("server.header_read_timeout", self.header_read_timeout)?;
-        check::positive("server.class_idle_window", self.class_idle_window)?;
+        check::positive_at_most("server.drain_timeout", self.drain_timeout, check::HOUR)?;
+        check::positive_at_most(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            check::HOUR,
+        )?;
+        check::positive_at_most(
+            "server.class_idle_window",
+            self.class_idle_window,
+            check::HOUR,
+        )?;
         if self.retry_after_max < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 "server.retry_after_max",
@@ -96,6 +104,12 @@ impl ServerConfig {
                 ),
             ));
         }
+        check::duration(
+            "server.retry_after_max",
+            self.retry_after_max,
+            Duration::from_secs(1),
+            check::HOUR,
+        )?;
         let priority = header_name("server.priority_header", &self.priority_header)?;
         let tenant = header_name("server.tenant_header", &self.tenant_header)?;
         if priority == tenant {

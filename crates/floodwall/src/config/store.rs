@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::check;
 use super::error::ConfigError;
+
+/// The longest `store.renew_interval`: shares follow demand within about
+/// two intervals, so a longer one is a global limit that no longer moves;
+/// 3 × it still fits under the one-hour `lease_ttl` bound.
+const MAX_RENEW_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How replicas share a route's global limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -133,7 +139,12 @@ impl StoreConfig {
         if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) {
             return Err(ConfigError::invalid(
                 "store.url",
-                format!("must start with redis://, rediss:// or unix:// (got {u:?})"),
+                // Never the password: an error is printed, logged and
+                // shown in CI output.
+                format!(
+                    "must start with redis://, rediss:// or unix:// (got {:?})",
+                    check::redact_url(u)
+                ),
             ));
         }
         if let Err(e) = redis::Client::open(u) {
@@ -146,6 +157,12 @@ impl StoreConfig {
                 format!("must be at least 10ms (got {})", ms(self.renew_interval)),
             ));
         }
+        check::duration(
+            "store.join_ramp",
+            self.join_ramp,
+            Duration::ZERO,
+            check::HOUR,
+        )?;
         // Saturating: an absurd renew_interval must be refused, not overflow.
         let three_renewals = self.renew_interval.saturating_mul(3);
         if self.lease_ttl < three_renewals {
@@ -159,6 +176,20 @@ impl StoreConfig {
                 ),
             ));
         }
+        // After the 3 × check, which names lease_ttl for a renew_interval
+        // too long for any lease.
+        check::duration(
+            "store.renew_interval",
+            self.renew_interval,
+            Duration::from_millis(10),
+            MAX_RENEW_INTERVAL,
+        )?;
+        check::duration(
+            "store.lease_ttl",
+            self.lease_ttl,
+            Duration::ZERO,
+            check::HOUR,
+        )?;
         if self.timeout.is_zero() || self.timeout >= self.renew_interval {
             return Err(ConfigError::invalid(
                 "store.timeout",

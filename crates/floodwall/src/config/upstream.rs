@@ -7,6 +7,10 @@ use serde::{Deserialize, Deserializer};
 use super::check;
 use super::error::ConfigError;
 
+/// The most idle connections kept per upstream host: more than a host has
+/// ephemeral ports to one upstream address.
+const MAX_IDLE_PER_HOST: usize = 65_536;
+
 /// A backend floodwall forwards admitted requests to (`[[upstreams]]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,9 +69,15 @@ pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> 
         let key = |field: &str| format!("upstreams[{i}].{field}");
         check::label(&key("name"), &up.name)?;
         check_url(&up.url).map_err(|m| ConfigError::invalid(key("url"), m))?;
-        check::positive(&key("connect_timeout"), up.connect_timeout)?;
-        check::positive(&key("response_timeout"), up.response_timeout)?;
-        check::positive(&key("pool_idle_timeout"), up.pool_idle_timeout)?;
+        check::positive_at_most(&key("connect_timeout"), up.connect_timeout, check::HOUR)?;
+        check::positive_at_most(&key("response_timeout"), up.response_timeout, check::DAY)?;
+        check::positive_at_most(&key("pool_idle_timeout"), up.pool_idle_timeout, check::DAY)?;
+        check::count(
+            &key("pool_max_idle_per_host"),
+            up.pool_max_idle_per_host,
+            0,
+            MAX_IDLE_PER_HOST,
+        )?;
     }
     Ok(())
 }

@@ -96,10 +96,6 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `redis://user:secret@host` → `redis://***@host`, for `/status`.
-pub(super) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
+/// `redis://user:secret@host` → `redis://***@host`, for `/status`. The
+/// config's own helper, which also redacts the URL in its errors.
+pub(super) use crate::config::redact_url as redact;
