@@ -1,7 +1,6 @@
 //! One request's journey through floodwall.
 
-use super::body::Body;
-use super::body::PermitBody;
+use super::body::{Body, PermitBody};
 use super::canonical::canonicalize;
 use super::refusals::RefusalCounters;
 use super::respond::{respond, Refusal};
