@@ -105,6 +105,44 @@ fn outcomes_are_counted_and_unrecorded_drops_are_ignored() {
 }
 
 #[test]
+fn an_abandoned_request_is_a_drop_only_after_twice_the_usual_wait() {
+    let (l, clock) = limiter(4, LimiterConfig::default());
+    let r = req(&l, "interactive");
+    // Before anything completed there is no usual wait: ignored.
+    let mut p = l.try_acquire(&r).unwrap();
+    p.abandon();
+    clock.advance(Duration::from_secs(5));
+    drop(p);
+    assert_eq!(l.snapshot().classes[0].outcomes, [0, 0, 0, 1]);
+    // Requests usually take 20 ms.
+    for _ in 0..32 {
+        let mut p = l.try_acquire(&r).unwrap();
+        clock.advance(Duration::from_millis(20));
+        p.record(Outcome::Success);
+    }
+    // Leaving after 5 ms says nothing about the upstream...
+    let mut early = l.try_acquire(&r).unwrap();
+    early.abandon();
+    clock.advance(Duration::from_millis(5));
+    drop(early);
+    assert_eq!(l.snapshot().classes[0].outcomes, [32, 0, 0, 2]);
+    // ... leaving after 100 ms, five usual waits, is a client timeout.
+    let mut late = l.try_acquire(&r).unwrap();
+    late.abandon();
+    clock.advance(Duration::from_millis(100));
+    drop(late);
+    assert_eq!(l.snapshot().classes[0].outcomes, [32, 0, 1, 2]);
+    // An outcome recorded after abandon wins.
+    let mut answered = l.try_acquire(&r).unwrap();
+    answered.abandon();
+    clock.advance(Duration::from_millis(100));
+    answered.record(Outcome::Success);
+    drop(answered);
+    assert_eq!(l.snapshot().classes[0].outcomes, [33, 0, 1, 2]);
+    assert_eq!(l.inflight(), 0);
+}
+
+#[test]
 fn a_panic_releases_the_slot() {
     let (l, _) = limiter(1, LimiterConfig::default());
     let r = req(&l, "interactive");

@@ -73,7 +73,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             &config, rc, limiter, upstream, global,
         )?));
     }
-    let proxy = Arc::new(Proxy::new(Router::new(&config, routes)?));
+    let proxy = Arc::new(Proxy::new(
+        Router::new(&config, routes)?,
+        config.server.upload_limits(),
+        config.server.response_limits(),
+    ));
     let routes = proxy.router.routes();
 
     // 2. Distributed mode, before any listener: the first renewal sets

@@ -78,12 +78,20 @@ async fn limit_holds_at_the_upstream() {
 
 /// Four HTTP/1.1 clients hold all four slots and hang up: the slots are free
 /// again within a second, the next request is admitted, and the four count
-/// as drops for the limit algorithm.
+/// as drops for the limit algorithm, since they waited far longer than
+/// requests here normally take (a client timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_disconnects_release_slots() {
     let upstream = Upstream::start(Duration::from_secs(5)).await;
     let fw = start(simple_config(upstream.uri(), 4)).await;
     let admin = fw.admin_addr;
+    // Requests here normally take 20 ms.
+    for _ in 0..5 {
+        let r = Client::http1()
+            .get(fw.proxy_addr, "/?sleep_ms=20", &[])
+            .await;
+        assert_eq!(r.status, 200);
+    }
 
     let mut sockets = Vec::new();
     for _ in 0..4 {
@@ -99,6 +107,7 @@ async fn http1_disconnects_release_slots() {
     .await;
     let refused = Client::http1().get(fw.proxy_addr, "/", &[]).await;
     refused.assert_refused(503, "wip_limit_exceeded");
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     drop(sockets);
     wait_until(Duration::from_secs(1), "the slots are released", || async {

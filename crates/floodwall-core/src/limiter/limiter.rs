@@ -99,6 +99,11 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
+/// How many smoothed request durations a client must have waited before
+/// its hang-up counts as a drop. Twice, so that ordinary jitter around the
+/// mean is not read as overload.
+const ABANDONED_AFTER: u32 = 2;
+
 impl Limiter {
     /// A limiter enforcing `limit` with `config`, reading time from `clock`.
     pub fn new(
@@ -405,6 +410,18 @@ impl Limiter {
         self.algorithm.on_sample(now, sample)
     }
 
+    /// What an abandoned permit (see [`Permit::abandon`]) that held its
+    /// slot for `rtt` says: a drop if the client waited more than twice the
+    /// smoothed duration of completed requests, else nothing.
+    fn abandoned_outcome(&self, rtt: Duration) -> Outcome {
+        let normal = self.retry_after.rtt();
+        if !normal.is_zero() && rtt > normal * ABANDONED_AFTER {
+            Outcome::Dropped
+        } else {
+            Outcome::Ignored
+        }
+    }
+
     /// Records a `queue_timeout` refusal for `class`.
     pub(super) fn queue_timed_out(&self, class: ClassId, tenant: Option<TenantKey>) -> Rejection {
         self.refuse(class, tenant, Reason::QueueTimeout, self.clock.now())
@@ -449,8 +466,12 @@ impl Release for Limiter {
         if let (Some(t), Some(key)) = (&self.tenants, permit.tenant) {
             t.give_back(key);
         }
-        self.classes.count_outcome(permit.class, outcome);
         let rtt = now.since(permit.start);
+        let outcome = match permit.abandoned {
+            true => self.abandoned_outcome(rtt),
+            false => outcome,
+        };
+        self.classes.count_outcome(permit.class, outcome);
         if matches!(outcome, Outcome::Success | Outcome::Error) {
             self.retry_after.record_rtt(rtt);
         }

@@ -34,6 +34,9 @@ pub struct Permit {
     /// Requests in flight once this one was admitted, for the sample.
     pub(super) inflight: usize,
     outcome: Option<Outcome>,
+    /// Set by [`Permit::abandon`]: the client left before any answer, and
+    /// the limiter judges at release whether that says anything.
+    pub(super) abandoned: bool,
 }
 
 impl Permit {
@@ -53,12 +56,31 @@ impl Permit {
             start,
             inflight,
             outcome: None,
+            abandoned: false,
         }
     }
 
     /// Records how the request ended; the last call wins.
     pub fn record(&mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
+        self.abandoned = false;
+    }
+
+    /// Records that, if the permit is dropped now, the client went away
+    /// before the upstream answered. The limiter decides at release what
+    /// that says: a client that waited longer than twice the smoothed
+    /// request duration is what a client timeout looks like in an overload
+    /// (and in a collapse, where nothing completes, it is the only signal
+    /// left: Netflix concurrency-limits #176), so it is a
+    /// [`Outcome::Dropped`]. One that left sooner left faster than any
+    /// healthy response could have arrived, so it says nothing about the
+    /// upstream and is [`Outcome::Ignored`]: otherwise a client that
+    /// abandons its requests after a few milliseconds could drag the
+    /// adaptive limit down. Before any request has completed there is no
+    /// "normal" to compare with, and it is ignored too.
+    pub fn abandon(&mut self) {
+        self.outcome = None;
+        self.abandoned = true;
     }
 
     /// The class the slot was taken for.
@@ -85,6 +107,7 @@ impl fmt::Debug for Permit {
             .field("start", &self.start)
             .field("inflight", &self.inflight)
             .field("outcome", &self.outcome)
+            .field("abandoned", &self.abandoned)
             .finish()
     }
 }

@@ -54,6 +54,52 @@ pub struct ServerConfig {
     /// traffic better; shorter wastes less capacity when a class goes quiet.
     #[serde(with = "humantime_serde")]
     pub class_idle_window: Duration,
+    /// How long a request body may take to arrive, before the allowance
+    /// `body_min_rate` earns (Apache `mod_reqtimeout`'s `body=20`). A body
+    /// still incomplete at its deadline gets 408 `body_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Every this many bytes of request body received extends the body's
+    /// deadline by one second (`mod_reqtimeout`'s `MinRate=500`): a large
+    /// upload at any usable speed is never cut, a trickle always is.
+    pub body_min_rate: u64,
+    /// How much of a request body is read before the request takes a slot
+    /// (an integer in bytes or `"64KiB"`). A body this small or smaller is
+    /// read whole first, so a slow upload never holds a slot; a larger one
+    /// streams once its head has arrived.
+    #[serde(deserialize_with = "bytes")]
+    pub request_buffer: u64,
+    /// How much of one upstream response floodwall holds for a client
+    /// slower than the upstream, so the slot is released when the upstream
+    /// finishes, not when the client does.
+    #[serde(deserialize_with = "bytes")]
+    pub response_buffer: u64,
+    /// The most held for slow clients over all responses: what slow readers
+    /// can make floodwall spend. Past it, a response waits for its client.
+    #[serde(deserialize_with = "bytes")]
+    pub response_buffer_total: u64,
+    /// How long a client may take nothing from a response before it is
+    /// abandoned (nginx's `send_timeout`, there 60 s).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+}
+
+/// The most any of the buffer keys accepts: 1 GiB.
+const MAX_BUFFER: u64 = 1 << 30;
+
+/// A size in bytes: an integer, or a string with a binary unit
+/// (`"64KiB"`, `"8MiB"`).
+fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(s) => super::probe::parse_bytes(&s).map_err(serde::de::Error::custom),
+    }
 }
 
 impl Default for ServerConfig {
@@ -69,6 +115,12 @@ impl Default for ServerConfig {
             retry_after_max: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             class_idle_window: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
+            request_buffer: 64 << 10,
+            response_buffer: 8 << 20,
+            response_buffer_total: 128 << 20,
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +162,34 @@ impl ServerConfig {
             Duration::from_secs(1),
             check::HOUR,
         )?;
+        check::positive_at_most("server.body_timeout", self.body_timeout, check::HOUR)?;
+        check::positive_at_most("server.send_timeout", self.send_timeout, check::HOUR)?;
+        if !(1..=1 << 40).contains(&self.body_min_rate) {
+            return Err(ConfigError::invalid(
+                "server.body_min_rate",
+                format!(
+                    "must be between 1 and {} bytes a second (got {})",
+                    1u64 << 40,
+                    self.body_min_rate
+                ),
+            ));
+        }
+        for (key, n, min) in [
+            ("server.request_buffer", self.request_buffer, 0),
+            ("server.response_buffer", self.response_buffer, 0),
+            (
+                "server.response_buffer_total",
+                self.response_buffer_total,
+                0,
+            ),
+        ] {
+            if !(min..=MAX_BUFFER).contains(&n) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be at most 1GiB (got {n} bytes)"),
+                ));
+            }
+        }
         let priority = header_name("server.priority_header", &self.priority_header)?;
         let tenant = header_name("server.tenant_header", &self.tenant_header)?;
         if priority == tenant {
@@ -128,6 +208,26 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// What the proxy holds request bodies to.
+    pub fn upload_limits(&self) -> crate::proxy::UploadLimits {
+        crate::proxy::UploadLimits {
+            timeout: self.body_timeout,
+            min_rate: self.body_min_rate,
+            buffer: self.request_buffer as usize,
+        }
+    }
+
+    /// What the proxy holds response bodies to.
+    pub fn response_limits(&self) -> crate::proxy::ResponseLimits {
+        crate::proxy::ResponseLimits::new(
+            self.response_buffer as usize,
+            self.response_buffer_total as usize,
+            self.send_timeout,
+        )
     }
 }
 

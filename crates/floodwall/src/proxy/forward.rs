@@ -1,9 +1,9 @@
 //! Forwarding: the upstream client and the header rewrites of a proxy.
 
+use super::upload::Upload;
 use crate::config::UpstreamConfig;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -18,7 +18,7 @@ pub struct Upstream {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// The pooled client; connections are kept alive and reused.
-    pub client: Client<HttpConnector, Incoming>,
+    pub client: Client<HttpConnector, Upload>,
     /// How long to wait for response headers.
     pub response_timeout: Duration,
 }
@@ -52,7 +52,7 @@ impl Upstream {
     /// `X-Forwarded-For` / `X-Forwarded-Proto` added, and the Host kept so
     /// virtual hosting upstream still works. Path and Host are sent as they
     /// are: they are the values the request was routed on.
-    pub fn prepare(&self, req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
+    pub fn prepare<B>(&self, req: Request<B>, peer: SocketAddr) -> Request<B> {
         let (mut parts, body) = req.into_parts();
         let path = parts
             .uri

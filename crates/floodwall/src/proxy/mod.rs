@@ -5,8 +5,10 @@
 //! path) and classifies it with the [`Router`] (`router.rs`) onto a [`Route`]
 //! (`route.rs`), which owns everything per route: its limiter, upstream,
 //! distributed handle and refusal counters (`refusals.rs`). It forwards
-//! with the route's [`Upstream`] (`forward.rs`) and streams the answer in a
-//! [`PermitBody`] (`body.rs`) that releases the permit when the body ends.
+//! with the route's [`Upstream`] (`forward.rs`), the client's body read
+//! under a rate rule (`upload.rs`), and reads the answer ahead of the
+//! client (`body.rs`) so the permit is released when the upstream
+//! finishes, not when a slow client does.
 //! Every response floodwall makes itself is decided in [`respond`].
 
 mod body;
@@ -17,11 +19,13 @@ pub mod respond;
 mod route;
 mod router;
 mod service;
+pub mod upload;
 
-pub use body::{Body, BoxError, PermitBody};
+pub use body::{Body, BoxError, ResponseLimits};
 pub use forward::Upstream;
 pub use refusals::RefusalCounters;
 pub use respond::Refusal;
 pub use route::Route;
 pub use router::{Classified, Router};
 pub use service::Proxy;
+pub use upload::UploadLimits;

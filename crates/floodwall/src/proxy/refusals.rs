@@ -10,7 +10,7 @@ use super::respond::Refusal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The refusals counted here, in one fixed order (the column of a row).
-const COUNTED: [Refusal; 10] = [
+const COUNTED: [Refusal; 13] = [
     Refusal::UpstreamUnavailable,
     Refusal::UpstreamTimeout,
     Refusal::InvalidTenantId,
@@ -21,6 +21,9 @@ const COUNTED: [Refusal; 10] = [
     Refusal::DuplicateHost,
     Refusal::InvalidHost,
     Refusal::InvalidPath,
+    Refusal::BodyTimeout,
+    Refusal::InvalidBody,
+    Refusal::UpgradeUnsupported,
 ];
 
 fn column(refusal: &Refusal) -> Option<usize> {
@@ -37,6 +40,9 @@ fn column(refusal: &Refusal) -> Option<usize> {
         Refusal::DuplicateHost => Some(7),
         Refusal::InvalidHost => Some(8),
         Refusal::InvalidPath => Some(9),
+        Refusal::BodyTimeout => Some(10),
+        Refusal::InvalidBody => Some(11),
+        Refusal::UpgradeUnsupported => Some(12),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::body::Body;
 use super::canonical::Malformed;
+use super::upload::Fault;
 use crate::distributed;
 use floodwall_core::{Reason, Rejection};
 use http::{header, HeaderValue, Response, StatusCode};
@@ -36,6 +37,17 @@ pub enum Refusal {
     /// The path does not start with `/` or has a broken percent-encoding,
     /// so it has no normalised form to route on.
     InvalidPath,
+    /// The request body arrived slower than `server.body_timeout` and
+    /// `server.body_min_rate` allow. The client's fault: 408, and nothing
+    /// is recorded against the upstream.
+    BodyTimeout,
+    /// The request body's framing is invalid (a broken chunked encoding)
+    /// or it was cut short. The client's fault, never a 502.
+    InvalidBody,
+    /// The request asks to switch protocols (`Upgrade`, e.g. WebSocket),
+    /// which floodwall does not proxy: refused rather than forwarded as a
+    /// plain request that would silently lose the upgrade.
+    UpgradeUnsupported,
     /// Distributed strict mode: Redis says the route's global limit is
     /// full.
     GlobalLimitExceeded,
@@ -51,6 +63,15 @@ impl From<Malformed> for Refusal {
             Malformed::DuplicateHost => Refusal::DuplicateHost,
             Malformed::InvalidHost => Refusal::InvalidHost,
             Malformed::InvalidPath => Refusal::InvalidPath,
+        }
+    }
+}
+
+impl From<Fault> for Refusal {
+    fn from(fault: Fault) -> Self {
+        match fault {
+            Fault::TooSlow => Refusal::BodyTimeout,
+            Fault::Malformed => Refusal::InvalidBody,
         }
     }
 }
@@ -83,6 +104,9 @@ impl Refusal {
             Refusal::DuplicateHost => "duplicate_host",
             Refusal::InvalidHost => "invalid_host",
             Refusal::InvalidPath => "invalid_path",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::InvalidBody => "invalid_body",
+            Refusal::UpgradeUnsupported => "upgrade_unsupported",
             Refusal::GlobalLimitExceeded => "global_limit_exceeded",
             Refusal::StoreUnavailable => "store_unavailable",
         }
@@ -90,7 +114,8 @@ impl Refusal {
 
     /// The status code: 429 when the client itself is over its share, 503
     /// when the service is overloaded, 502/504 for upstream failures, 4xx
-    /// for requests that can never succeed as sent.
+    /// for requests that can never succeed as sent (408 for a client too
+    /// slow to send one), 501 for what floodwall does not do.
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::Rejected(r) => match r.reason {
@@ -105,7 +130,10 @@ impl Refusal {
             | Refusal::MissingHost
             | Refusal::DuplicateHost
             | Refusal::InvalidHost
-            | Refusal::InvalidPath => StatusCode::BAD_REQUEST,
+            | Refusal::InvalidPath
+            | Refusal::InvalidBody => StatusCode::BAD_REQUEST,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -212,6 +240,14 @@ mod tests {
             (Refusal::DuplicateHost, "duplicate_host", 400, false),
             (Refusal::InvalidHost, "invalid_host", 400, false),
             (Refusal::InvalidPath, "invalid_path", 400, false),
+            (Refusal::BodyTimeout, "body_timeout", 408, false),
+            (Refusal::InvalidBody, "invalid_body", 400, false),
+            (
+                Refusal::UpgradeUnsupported,
+                "upgrade_unsupported",
+                501,
+                false,
+            ),
             (
                 Refusal::GlobalLimitExceeded,
                 "global_limit_exceeded",

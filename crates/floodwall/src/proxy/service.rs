@@ -1,14 +1,14 @@
 //! One request's journey through floodwall.
 
-use super::body::{Body, PermitBody};
+use super::body::{read_ahead, Body, Finish, ResponseLimits};
 use super::canonical::canonicalize;
 use super::refusals::RefusalCounters;
 use super::respond::{respond, Refusal};
 use super::route::Route;
 use super::router::Router;
+use super::upload::{Fault, Upload, UploadLimits};
 use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::net::SocketAddr;
@@ -23,9 +23,23 @@ pub struct Proxy {
     pub router: Router,
     /// Refusals of requests that matched no route (one row).
     pub unrouted: Arc<RefusalCounters>,
-    /// Time from arrival to the end of the response body, for admitted
-    /// requests, over every route.
+    /// Time from arrival until the upstream finished its response body,
+    /// for admitted requests, over every route.
     pub request_duration: Histogram,
+    uploads: UploadLimits,
+    responses: ResponseLimits,
+}
+
+/// Whether `headers` ask to switch to a protocol floodwall does not proxy.
+/// `h2c` is left out: a server may ignore an upgrade (RFC 9110 §7.8), and
+/// floodwall answers such a request over HTTP/1.1, as curl's `--http2`
+/// expects.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .any(|p| !p.trim().eq_ignore_ascii_case("h2c"))
 }
 
 /// What an upstream status says about load: 503 and 429 are the upstream
@@ -39,13 +53,15 @@ fn outcome_of(status: StatusCode) -> Outcome {
 }
 
 impl Proxy {
-    /// A proxy over `router`'s routes. Duration buckets run from 0.5 ms to
-    /// about 33 s.
-    pub fn new(router: Router) -> Self {
+    /// A proxy over `router`'s routes, holding clients to `uploads` and
+    /// `responses`. Duration buckets run from 0.5 ms to about 33 s.
+    pub fn new(router: Router, uploads: UploadLimits, responses: ResponseLimits) -> Self {
         Self {
             router,
             unrouted: Arc::new(RefusalCounters::new(1)),
             request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 17)),
+            uploads,
+            responses,
         }
     }
 
@@ -61,8 +77,9 @@ impl Proxy {
         //    be sent: no spelling of a path or host can reach another
         //    route's limit. A malformed request is refused here, before any
         //    slot or the adaptive limit sees it. Then route by host and
-        //    path, class by header or route, and the tenant, refused here
-        //    if the id is hostile.
+        //    path, and class by header or route. A protocol switch
+        //    (WebSocket) is refused rather than forwarded as a plain request
+        //    that loses it.
         if let Err(m) = canonicalize(&mut req) {
             return self.refuse(None, m.into());
         }
@@ -70,6 +87,20 @@ impl Proxy {
             Ok(c) => (c.route.clone(), c.class),
             Err(r) => return self.refuse(None, r),
         };
+        if wants_upgrade(req.headers()) {
+            return self.refuse(Some((&route, class)), Refusal::UpgradeUnsupported);
+        }
+
+        // 1b. The client proves it can send: the body's head (or all of a
+        //     small body) is read before a slot is taken, so a client
+        //     trickling its upload is cut with 408 without ever holding
+        //     one (`upload.rs`), and a broken body is a 400 here. Then the
+        //     tenant, refused if the id is hostile.
+        let mut req = req.map(|body| Upload::new(body, self.uploads));
+        if let Err(fault) = req.body_mut().prefetch().await {
+            return self.refuse(Some((&route, class)), fault.into());
+        }
+        let watch = req.body().watch();
         let tenant = match self.router.tenant(&req) {
             Ok(t) => t,
             Err(r) => return self.refuse(Some((&route, class)), r),
@@ -105,50 +136,59 @@ impl Proxy {
             },
         };
 
-        // 3. Forward, bounded by the upstream's response timeout. Dropping
-        //    the permit on these early returns frees the slot. A client
-        //    that hangs up before the upstream answers (hyper drops this
-        //    future) is a drop: it is what a client timeout looks like from
-        //    here, and in a collapse it may be the only signal left, since
-        //    nothing else completes (Netflix concurrency-limits #176).
-        permit.record(Outcome::Dropped);
+        // 3. Forward. The response timeout runs once the client's body has
+        //    been sent: it bounds the upstream, not the upload, which the
+        //    rate rule bounds. A client that hangs up before the upstream
+        //    answers (hyper drops this future) abandons the permit: the
+        //    limiter counts it a drop only if the client had waited longer
+        //    than requests normally take (a client timeout in an overload),
+        //    and ignores it otherwise (see `Permit::abandon`).
+        permit.abandon();
         let upstream = &route.upstream;
         let outbound = upstream.prepare(req, peer);
-        let response = match tokio::time::timeout(
-            upstream.response_timeout,
-            upstream.client.request(outbound),
-        )
-        .await
-        {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                tracing::debug!(route = %route.name, error = %e, "upstream unavailable");
-                permit.record(Outcome::Error);
-                return self.refuse(Some((&route, class)), Refusal::UpstreamUnavailable);
-            }
-            Err(_) => {
+        let deadline = async {
+            watch.sent().await;
+            tokio::time::sleep(upstream.response_timeout).await;
+        };
+        let response = tokio::select! {
+            biased;
+            r = upstream.client.request(outbound) => match r {
+                Ok(resp) => resp,
+                // The upload failed, not the upstream: the client's fault,
+                // recorded as nothing.
+                Err(_) if watch.fault().is_some() => {
+                    permit.record(Outcome::Ignored);
+                    let fault = watch.fault().unwrap_or(Fault::Malformed);
+                    return self.refuse(Some((&route, class)), fault.into());
+                }
+                Err(e) => {
+                    tracing::debug!(route = %route.name, error = %e, "upstream unavailable");
+                    permit.record(Outcome::Error);
+                    return self.refuse(Some((&route, class)), Refusal::UpstreamUnavailable);
+                }
+            },
+            () = deadline => {
                 permit.record(Outcome::Dropped);
                 return self.refuse(Some((&route, class)), Refusal::UpstreamTimeout);
             }
         };
 
-        // 4. Record: the permit rides with the streamed body and is released,
-        //    with the outcome the status implies, when the body ends.
+        // 4. Record: the upstream body is read ahead of the client, and the
+        //    permit released with the outcome the status implies when the
+        //    upstream finishes (`body.rs`). A client leaving or stalling
+        //    from here on says nothing about the upstream.
         let (mut parts, body) = response.into_parts();
         super::forward::strip_hop_by_hop(&mut parts.headers);
         let outcome = outcome_of(parts.status);
-        // The upstream answered: a client leaving mid-body from here on
-        // says nothing about the upstream.
         permit.record(Outcome::Ignored);
-        let body = PermitBody::new(
-            body,
+        let finish = Finish::new(
             permit,
             outcome,
             started,
             self.request_duration.clone(),
             slot,
         );
-        Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        Response::from_parts(parts, read_ahead(body, finish, &self.responses))
     }
 
     /// Counts and builds a floodwall-made response. Limiter rejections are
@@ -166,6 +206,18 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_real_protocol_switch_is_refused() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_upgrade(&h));
+        h.insert(header::UPGRADE, "h2c".parse().unwrap());
+        assert!(!wants_upgrade(&h));
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(wants_upgrade(&h));
+        h.insert(header::UPGRADE, "h2c, foo/2".parse().unwrap());
+        assert!(wants_upgrade(&h));
+    }
 
     #[test]
     fn upstream_status_maps_to_an_outcome() {
