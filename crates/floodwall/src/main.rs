@@ -64,6 +64,12 @@ struct ServeArgs {
     /// shows it to every user of the host; the flag wins over the variable.
     #[arg(long, env = "FLOODWALL_STORE_URL", hide_env_values = true)]
     store: Option<String>,
+    /// Distributed mode, with the store URL read from this file (a mounted
+    /// Kubernetes Secret, a systemd credential): the password is then in
+    /// neither the command line nor the environment. Trailing whitespace
+    /// is ignored. Cannot be combined with --store.
+    #[arg(long, env = "FLOODWALL_STORE_URL_FILE", conflicts_with = "store")]
+    store_file: Option<PathBuf>,
     /// How replicas share the global limit: lease (a leased share per
     /// replica, few Redis calls) or strict (one Lua call per request).
     #[arg(long, value_enum)]
@@ -82,6 +88,21 @@ enum LogFormatArg {
     Json,
 }
 
+/// The store URL from `--store`, `FLOODWALL_STORE_URL`, or the file
+/// `--store-file` names.
+fn store_url(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.store_file else {
+        return Ok(args.store.clone());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--store-file {}: {e}", path.display()))?;
+    let url = text.trim();
+    if url.is_empty() {
+        anyhow::bail!("--store-file {}: the file is empty", path.display());
+    }
+    Ok(Some(url.to_owned()))
+}
+
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let overrides = Overrides {
         listen: args.listen,
@@ -89,7 +110,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         upstream: args.upstream.clone(),
         limit: args.limit,
         algorithm: args.algorithm.clone(),
-        store: args.store.clone(),
+        store: store_url(args)?,
         store_mode: args.store_mode.map(|m| match m {
             StoreModeArg::Lease => floodwall::config::StoreMode::Lease,
             StoreModeArg::Strict => floodwall::config::StoreMode::Strict,

@@ -41,6 +41,12 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("server", "retry_after_max", Kind::Duration),
     ("server", "header_read_timeout", Kind::Duration),
     ("server", "class_idle_window", Kind::Duration),
+    ("server", "body_timeout", Kind::Duration),
+    ("server", "body_min_rate", Kind::Int),
+    ("server", "request_buffer", Kind::Int),
+    ("server", "response_buffer", Kind::Int),
+    ("server", "response_buffer_total", Kind::Int),
+    ("server", "send_timeout", Kind::Duration),
     ("log", "level", Kind::Str),
     ("class", "name", Kind::Str),
     ("class", "reserved", Kind::Float),
@@ -504,6 +510,7 @@ fn serve_with_env(config: &str, env: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = Command::new(common::binary_path());
     cmd.args(["serve", "--config", path.to_str().unwrap()])
         .env_remove("FLOODWALL_STORE_URL")
+        .env_remove("FLOODWALL_STORE_URL_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -556,7 +563,41 @@ fn store_url_from_the_environment_is_validated_and_redacted() {
 #[test]
 fn store_url_from_the_environment_turns_on_distributed_mode() {
     let url = format!("redis://floodwall:hunter2@127.0.0.1:{}", dead_port());
-    let mut child = serve_with_env(&plain_config(), &[("FLOODWALL_STORE_URL", &url)]);
+    distributed_mode_with_env(&[("FLOODWALL_STORE_URL", &url)]);
+}
+
+/// The same from a file (a mounted Secret), named by
+/// `FLOODWALL_STORE_URL_FILE`, with the file's trailing newline ignored:
+/// the password is then in neither the command line nor the environment.
+#[test]
+fn store_url_from_a_file_turns_on_distributed_mode() {
+    let url = format!("redis://floodwall:hunter2@127.0.0.1:{}\n", dead_port());
+    let file = common::temp_file("store-url", &url);
+    distributed_mode_with_env(&[("FLOODWALL_STORE_URL_FILE", file.to_str().unwrap())]);
+}
+
+/// An empty or missing store URL file is refused, naming the flag.
+#[test]
+fn an_empty_or_missing_store_url_file_is_refused() {
+    let empty = common::temp_file("store-url-empty", "\n");
+    for (path, expected) in [
+        (empty.to_str().unwrap().to_owned(), "the file is empty"),
+        ("/nonexistent/store-url".to_owned(), "No such file"),
+    ] {
+        let out = serve_with_env(&plain_config(), &[("FLOODWALL_STORE_URL_FILE", &path)])
+            .wait_with_output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("--store-file"), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+/// Serves with `env`, and checks through `/status` that distributed mode
+/// is on with the store's password redacted.
+fn distributed_mode_with_env(env: &[(&str, &str)]) {
+    let mut child = serve_with_env(&plain_config(), env);
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
