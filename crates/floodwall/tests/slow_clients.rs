@@ -48,6 +48,14 @@ async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).to_ascii_lowercase()
 }
 
+/// A client socket with a small receive buffer, as a slow reader has: the
+/// kernel then cannot absorb the response on floodwall's behalf.
+async fn slow_reader(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// Eight clients ask for 4 MiB each and never read a byte. With a limit of
 /// 8 they used to hold every slot for as long as they liked; now the
 /// upstream body is read ahead, the slots come back as soon as the upstream
@@ -59,7 +67,7 @@ async fn slow_readers_hold_no_slot_once_the_upstream_has_finished() {
 
     let mut readers = Vec::new();
     for _ in 0..8 {
-        let mut s = TcpStream::connect(fw.proxy_addr).await.unwrap();
+        let mut s = slow_reader(fw.proxy_addr).await;
         s.write_all(b"GET /bytes?n=4194304 HTTP/1.1\r\nhost: floodwall.test\r\n\r\n")
             .await
             .unwrap();
