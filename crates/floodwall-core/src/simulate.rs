@@ -85,11 +85,17 @@ pub struct Backend {
     /// With more than this many queued, new requests fail at once
     /// (outcome `Error`).
     pub shed_above: Option<usize>,
+    /// Latency added to every request whatever the load: exponentially
+    /// distributed with this mean. It is the scheduling, network and
+    /// proxy noise that a real measurement carries, and at a sub-millisecond
+    /// service time it is larger than the service time itself: the case
+    /// where a relative threshold reads noise as queueing. Zero: none.
+    pub noise: Duration,
 }
 
 impl Default for Backend {
     /// 50 workers × 50 ms = 1000 req/s, ±25 % jitter, no tail, no
-    /// contention, no timeout, no shedding.
+    /// contention, no timeout, no shedding, no noise.
     fn default() -> Self {
         Self {
             workers: 50,
@@ -99,6 +105,7 @@ impl Default for Backend {
             contention: 0.0,
             timeout: None,
             shed_above: None,
+            noise: Duration::ZERO,
         }
     }
 }
@@ -127,6 +134,9 @@ pub enum Change {
     ServiceTime(Duration),
     /// Clients now arrive at this rate.
     OfferedRps(f64),
+    /// The load-independent noise now has this mean (see
+    /// [`Backend::noise`]): a neighbour taking the CPU, a GC pause.
+    Noise(Duration),
 }
 
 /// What to simulate.
@@ -375,7 +385,12 @@ impl Sim<'_> {
         } else {
             1.0
         };
-        let service = b.service_time.as_secs_f64() * slow * jitter * tail;
+        let noise = if b.noise.is_zero() {
+            0.0
+        } else {
+            -(1.0 - self.rng.unit()).ln() * b.noise.as_secs_f64()
+        };
+        let service = b.service_time.as_secs_f64() * slow * jitter * tail + noise;
         let gen = self.jobs[id].gen;
         self.at(now + (service * 1e9) as u64, Event::Finish { id, gen });
     }
@@ -509,6 +524,7 @@ pub fn run<L: Limit>(scenario: &Scenario, limit: L) -> Trace {
                     Change::Workers(w) => sim.backend.workers = w,
                     Change::ServiceTime(s) => sim.backend.service_time = s,
                     Change::OfferedRps(r) => sim.offered = r,
+                    Change::Noise(n) => sim.backend.noise = n,
                 }
                 sim.fill(now);
             }

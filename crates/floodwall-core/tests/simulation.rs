@@ -774,3 +774,130 @@ fn a_boxed_limit_is_a_limit_and_explains_itself() {
     assert!(last.limit > 3, "it grew from the floor: {}", last.limit);
     assert!(last.cause.is_some() && last.baseline.is_some());
 }
+
+// ---------------------------------------------------------------------------
+// A fast upstream that is not the bottleneck: 64 workers at 0.3 ms, offered
+// 10,000 req/s (5 to 18 in flight, a quarter of what it can run at most), with noise
+// that has nothing to do with load: 0.2 ms on average, 1.5 ms for one
+// second in every three (a neighbour taking the CPU). A relative threshold
+// reads the noisy seconds as queueing (p50 at 2-3x the baseline) and cuts
+// the limit to its floor, refusing most requests; nothing here needs
+// refusing. At most 0.1 % may be refused, after the first 10 s.
+// ---------------------------------------------------------------------------
+
+fn fast_upstream(algo: Algo) -> f64 {
+    let backend = Backend {
+        workers: 64,
+        service_time: Duration::from_micros(300),
+        noise: Duration::from_micros(200),
+        ..Backend::default()
+    };
+    let mut changes = Vec::new();
+    for k in 0..14u64 {
+        changes.push((secs(3 * k + 2), Change::Noise(Duration::from_micros(1500))));
+        changes.push((secs(3 * k + 3), Change::Noise(Duration::from_micros(200))));
+    }
+    let s = Scenario {
+        offered_rps: 10_000.0,
+        backend,
+        duration: secs(40),
+        changes,
+        resolution: Duration::from_millis(250),
+        ..Scenario::default()
+    };
+    let t = simulate(algo, &s, None);
+    let (mut served, mut refused) = (0.0, 0.0);
+    for p in t.between(secs(10), secs(40)) {
+        served += p.goodput + p.failed;
+        refused += p.rejected;
+    }
+    let share = refused / (served + refused);
+    let l = t.limit(secs(10), secs(40));
+    report(
+        "fast upstream",
+        algo,
+        "10s..40s",
+        &l,
+        &format!("refused {:.3}%", share * 100.0),
+    );
+    share
+}
+
+#[test]
+fn aimd_refuses_nothing_in_front_of_a_fast_upstream_that_is_not_the_bottleneck() {
+    let refused = fast_upstream(Algo::Aimd);
+    assert!(refused < 0.001, "refused {:.2}%", refused * 100.0);
+}
+
+// ---------------------------------------------------------------------------
+// The same rule where the upstream *is* the bottleneck, at both ends of the
+// range: a fast one (4 workers at 0.3 ms, about 13,000 req/s) and a slow
+// one (20 workers at 200 ms, 100 req/s), each offered twice its capacity.
+// The fast one is allowed its 2 ms of queueing and no more: mean latency
+// within baseline + 2.5 ms, goodput at least 95 % of capacity. The slow one
+// is governed by the relative term as before: the limit within 1.0-1.2 W.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn aimd_bounds_the_queue_of_a_fast_bottleneck_to_its_floor() {
+    let backend = Backend {
+        workers: 4,
+        service_time: Duration::from_micros(300),
+        ..Backend::default()
+    };
+    let capacity = backend.capacity_rps();
+    let s = Scenario {
+        offered_rps: 2.0 * capacity,
+        backend,
+        duration: secs(40),
+        resolution: Duration::from_millis(250),
+        ..Scenario::default()
+    };
+    let t = simulate(Algo::Aimd, &s, None);
+    let l = t.limit(secs(10), secs(40));
+    let latency = t.latency(secs(10), secs(40));
+    let goodput = t.goodput(secs(10), secs(40));
+    report(
+        "fast bottleneck",
+        Algo::Aimd,
+        "10s..40s",
+        &l,
+        &format!(
+            "latency {latency:.2?}, goodput {:.1}% of capacity",
+            100.0 * goodput / capacity
+        ),
+    );
+    assert!(
+        latency <= Duration::from_micros(300 + 2500),
+        "queue bounded by the floor: {latency:?}"
+    );
+    assert!(
+        goodput >= 0.95 * capacity,
+        "goodput {goodput:.0} of {capacity:.0}"
+    );
+}
+
+#[test]
+fn aimd_holds_the_knee_of_a_slow_bottleneck() {
+    let backend = Backend {
+        workers: 20,
+        service_time: Duration::from_millis(200),
+        ..Backend::default()
+    };
+    let s = Scenario {
+        offered_rps: 2.0 * backend.capacity_rps(),
+        backend,
+        duration: secs(120),
+        resolution: Duration::from_millis(500),
+        ..Scenario::default()
+    };
+    let t = simulate(Algo::Aimd, &s, None);
+    let l = t.limit(secs(60), secs(120));
+    report("slow bottleneck", Algo::Aimd, "60s..120s", &l, "");
+    within(Algo::Aimd, "W = 20 at 200 ms", &l, (1.0, 1.2));
+}
+#[test]
+fn gradient_refuses_nothing_in_front_of_a_fast_upstream_that_is_not_the_bottleneck() {
+    let refused = fast_upstream(Algo::Gradient);
+    assert!(refused < 0.001, "refused {:.2}%", refused * 100.0);
+}

@@ -89,6 +89,12 @@ pub struct GradientConfig {
     pub tolerance: f64,
     /// How far each window moves the limit towards its target. Default 0.2.
     pub smoothing: f64,
+    /// Queueing below this (window statistic minus baseline) never lowers
+    /// the gradient below 1: the target latency is the larger of
+    /// `tolerance × baseline` and `baseline + min_queue_delay`. Default
+    /// 2 ms, for the reason given in the `aimd` module: at a
+    /// sub-millisecond baseline a ratio reads scheduling noise as queueing.
+    pub min_queue_delay: std::time::Duration,
 }
 
 impl Default for GradientConfig {
@@ -101,6 +107,7 @@ impl Default for GradientConfig {
             statistic: Statistic::P50,
             tolerance: 1.1,
             smoothing: 0.2,
+            min_queue_delay: std::time::Duration::from_millis(2),
         }
     }
 }
@@ -187,14 +194,18 @@ impl Rule for Gradient {
             };
         };
         let s = self.cfg.smoothing;
-        let g = (self.cfg.tolerance * base.as_secs_f64() / short.as_secs_f64().max(1e-9))
-            .clamp(MIN_GRADIENT, 1.0);
+        let target = base
+            .mul_f64(self.cfg.tolerance)
+            .max(base + self.cfg.min_queue_delay);
+        let g = (target.as_secs_f64() / short.as_secs_f64().max(1e-9)).clamp(MIN_GRADIENT, 1.0);
         let what = format!(
-            "{} {} vs {:.2} × baseline {}: gradient {g:.2}",
+            "{} {} vs target {} (max of {:.2} × baseline {}, baseline + {}): gradient {g:.2}",
             stat.as_str(),
             ms(short),
+            ms(target),
             self.cfg.tolerance,
             ms(base),
+            ms(self.cfg.min_queue_delay),
         );
         if g < 1.0 {
             let to = (1.0 - s) * limit + s * g * limit;
@@ -253,6 +264,9 @@ mod tests {
                 ..ShapingConfig::default()
             },
             baseline: Baseline::Fixed(Duration::from_millis(10)),
+            // The ratio alone: at a 10 ms baseline the 2 ms floor would
+            // hide the small gradients these tests exercise.
+            min_queue_delay: Duration::ZERO,
             ..GradientConfig::default()
         })
         .unwrap()
@@ -316,6 +330,9 @@ mod tests {
                 ..ShapingConfig::default()
             },
             baseline: Baseline::Fixed(Duration::from_millis(10)),
+            // The ratio alone: at a 10 ms baseline the 2 ms floor would
+            // hide the small gradients these tests exercise.
+            min_queue_delay: Duration::ZERO,
             ..GradientConfig::default()
         })
         .unwrap();

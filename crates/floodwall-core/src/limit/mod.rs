@@ -10,7 +10,7 @@
 //! | algorithm | rule, per window | settles at (simulated, W = best) | source |
 //! |---|---|---|---|
 //! | [`FixedLimit`] | constant | where you put it | HAProxy `maxconn` |
-//! | [`AimdLimit`] | failures ×0.7; p50 > 1.15 × baseline ×0.85; else ×1.1 (≥ +1) | W … 1.15 W sawtooth, mean 1.0–1.14 W | the adaptive concurrency sharding article, TCP |
+//! | [`AimdLimit`] | failures ×0.7; p50 > max(1.15 × baseline, baseline + 2 ms) ×0.85 (deeper when far over); else ×1.1 (≥ +1) | W … 1.15 W sawtooth, mean 1.0–1.14 W | the adaptive concurrency sharding article, TCP |
 //! | [`GradientLimit`] | `L × clamp(1.1 × baseline / p50, 0.5, 1)` smoothed; `+√L` when unqueued | 1.08–1.18 W, flat | Netflix Gradient2, Envoy |
 //! | [`VegasLimit`] | keep `L × (1 − rtt_noload / rtt)` between 3·D and 6·D | W + 3 … W + 6 (W < 100) | TCP Vegas, Netflix |
 //! | [`WipLimit`] | halve while latency > 2 × baseline, else back toward base | W … 2 W sawtooth | the Phoenix WIP-gate article |

@@ -184,6 +184,9 @@ pub struct AimdKeys {
     pub max_cut: Option<f64>,
     /// The growth factor of a healthy window.
     pub increase: Option<f64>,
+    /// Queueing below this (window p50 minus baseline) is never overload.
+    #[serde(with = "humantime_serde", default)]
+    pub min_queue_delay: Option<Duration>,
 }
 
 /// The keys of `algorithm = "gradient"` alone.
@@ -195,6 +198,9 @@ pub struct GradientKeys {
     pub tolerance: Option<f64>,
     /// How fast the limit follows the gradient (0..1].
     pub smoothing: Option<f64>,
+    /// Queueing below this never lowers the gradient below 1.
+    #[serde(with = "humantime_serde", default)]
+    pub min_queue_delay: Option<Duration>,
 }
 
 /// The keys of `algorithm = "vegas"` alone.
@@ -237,6 +243,14 @@ impl RuleBounds for AimdKeys {
         if let Some(x) = self.increase {
             check::factor_above(&format!("{prefix}increase"), x, 1.0, MAX_INCREASE)?;
         }
+        if let Some(d) = self.min_queue_delay {
+            check::duration(
+                &format!("{prefix}min_queue_delay"),
+                d,
+                Duration::ZERO,
+                Duration::from_secs(60),
+            )?;
+        }
         Ok(())
     }
 }
@@ -248,6 +262,14 @@ impl RuleBounds for GradientKeys {
         }
         if let Some(x) = self.smoothing {
             check::factor_above(&format!("{prefix}smoothing"), x, 0.0, 1.0)?;
+        }
+        if let Some(d) = self.min_queue_delay {
+            check::duration(
+                &format!("{prefix}min_queue_delay"),
+                d,
+                Duration::ZERO,
+                Duration::from_secs(60),
+            )?;
         }
         Ok(())
     }

@@ -137,6 +137,9 @@ impl LimitConfig {
                 if let Some(x) = r.increase {
                     c.increase = x;
                 }
+                if let Some(d) = r.min_queue_delay {
+                    c.min_queue_delay = d;
+                }
                 Box::new(AimdLimit::new(c).map_err(err)?)
             }
             LimitConfig::Gradient(a) => {
@@ -154,6 +157,9 @@ impl LimitConfig {
                 }
                 if let Some(x) = r.smoothing {
                     c.smoothing = x;
+                }
+                if let Some(d) = r.min_queue_delay {
+                    c.min_queue_delay = d;
                 }
                 Box::new(GradientLimit::new(c).map_err(err)?)
             }
