@@ -377,7 +377,7 @@ mod tests {
         let d = l.explain().unwrap();
         assert_eq!(d.cause, Cause::Latency);
         let allowance = format!("{:.2}", 1.15 + 1.0 / (before.floor()));
-        assert!(d.detail.contains(&format!("p50 12.0ms > threshold")), "{d}");
+        assert!(d.detail.contains("p50 12.0ms > threshold"), "{d}");
         assert!(
             d.detail.contains(&format!("{allowance} × baseline 10.0ms")),
             "{d}"
