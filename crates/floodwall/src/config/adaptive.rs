@@ -30,11 +30,15 @@ use super::error::ConfigError;
     bound(deserialize = "R: Deserialize<'de> + Default")
 )]
 pub struct AdaptiveConfig<R> {
-    /// The floor: the limit never goes below it, and starts there.
+    /// The floor: the limit never goes below it.
     pub min: usize,
+    /// Where a cold start begins: its first baseline measurement runs at
+    /// the traffic's own concurrency under this limit (pinned at `min`
+    /// instead if traffic reaches it), and the ramp starts here.
+    pub initial: Option<usize>,
     /// The cap: the limit never goes above it.
     pub max: usize,
-    /// Cold start: the cap rises from `min` to `max` over this time after
+    /// Cold start: the cap rises from `initial` to `max` over this time after
     /// start, so a fresh replica does not grab everything at once.
     #[serde(with = "humantime_serde")]
     pub ramp_up: Duration,
@@ -84,6 +88,7 @@ impl<R: Default> Default for AdaptiveConfig<R> {
     fn default() -> Self {
         AdaptiveConfig {
             min: 3,
+            initial: None,
             max: 1000,
             ramp_up: Duration::from_secs(60),
             stable_for: None,
@@ -121,6 +126,9 @@ impl<R> AdaptiveConfig<R> {
         let key = |k: &str| format!("{prefix}{k}");
         check::count(&key("min"), self.min, 1, check::MAX_COUNT)?;
         check::count(&key("max"), self.max, 1, check::MAX_COUNT)?;
+        if let Some(n) = self.initial {
+            check::count(&key("initial"), n, 0, check::MAX_COUNT)?;
+        }
         check::duration(&key("ramp_up"), self.ramp_up, Duration::ZERO, check::DAY)?;
         if let Some(d) = self.stable_for {
             check::duration(&key("stable_for"), d, Duration::ZERO, check::HOUR)?;

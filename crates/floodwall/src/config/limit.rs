@@ -247,6 +247,9 @@ fn common<R: RuleBounds>(
     if let Some(s) = a.slow_start {
         shaping.slow_start = s;
     }
+    if let Some(n) = a.initial {
+        shaping.initial = n;
+    }
     let mut window = WindowConfig::default();
     if let Some(n) = a.window_min_samples {
         window.min_samples = n;

@@ -48,9 +48,21 @@
 //! genuine change of the upstream's speed takes a few probes to be fully
 //! believed; a slowdown gets there fast anyway, because it pins the limit
 //! at the floor and that triggers early probes (next paragraph). A probe
-//! runs until the pool holds `history × samples` (or it has added
-//! `samples`), so the first probe, at cold start where the limit sits at
-//! the floor anyway, fills the whole pool.
+//! takes `samples`; the first measurement fills the whole pool (at cold
+//! start the limit sits at the floor anyway, or it runs open at the
+//! traffic's own concurrency, below, where it costs nothing).
+//!
+//! **A cold start measures open.** Pinning the floor to measure the first
+//! baseline refused 77 % of a steady 0.8 × capacity in the first second
+//! after a restart (the cold-start simulation; the Envoy minRTT phase's
+//! users complain of the same, Envoy #16392). So the first measurement
+//! runs at whatever concurrency the traffic brings, under a limit of
+//! `initial` (64): below capacity there is no queue to mistake for the
+//! unloaded latency. If a request is admitted with that limit full, demand
+//! may exceed what the upstream runs at once and a queue may be forming,
+//! so the measurement is thrown away and a pinned one runs instead, as
+//! before. An open measurement near capacity may carry a little queueing,
+//! so the first pinned probe follows at a quarter of the interval.
 //!
 //! **A change of speed replaces the pool.** When a probe's median is more
 //! than `shift` (1.3) away from the pool's, the upstream itself got slower
@@ -215,6 +227,11 @@ pub(crate) enum ProbeEnd {
     },
     /// Too few samples in `max_duration`; the old baseline stays.
     Kept { timed: u64 },
+    /// A first measurement at the traffic's own concurrency (see
+    /// [`Prober::begin_open`]) saw the limit reached: a queue may have
+    /// formed, so its samples are no baseline. Nothing was kept; measure
+    /// pinned at the floor instead.
+    Crowded,
 }
 
 /// The probe's state behind [`BaselineProbe`].
@@ -228,6 +245,11 @@ pub(crate) struct Prober {
     timed: Vec<u64>,
     pool: VecDeque<u64>,
     baseline: Option<LatencyStats>,
+    /// The running measurement is open (not pinned): the limit it runs
+    /// at, and the highest in flight any of its samples was admitted with.
+    open: Option<usize>,
+    peak: usize,
+    crowded: bool,
 }
 
 impl Prober {
@@ -241,6 +263,9 @@ impl Prober {
             timed: Vec::with_capacity(cfg.samples),
             pool: VecDeque::with_capacity(cfg.history * cfg.samples),
             baseline: None,
+            open: None,
+            peak: 0,
+            crowded: false,
         }
     }
 
@@ -288,6 +313,29 @@ impl Prober {
         self.since = Some(now);
         self.early = false;
         self.timed.clear();
+        self.open = None;
+        self.peak = 0;
+        self.crowded = false;
+    }
+
+    /// Begins the first measurement of a cold start *open*: at the
+    /// traffic's own concurrency under a limit of `limit`, instead of
+    /// pinned at the floor. Restarting in front of a service that runs at
+    /// 0.8 of its capacity, there is no queue to mistake for the unloaded
+    /// latency, and pinning the floor refused three quarters of the
+    /// traffic for the second the measurement took (Envoy's minRTT phase
+    /// has the same flaw: Envoy #16392). If any request is admitted with
+    /// the limit full, demand may exceed what the upstream runs at once,
+    /// so the measurement ends [`ProbeEnd::Crowded`] and a pinned one
+    /// follows.
+    pub(crate) fn begin_open(&mut self, now: Nanos, limit: usize) {
+        self.begin(now);
+        self.open = Some(limit);
+    }
+
+    /// The most in flight any sample of the last open measurement saw.
+    pub(crate) fn open_peak(&self) -> usize {
+        self.peak
     }
 
     /// Offers a sample to a running probe; it is timed only if it is a
@@ -295,6 +343,21 @@ impl Prober {
     /// and no faster than `min_rtt` (see the module doc).
     pub(crate) fn offer(&mut self, s: &Sample, pin: usize, min_rtt: Duration) {
         let Some(since) = self.since else { return };
+        if let Some(limit) = self.open {
+            if s.start >= since {
+                self.peak = self.peak.max(s.inflight);
+                self.crowded |= s.inflight >= limit;
+            }
+            if !self.crowded
+                && s.outcome == Outcome::Success
+                && s.start >= since
+                && s.rtt >= min_rtt
+                && self.timed.len() < self.wanted()
+            {
+                self.timed.push(duration_nanos(s.rtt));
+            }
+            return;
+        }
         if s.outcome == Outcome::Success
             && s.start >= since
             && s.inflight <= pin
@@ -308,6 +371,13 @@ impl Prober {
     /// Ends the probe if it is done at `now`; schedules the next one.
     pub(crate) fn finish(&mut self, now: Nanos) -> Option<ProbeEnd> {
         let since = self.since?;
+        if self.crowded {
+            self.since = None;
+            self.open = None;
+            self.timed.clear();
+            self.early = true;
+            return Some(ProbeEnd::Crowded);
+        }
         let timed = self.timed.len() as u64;
         let enough = self.wanted() as u64;
         let end = if timed >= enough {
@@ -327,9 +397,16 @@ impl Prober {
         }?;
         self.since = None;
         let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
+        // An open measurement is taken at the traffic's concurrency, which
+        // near capacity carries some queueing: confirm it pinned soon, at
+        // a quarter of the interval.
+        let interval = match self.open.take() {
+            Some(_) => self.cfg.interval / 4,
+            None => self.cfg.interval,
+        };
         // `mul_f64` would panic past Duration::MAX (a probe_interval of
         // centuries); the same product, saturated.
-        let wait = Duration::try_from_secs_f64((1.0 + swing) * self.cfg.interval.as_secs_f64())
+        let wait = Duration::try_from_secs_f64((1.0 + swing) * interval.as_secs_f64())
             .unwrap_or(Duration::MAX);
         self.next_at = Some(now.plus(wait));
         Some(end)
@@ -340,12 +417,21 @@ impl Prober {
         self.cfg.history * self.cfg.samples
     }
 
-    /// How many samples this probe takes: `samples`, or more while the pool
-    /// is not yet full (the first probe fills it).
+    /// How many samples this probe takes: `samples`, except that the first
+    /// measurement (open, which costs nothing at the traffic's own
+    /// concurrency, or pinned when there is no baseline at all) fills the
+    /// whole pool. Once there is a baseline, a pinned probe never takes
+    /// more than `samples`: after a change of speed empties the pool,
+    /// refilling it in one probe at the floor held a slowed upstream at
+    /// three requests for five seconds.
     fn wanted(&self) -> usize {
-        self.cfg
-            .samples
-            .max(self.capacity().saturating_sub(self.pool.len()))
+        if self.open.is_some() || self.baseline.is_none() {
+            self.cfg
+                .samples
+                .max(self.capacity().saturating_sub(self.pool.len()))
+        } else {
+            self.cfg.samples
+        }
     }
 
     /// Moves the probe's samples into the pool (the oldest fall out) and
@@ -443,11 +529,15 @@ mod tests {
     #[test]
     fn a_starved_probe_keeps_the_old_baseline() {
         let mut p = Prober::new(BaselineProbe::default());
-        p.begin(Nanos(0));
+        p.begin_open(Nanos(0), 100);
         for i in 0..60 {
             p.offer(&s(i, 10, 1), 3, Duration::ZERO);
         }
-        assert_eq!(p.finish(Nanos(1)), None, "the first probe fills the pool");
+        assert_eq!(
+            p.finish(Nanos(1)),
+            None,
+            "an open first probe fills the pool"
+        );
         for i in 0..200 {
             p.offer(&s(i, 10, 1), 3, Duration::ZERO);
         }
@@ -469,10 +559,13 @@ mod tests {
             shift: 10.0,
             ..BaselineProbe::default()
         });
-        // The first probe fills the pool of 2 × 2 with 10 ms; then each
-        // probe of 2 pushes out the 2 oldest.
+        // The first (open) probe fills the pool of 2 × 2 with 10 ms; then
+        // each probe of 2 pushes out the 2 oldest.
         let mut probe = |t: u64, ms: &[u64]| {
-            p.begin(Nanos(t * 1_000_000));
+            match t {
+                0 => p.begin_open(Nanos(0), 100),
+                _ => p.begin(Nanos(t * 1_000_000)),
+            }
             for &ms in ms {
                 p.offer(&s(t, ms, 1), 3, Duration::ZERO);
             }
@@ -494,7 +587,10 @@ mod tests {
             ..BaselineProbe::default()
         });
         let mut probe = |t: u64, ms: &[u64]| {
-            p.begin(Nanos(t * 1_000_000));
+            match t {
+                0 => p.begin_open(Nanos(0), 100),
+                _ => p.begin(Nanos(t * 1_000_000)),
+            }
             for &ms in ms {
                 p.offer(&s(t, ms, 1), 3, Duration::ZERO);
             }
@@ -519,5 +615,31 @@ mod tests {
         let (end, _, p50) = probe(300_000, &[10; 16]);
         assert!(matches!(end, ProbeEnd::Shifted { .. }), "{end:?}");
         assert_eq!(p50, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn an_open_measurement_times_any_concurrency_until_the_limit_is_reached() {
+        let mut p = Prober::new(BaselineProbe {
+            samples: 4,
+            history: 2,
+            ..BaselineProbe::default()
+        });
+        p.begin_open(Nanos(0), 20);
+        for inflight in [5, 12, 19, 7, 3, 11, 9, 2] {
+            p.offer(&s(0, 10, inflight), 3, Duration::ZERO);
+        }
+        assert!(matches!(p.finish(Nanos(1)), Some(ProbeEnd::Measured(_))));
+        assert_eq!(p.baseline().unwrap().count, 8, "open: the pool filled");
+        assert_eq!(p.open_peak(), 19);
+
+        // Another cold start whose traffic reaches the limit: crowded,
+        // nothing kept, a pinned probe asked for at once.
+        let mut p = Prober::new(BaselineProbe::default());
+        p.begin_open(Nanos(0), 20);
+        p.offer(&s(0, 10, 4), 3, Duration::ZERO);
+        p.offer(&s(0, 80, 20), 3, Duration::ZERO);
+        assert_eq!(p.finish(Nanos(1)), Some(ProbeEnd::Crowded));
+        assert!(p.baseline().is_none());
+        assert!(p.due(Nanos(2)));
     }
 }

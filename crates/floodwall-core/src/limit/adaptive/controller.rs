@@ -64,6 +64,9 @@ pub(crate) struct Controller {
     /// Until the first decrease, a healthy window at least doubles the
     /// limit (see `apply`).
     slow_start: bool,
+    /// Whether the cold start's open measurement was tried (it is, at
+    /// most once).
+    open_tried: bool,
     last: Option<Decision>,
 }
 
@@ -119,11 +122,17 @@ impl Controller {
                 Baseline::Measured(p) => Source::Probe(Box::new(Prober::new(p))),
             },
             statistic,
-            limit: shaping.min as f64,
+            // A cold start with a measured baseline admits up to `initial`
+            // from the first request: its first measurement runs open.
+            limit: match baseline {
+                Baseline::Measured(_) => Shaping::new(shaping).initial(),
+                Baseline::Fixed(_) => shaping.min as f64,
+            },
             before_probe: None,
             floor_streak: 0,
             cuts: None,
             slow_start: shaping.slow_start,
+            open_tried: false,
             last: None,
         }
     }
@@ -215,6 +224,29 @@ impl Controller {
         let Source::Probe(p) = &mut self.source else {
             return;
         };
+        // The first measurement of a cold start runs open, at the
+        // traffic's concurrency under the `initial` limit (see
+        // `Prober::begin_open`); a crowded one falls back to the floor.
+        let initial = self.shaping.initial();
+        if p.baseline().is_none() && !self.open_tried && initial > self.shaping.floor() {
+            self.open_tried = true;
+            p.begin_open(now, initial as usize);
+            let from = self.limit;
+            self.limit = initial;
+            win.restart(now, &mut self.scratch);
+            self.record(
+                now,
+                from,
+                Cause::Probing,
+                None,
+                format!(
+                    "cold start: measuring the unloaded latency at the traffic's own \
+                     concurrency under a limit of {initial:.0}; pinned at the floor \
+                     instead if that limit is reached"
+                ),
+            );
+            return;
+        }
         p.begin(now);
         let cfg = *p.config();
         let from = self.limit;
@@ -237,6 +269,35 @@ impl Controller {
 
     fn end_probe(&mut self, now: Nanos, end: ProbeEnd, win: &Window) {
         let from = self.limit;
+        if end == ProbeEnd::Crowded {
+            self.record(
+                now,
+                from,
+                Cause::Probed,
+                None,
+                format!(
+                    "cold start: the limit of {from:.0} was reached while measuring, \
+                     so a queue may have formed; measuring pinned at the floor"
+                ),
+            );
+            // Back to the floor for good: slow start climbs from there.
+            self.limit = self.shaping.floor();
+            self.begin_probe(now, win);
+            return;
+        }
+        // An open measurement: start from twice the most that was in
+        // flight, as a slow-start doubling would, rather than from the
+        // floor (the traffic needed that much, and more may be needed)
+        // or from `initial` (far above what traffic needed, which
+        // protects nothing when the first spike comes).
+        let opened = match &self.source {
+            Source::Probe(p)
+                if self.before_probe.is_none() && self.open_tried && p.open_peak() > 0 =>
+            {
+                Some(2.0 * p.open_peak() as f64)
+            }
+            _ => None,
+        };
         let mut back = self.before_probe.take().unwrap_or(from);
         // The upstream changed speed: the cuts since the last healthy
         // window were made against a stale baseline. Undo them, and let
@@ -248,6 +309,7 @@ impl Controller {
             self.shaping.clear_hold();
         }
         self.cuts = None;
+        let back = opened.unwrap_or(back);
         self.limit = back.clamp(self.shaping.floor(), self.shaping.cap(now));
         win.restart(now, &mut self.scratch);
         self.floor_streak = 0;
@@ -277,6 +339,7 @@ impl Controller {
                 "probe timed only {timed} requests: baseline kept; next probe in {:.0}s",
                 next.as_secs_f64()
             ),
+            ProbeEnd::Crowded => unreachable!("handled above"),
         };
         self.record(now, from, Cause::Probed, None, detail);
     }

@@ -6,9 +6,9 @@
 //!   (the Phoenix WIP-gate article's `MinWIPLimit`); the cap bounds the
 //!   damage of a signal that says "more" forever (a stuck clock, a baseline
 //!   that is wrong).
-//! - **Cold-start ramp** (`ramp_up`): the limit starts at `min`, and for
-//!   `ramp_up` after the first sample the cap is
-//!   `min + (max − min) × elapsed / ramp_up` instead of `max`. A pod that
+//! - **Cold-start ramp** (`ramp_up`): for `ramp_up` after the first
+//!   sample the cap is `initial + (max − initial) × elapsed / ramp_up`
+//!   instead of `max`. A pod that
 //!   joins a fleet must not open at full concurrency on a database that the
 //!   other pods already load (the Phoenix WIP-gate article ramps over 60 s
 //!   after a join; the adaptive concurrency sharding article starts at the
@@ -36,7 +36,8 @@ use std::time::Duration;
 /// adaptive limit. See the module doc for why each exists.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShapingConfig {
-    /// The floor, and the starting limit. Also the concurrency at which the
+    /// The floor (and the starting limit with a fixed baseline; a measured
+    /// one starts at `initial`). Also the concurrency at which the
     /// baseline probe measures. Default 3: Envoy's `min_concurrency` —
     /// low enough that a probe sees an unqueued upstream on anything that
     /// runs three requests in parallel, high enough that a probe does not
@@ -46,7 +47,7 @@ pub struct ShapingConfig {
     /// algorithm, not the cap, should find the limit.
     pub max: usize,
     /// How long after the first sample the cap takes to rise linearly from
-    /// `min` to `max`. Default 60 s (the Phoenix WIP-gate article's ramp
+    /// `initial` to `max`. Default 60 s (the Phoenix WIP-gate article's ramp
     /// after a pod join). Zero disables the ramp.
     pub ramp_up: Duration,
     /// How long after a decrease the limit may not grow. Default 10 s: ten
@@ -68,6 +69,15 @@ pub struct ShapingConfig {
     /// took the bench a dozen seconds to reach a limit of 20, refusing
     /// traffic the backend could serve all along.
     pub slow_start: bool,
+    /// The limit of a cold start's first, open, baseline measurement, and
+    /// where the cold-start ramp starts. Default 64. The measurement runs
+    /// at the traffic's own concurrency under this limit instead of pinned
+    /// at `min` (see `BaselineProbe`): restarting in front of a service at
+    /// 0.8 of its capacity, pinning the floor refused 77 % of its traffic
+    /// in the first second. If traffic reaches this limit while measuring,
+    /// it falls back to the pinned measurement. At or below `min`, cold
+    /// starts pin the floor as before; above `max`, `max` is used.
+    pub initial: usize,
 }
 
 impl Default for ShapingConfig {
@@ -79,6 +89,7 @@ impl Default for ShapingConfig {
             stable_for: Duration::from_secs(10),
             busy_ratio: 0.5,
             slow_start: true,
+            initial: 64,
         }
     }
 }
@@ -145,9 +156,16 @@ impl Shaping {
         self.cfg.max as f64
     }
 
-    /// The highest the limit may be at `now`: `max`, or less while ramping.
+    /// Where a cold start's open measurement runs and the ramp starts:
+    /// `initial`, within `[min, max]`.
+    pub(crate) fn initial(&self) -> f64 {
+        (self.cfg.initial as f64).clamp(self.floor(), self.max())
+    }
+
+    /// The highest the limit may be at `now`: `max`, or less while ramping
+    /// up from `initial`.
     pub(crate) fn cap(&self, now: Nanos) -> f64 {
-        let (min, max) = (self.floor(), self.max());
+        let (min, max) = (self.initial(), self.max());
         let Some(started) = self.started else {
             return min;
         };
@@ -186,9 +204,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ramp_cap_rises_linearly_from_min_to_max() {
+    fn ramp_cap_rises_linearly_from_initial_to_max() {
         let mut s = Shaping::new(ShapingConfig {
-            min: 10,
+            min: 5,
+            initial: 10,
             max: 110,
             ramp_up: Duration::from_secs(10),
             ..ShapingConfig::default()
