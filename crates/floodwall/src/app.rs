@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         probes: probes.clone(),
         distributed: distributed.clone(),
         draining: draining.clone(),
+        connections: listeners.connections(),
     });
     let serving = server::serve(listeners, proxy.clone(), admin, draining, &config.server);
     tracing::info!(%proxy_addr, %admin_addr, "floodwall listening");

@@ -13,10 +13,14 @@
 //! - [`probe`]: bottleneck probes that constrain routes' limits.
 //! - [`distributed`]: one global limit per route across replicas, through
 //!   Redis.
+//! - [`server`]: the listeners and their connections: the connection
+//!   budget, header and keep-alive timeouts, graceful drain; its counters
+//!   ([`server::stats`]) are a leaf that `admin` renders.
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
 //!
-//! Layers import downwards only: `app` → `admin` → `proxy` → `probe`,
-//! `distributed` → `config`.
+//! Layers import downwards only: `app` → `server` → `admin` → `proxy` →
+//! `probe`, `distributed` → `config`; `server::stats` imports nothing of
+//! floodwall, so `admin` can read it.
 
 #![forbid(unsafe_code)]
 
@@ -26,5 +30,5 @@ pub mod config;
 pub mod distributed;
 pub mod probe;
 pub mod proxy;
-mod server;
+pub mod server;
 pub mod telemetry;

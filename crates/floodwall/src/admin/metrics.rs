@@ -10,6 +10,7 @@
 use crate::distributed::DistributedSnapshot;
 use crate::probe::{Health, ProbeSnapshot};
 use crate::proxy::{RefusalCounters, Route};
+use crate::server::stats::{ConnectionsSnapshot, Timeout};
 use floodwall_core::{Outcome, Reason};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -103,6 +104,17 @@ struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    listener: String,
+    timeout: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConstraintLabels {
     probe: String,
     route: String,
@@ -121,6 +133,9 @@ pub struct Sources<'a> {
     pub probes: &'a [ProbeSnapshot],
     /// Distributed mode now, if configured.
     pub distributed: Option<&'a DistributedSnapshot>,
+    /// Both listeners' connection counters now (absent in tests that
+    /// render other families alone).
+    pub connections: Option<&'a ConnectionsSnapshot>,
 }
 
 /// Renders the exposition (OpenMetrics text).
@@ -130,6 +145,9 @@ pub fn render(sources: &Sources<'_>) -> String {
     register_probes(&mut reg, sources.probes);
     if let Some(d) = sources.distributed {
         register_distributed(&mut reg, d);
+    }
+    if let Some(c) = sources.connections {
+        register_connections(&mut reg, c);
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)
@@ -397,5 +415,66 @@ fn register_distributed(registry: &mut Registry, d: &DistributedSnapshot) {
         "floodwall_store_global_limit",
         "The route's global limit, shared by every replica",
         global,
+    );
+}
+
+/// The connection series of both listeners (see `docs/metrics.md`).
+fn register_connections(registry: &mut Registry, c: &ConnectionsSnapshot) {
+    let open = Family::<ListenerLabels, Gauge>::default();
+    let max = Family::<ListenerLabels, Gauge>::default();
+    let refused = Family::<ListenerLabels, Counter>::default();
+    let errors = Family::<ListenerLabels, Counter>::default();
+    let timed_out = Family::<TimeoutLabels, Counter>::default();
+    for l in &c.listeners {
+        let labels = ListenerLabels {
+            listener: l.listener.to_owned(),
+        };
+        open.get_or_create(&labels).set(l.open as i64);
+        max.get_or_create(&labels).set(l.max as i64);
+        refused.get_or_create(&labels).inc_by(l.refused);
+        errors.get_or_create(&labels).inc_by(l.accept_errors);
+        for (timeout, n) in [
+            (Timeout::HeaderRead, l.header_timeouts),
+            (Timeout::Keepalive, l.keepalive_timeouts),
+        ] {
+            timed_out
+                .get_or_create(&TimeoutLabels {
+                    listener: l.listener.to_owned(),
+                    timeout: timeout.as_str().to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+    let fd_limit = Gauge::<i64>::default();
+    fd_limit.set(i64::try_from(c.fd_limit).unwrap_or(i64::MAX));
+    registry.register(
+        "floodwall_connections_open",
+        "Connections open now on the listener",
+        open,
+    );
+    registry.register(
+        "floodwall_connections_max",
+        "The most connections the listener holds at once (server.max_connections, server.admin_max_connections)",
+        max,
+    );
+    registry.register(
+        "floodwall_connections_refused",
+        "Connections accepted and reset at once because the listener was at its cap",
+        refused,
+    );
+    registry.register(
+        "floodwall_accept_errors",
+        "accept(2) calls that failed (out of file descriptors and the like)",
+        errors,
+    );
+    registry.register(
+        "floodwall_connections_timed_out",
+        "Connections floodwall closed because a client was too slow to send headers or idle too long",
+        timed_out,
+    );
+    registry.register(
+        "floodwall_fd_limit",
+        "The soft open-files limit in force, after start-up raised it to the hard limit",
+        fd_limit,
     );
 }

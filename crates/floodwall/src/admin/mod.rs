@@ -13,6 +13,7 @@ pub mod status;
 use crate::distributed::Distributed;
 use crate::probe::ProbeSet;
 use crate::proxy::{Body, RefusalCounters, Route};
+use crate::server::stats::Connections;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use metrics::{to_prometheus_text, OPENMETRICS, PROMETHEUS_TEXT};
@@ -37,6 +38,8 @@ pub struct Admin {
     /// Set once shutdown has begun: `/readyz` turns 503 so load balancers
     /// stop sending new work while admitted requests drain.
     pub draining: Arc<AtomicBool>,
+    /// Both listeners' connection counters.
+    pub connections: Arc<Connections>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -113,6 +116,7 @@ impl Admin {
             request_duration: &self.request_duration,
             probes: &self.probes.snapshot(),
             distributed: self.distributed.as_ref().map(|d| d.snapshot()).as_ref(),
+            connections: Some(&self.connections.snapshot()),
         })
     }
 }
@@ -174,6 +178,7 @@ mod tests {
             request_duration: &Histogram::new([1.0]),
             probes: &set.snapshot(),
             distributed: None,
+            connections: None,
         })
     }
 

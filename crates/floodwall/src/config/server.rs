@@ -44,10 +44,30 @@ pub struct ServerConfig {
     /// resolution, so this must be at least 1s.
     #[serde(with = "humantime_serde")]
     pub retry_after_max: Duration,
-    /// How long a client may take to send the request headers. Bounds
-    /// slow-loris connections.
+    /// How long a client may take to send a request's headers: the first
+    /// request's counted from the moment the connection is accepted (so a
+    /// connection that never sends a byte is closed too), a later one's
+    /// from its first byte. Bounds slow-loris connections.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight stays open waiting
+    /// for the next one (HTTP/1.1 keep-alive, an idle HTTP/2 connection).
+    /// Idle connections hold a file descriptor each, so they must not live
+    /// forever; longer than a load balancer's own idle timeout (60 s on
+    /// AWS ALB) so it is never floodwall that closes a connection the
+    /// balancer is about to reuse.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// The most client connections the proxy listener holds open at once;
+    /// one more is accepted and closed at once. Unset, it is derived from
+    /// the file-descriptor limit (see `docs/architecture.md`, "The
+    /// connection budget"), so the proxy refuses connections before the
+    /// process runs out of descriptors.
+    pub max_connections: Option<usize>,
+    /// The most connections the admin listener holds open at once. Its
+    /// descriptors are reserved out of the budget, so `/healthz` and
+    /// `/metrics` keep answering whatever the proxy port suffers.
+    pub admin_max_connections: usize,
     /// How long a priority class counts as active after its last request.
     /// An active class's unused reserved slots are held for it; an idle
     /// class lends them to others. Longer protects sparse interactive
@@ -114,6 +134,9 @@ impl Default for ServerConfig {
             max_tenant_id_len: 128,
             retry_after_max: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: None,
+            admin_max_connections: 64,
             class_idle_window: Duration::from_secs(1),
             body_timeout: Duration::from_secs(20),
             body_min_rate: 500,
@@ -141,6 +164,20 @@ impl ServerConfig {
             "server.header_read_timeout",
             self.header_read_timeout,
             check::HOUR,
+        )?;
+        check::positive_at_most(
+            "server.keepalive_timeout",
+            self.keepalive_timeout,
+            check::HOUR,
+        )?;
+        if let Some(n) = self.max_connections {
+            check::count("server.max_connections", n, 1, check::MAX_COUNT)?;
+        }
+        check::count(
+            "server.admin_max_connections",
+            self.admin_max_connections,
+            1,
+            check::MAX_COUNT,
         )?;
         check::positive_at_most(
             "server.class_idle_window",

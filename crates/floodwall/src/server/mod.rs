@@ -1,0 +1,266 @@
+//! Listeners, connections and graceful shutdown: the part of start-up that
+//! talks to sockets. [`crate::app`] decides what is served.
+//!
+//! - `budget.rs`: how many connections each listener may hold, from the
+//!   descriptor limit (raised to the hard limit first);
+//! - `accept.rs`: a listener's accept loop: the cap, refusals past it,
+//!   accept errors counted, logged once a second and backed off;
+//! - `conn.rs`: one connection, served by hyper, closed by a watchdog when
+//!   its headers are late or it has been idle too long;
+//! - [`stats`]: the counters `/metrics` renders.
+//!
+//! "The connection budget" in `docs/architecture.md` tells the whole story.
+
+mod accept;
+mod budget;
+mod conn;
+pub mod stats;
+
+use crate::admin::Admin;
+use crate::config::ServerConfig;
+use crate::proxy::Proxy;
+use accept::Acceptor;
+use conn::{Shared, Timeouts};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use stats::{Connections, ListenerStats, Slot};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How long admin connections may finish what they are doing once the
+/// proxy has drained; a scrape takes milliseconds.
+const ADMIN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Both listeners, bound, with the connection budget they will serve
+/// under.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    proxy: TcpListener,
+    admin: TcpListener,
+    connections: Arc<Connections>,
+}
+
+impl Listeners {
+    /// Raises the descriptor limit, works out each listener's cap (logging
+    /// any warning about it), and binds `server.listen` and
+    /// `server.admin`.
+    pub(crate) async fn bind(config: &ServerConfig) -> anyhow::Result<Self> {
+        let plan = budget::plan(config, budget::raise_fd_limit());
+        for warning in &plan.warnings {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!(
+            fd_limit = plan.fd_limit,
+            max_connections = plan.proxy,
+            admin_max_connections = plan.admin,
+            "connection budget"
+        );
+        let proxy = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.listen))?;
+        let admin = TcpListener::bind(config.admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.admin {}: {e}", config.admin))?;
+        let connections = Arc::new(Connections {
+            fd_limit: plan.fd_limit,
+            proxy: ListenerStats::new("proxy", plan.proxy),
+            admin: ListenerStats::new("admin", plan.admin),
+        });
+        Ok(Self {
+            proxy,
+            admin,
+            connections,
+        })
+    }
+
+    /// The bound (proxy, admin) addresses: useful with port 0.
+    pub(crate) fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.proxy.local_addr()?, self.admin.local_addr()?))
+    }
+
+    /// Both listeners' counters, for the admin endpoints.
+    pub(crate) fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
+    }
+}
+
+/// The serving task and the switch that stops it.
+#[derive(Debug)]
+pub(crate) struct Serving {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Serving {
+    /// Stops accepting, lets admitted requests finish within the drain
+    /// timeout, closes the admin listener last, and waits for all that.
+    pub(crate) async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// hyper's settings for both listeners. HTTP/1's own header timeout is
+/// off: the connection watchdog (`conn.rs`) keeps that clock from the
+/// accept, and lets keep-alive outlast it.
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new());
+    b
+}
+
+/// Serves `proxy` and `admin` on `listeners` until [`Serving::shutdown`].
+/// `draining` is raised when shutdown begins, for `/readyz`.
+pub(crate) fn serve(
+    listeners: Listeners,
+    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
+    draining: Arc<AtomicBool>,
+    config: &ServerConfig,
+) -> Serving {
+    let (stop, stop_rx) = watch::channel(false);
+    let timeouts = Timeouts {
+        header_read: config.header_read_timeout,
+        keepalive: config.keepalive_timeout,
+    };
+    let drain_timeout = config.drain_timeout;
+    let Listeners {
+        proxy: proxy_listener,
+        admin: admin_listener,
+        connections,
+    } = listeners;
+    let task = tokio::spawn(async move {
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(serve_admin(
+            Acceptor::new(admin_listener, connections.admin.clone()),
+            admin,
+            timeouts,
+            admin_stop_rx,
+        ));
+        serve_proxy(
+            Acceptor::new(proxy_listener, connections.proxy.clone()),
+            proxy,
+            timeouts,
+            stop_rx,
+            draining,
+            drain_timeout,
+        )
+        .await;
+        let _ = admin_stop.send(true);
+        let _ = admin_task.await;
+    });
+    Serving { stop, task }
+}
+
+/// Serves one accepted client connection. The one place where an
+/// accepted stream becomes a served connection: a layer between the two
+/// (TLS) goes here, inside the connection's task, and hands
+/// [`conn::serve`] its stream instead. The watchdog's header clock starts
+/// in `conn::serve`, so a handshake here must be bounded on its own
+/// (by `shared.timeouts.header_read`).
+async fn serve_proxy_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    shared: Arc<Shared>,
+    slot: Slot,
+) {
+    conn::serve(stream, shared, slot, move |req| {
+        let proxy = proxy.clone();
+        async move { proxy.handle(req, peer).await }
+    })
+    .await;
+}
+
+async fn serve_proxy(
+    mut acceptor: Acceptor,
+    proxy: Arc<Proxy>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+    draining: Arc<AtomicBool>,
+    drain_timeout: Duration,
+) {
+    let (drain, drain_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        builder: http_builder(),
+        timeouts,
+        drain: drain_rx,
+    });
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            (stream, peer, slot) = acceptor.next() => {
+                conns.spawn(serve_proxy_conn(stream, peer, proxy.clone(), shared.clone(), slot));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(acceptor);
+    draining.store(true, Ordering::Release);
+    tracing::info!(
+        connections = conns.len(),
+        "shutting down: no new connections, draining admitted requests"
+    );
+    let _ = drain.send(true);
+    if finish(conns, drain_timeout).await {
+        tracing::info!("drained");
+    } else {
+        tracing::warn!(
+            ?drain_timeout,
+            "drain timeout reached, closed remaining connections"
+        );
+    }
+}
+
+async fn serve_admin(
+    mut acceptor: Acceptor,
+    admin: Arc<Admin>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (drain, drain_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        builder: http_builder(),
+        timeouts,
+        drain: drain_rx,
+    });
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            (stream, _, slot) = acceptor.next() => {
+                let admin = admin.clone();
+                let shared = shared.clone();
+                conns.spawn(async move {
+                    conn::serve(stream, shared, slot, move |req| {
+                        std::future::ready(admin.handle(&req))
+                    })
+                    .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(acceptor);
+    let _ = drain.send(true);
+    finish(conns, ADMIN_DRAIN).await;
+}
+
+/// Waits up to `timeout` for every connection task to end, then aborts
+/// the rest (closing their connections). True if none had to be aborted.
+async fn finish(mut conns: JoinSet<()>, timeout: Duration) -> bool {
+    let all = async { while conns.join_next().await.is_some() {} };
+    let drained = tokio::time::timeout(timeout, all).await.is_ok();
+    conns.shutdown().await;
+    drained
+}
