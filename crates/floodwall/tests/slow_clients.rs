@@ -117,7 +117,7 @@ async fn a_stalled_reader_of_a_large_response_is_cut_at_the_send_timeout() {
     config.server.send_timeout = Duration::from_secs(1);
     let fw = start(config).await;
 
-    let mut s = TcpStream::connect(fw.proxy_addr).await.unwrap();
+    let mut s = slow_reader(fw.proxy_addr).await;
     s.write_all(b"GET /bytes?n=67108864 HTTP/1.1\r\nhost: floodwall.test\r\n\r\n")
         .await
         .unwrap();
@@ -138,7 +138,34 @@ async fn a_stalled_reader_of_a_large_response_is_cut_at_the_send_timeout() {
     let scrape = metrics(fw.admin_addr).await;
     assert_eq!(outcome(&scrape, "ignored"), 1.0);
     assert_eq!(outcome(&scrape, "dropped") + outcome(&scrape, "error"), 0.0);
-    drop(s);
+
+    // The connection itself is closed too: writes to it stayed blocked
+    // for the send timeout. Reading now drains what was in flight and
+    // then ends, instead of hanging with hyper's buffers held.
+    wait_until(EVENTUALLY, "the connection is closed", || async {
+        sum(
+            &metrics(fw.admin_addr).await,
+            "floodwall_connections_timed_out_total",
+            &[("listener", "proxy"), ("timeout", "send")],
+        ) == 1.0
+    })
+    .await;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let ended = tokio::time::timeout(REQUEST_DEADLINE, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was never closed");
+    assert!(
+        total < 64 << 20,
+        "the response was cut short: {total} bytes"
+    );
 }
 
 /// Twenty POSTs declaring 1 MB and sending a byte a second. They used to

@@ -436,6 +436,7 @@ fn register_connections(registry: &mut Registry, c: &ConnectionsSnapshot) {
         for (timeout, n) in [
             (Timeout::HeaderRead, l.header_timeouts),
             (Timeout::Keepalive, l.keepalive_timeouts),
+            (Timeout::Send, l.send_timeouts),
         ] {
             timed_out
                 .get_or_create(&TimeoutLabels {

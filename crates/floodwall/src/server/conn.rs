@@ -15,11 +15,18 @@
 //!   `header_read_timeout` of the accept; a later HTTP/1 request's within
 //!   `header_read_timeout` of its first byte;
 //! - **keep-alive**: with no request in flight, the connection is closed
-//!   `keepalive_timeout` after the last one ended.
+//!   `keepalive_timeout` after the last one ended;
+//! - **send**: with a request in flight, a write to the client that has
+//!   stayed blocked for `send_timeout` (nginx's `send_timeout`, "between
+//!   two successive write operations") closes the connection: the client
+//!   stopped reading. The proxy already released the request's slot when
+//!   the upstream finished (`proxy/body.rs`); this frees the connection and
+//!   the bytes hyper holds for it.
 //!
 //! A request is in flight from its headers to the end of its response
-//! body ([`Tracked`]), and nothing in flight is ever cut by the watchdog:
-//! slow upstreams are bounded by the upstream's `response_timeout`.
+//! body ([`Tracked`]), and otherwise nothing in flight is cut by the
+//! watchdog: slow upstreams are bounded by the upstream's
+//! `response_timeout`.
 
 use super::stats::{ListenerStats, Slot, Timeout};
 use crate::proxy::Body;
@@ -53,6 +60,8 @@ pub(super) struct Timeouts {
     pub header_read: Duration,
     /// `server.keepalive_timeout`.
     pub keepalive: Duration,
+    /// `server.send_timeout`.
+    pub send: Duration,
 }
 
 /// What every connection of one listener shares.
@@ -96,9 +105,9 @@ where
     let mut drain = shared.drain.clone();
     let mut draining = false;
     let mut closing = false;
-    let mut timer = pin!(tokio::time::sleep_until(
-        activity.start + timeouts.header_read
-    ));
+    // The first check at the earliest deadline any event could set (the
+    // tick is at most the header timeout), so none is overslept.
+    let mut timer = pin!(tokio::time::sleep_until(activity.start + timeouts.tick()));
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
@@ -125,9 +134,10 @@ where
                 }
                 match activity.next(now, &timeouts) {
                     Next::Check(at) => timer.as_mut().reset(at),
-                    Next::Expired(Timeout::HeaderRead) => {
-                        // No request to answer: close now.
-                        stats.timed_out(Timeout::HeaderRead);
+                    Next::Expired(t @ (Timeout::HeaderRead | Timeout::Send)) => {
+                        // No request to answer, or a client that reads
+                        // nothing of its answer: close now.
+                        stats.timed_out(t);
                         return;
                     }
                     Next::Expired(Timeout::Keepalive) => {
@@ -150,7 +160,7 @@ impl Timeouts {
     /// now + keepalive at the earliest, a byte read now at now +
     /// header_read.
     fn tick(&self) -> Duration {
-        self.header_read.min(self.keepalive)
+        self.header_read.min(self.keepalive).min(self.send)
     }
 }
 
@@ -179,6 +189,9 @@ struct Activity {
     /// HTTP/2 client's pings and window updates are not a request.
     read_at: AtomicU64,
     track_reads: AtomicBool,
+    /// Since when a write to the client has been blocked ([`NEVER`] while
+    /// writes go through).
+    blocked_at: AtomicU64,
 }
 
 impl Activity {
@@ -190,6 +203,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             read_at: AtomicU64::new(NEVER),
             track_reads: AtomicBool::new(false),
+            blocked_at: AtomicU64::new(NEVER),
         }
     }
 
@@ -239,6 +253,17 @@ impl Activity {
         }
     }
 
+    /// A write to the client returned `blocked` (pending) or went through.
+    /// Only a change is stored, so a flowing connection pays one load.
+    fn wrote(&self, blocked: bool, now: impl FnOnce() -> Instant) {
+        let was = self.blocked_at.load(Ordering::Relaxed);
+        if blocked && was == NEVER {
+            self.blocked_at.store(self.millis(now()), Ordering::Relaxed);
+        } else if !blocked && was != NEVER {
+            self.blocked_at.store(NEVER, Ordering::Relaxed);
+        }
+    }
+
     /// When to check again, or which timeout has expired at `now`.
     ///
     /// The watchdog sleeps until the earliest deadline known now, and
@@ -246,7 +271,11 @@ impl Activity {
     /// event (which can only be later than that) is not missed.
     fn next(&self, now: Instant, t: &Timeouts) -> Next {
         if self.in_flight() > 0 {
-            return Next::Check(now + t.tick());
+            return match self.blocked_at.load(Ordering::Relaxed) {
+                NEVER => Next::Check(now + t.tick()),
+                at if now >= self.at(at) + t.send => Next::Expired(Timeout::Send),
+                at => Next::Check((self.at(at) + t.send).min(now + t.tick())),
+            };
         }
         if self.requests.load(Ordering::Relaxed) == 0 {
             let deadline = self.start + t.header_read;
@@ -321,7 +350,7 @@ impl<B: HttpBody> HttpBody for Tracked<B> {
 
 pin_project! {
     /// The connection's byte stream, telling [`Activity`] when bytes
-    /// arrive. Writes pass straight through.
+    /// arrive and when writes to the client are blocked.
     struct Observed<S> {
         #[pin]
         inner: S,
@@ -351,11 +380,17 @@ impl<S: AsyncWrite> AsyncWrite for Observed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        this.activity.wrote(polled.is_pending(), Instant::now);
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        this.activity.wrote(polled.is_pending(), Instant::now);
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -367,7 +402,10 @@ impl<S: AsyncWrite> AsyncWrite for Observed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        this.activity.wrote(polled.is_pending(), Instant::now);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -382,10 +420,28 @@ mod tests {
     const T: Timeouts = Timeouts {
         header_read: Duration::from_secs(10),
         keepalive: Duration::from_secs(75),
+        send: Duration::from_secs(30),
     };
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_client_that_reads_nothing_of_its_response_is_cut_at_the_send_timeout() {
+        let a = Activity::new();
+        let s = a.start;
+        a.start_request(Version::HTTP_11);
+        // Writes flow, then block at 5 s: closed 30 s later, not before.
+        a.wrote(false, || s);
+        a.wrote(true, || s + ms(5_000));
+        a.wrote(true, || s + ms(9_000));
+        assert_eq!(a.next(s + ms(20_000), &T), Next::Check(s + ms(30_000)));
+        assert_eq!(a.next(s + ms(34_999), &T), Next::Check(s + ms(35_000)));
+        assert_eq!(a.next(s + ms(35_000), &T), Next::Expired(Timeout::Send));
+        // A write that goes through resets the clock.
+        a.wrote(false, || s + ms(34_000));
+        assert_eq!(a.next(s + ms(40_000), &T), Next::Check(s + ms(50_000)));
     }
 
     #[test]
@@ -435,6 +491,7 @@ mod tests {
         let t = Timeouts {
             header_read: Duration::from_secs(10),
             keepalive: Duration::from_secs(1),
+            send: Duration::from_secs(30),
         };
         let a = Activity::new();
         let s = a.start;

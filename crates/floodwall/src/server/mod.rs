@@ -131,6 +131,7 @@ pub(crate) fn serve(
     let timeouts = Timeouts {
         header_read: config.header_read_timeout,
         keepalive: config.keepalive_timeout,
+        send: config.send_timeout,
     };
     let drain_timeout = config.drain_timeout;
     let Listeners {

@@ -16,6 +16,10 @@ pub enum Timeout {
     /// `server.keepalive_timeout`: no request for that long with nothing
     /// in flight.
     Keepalive,
+    /// `server.send_timeout`: a response was in flight and the client
+    /// took no byte of it for that long (a slow reader); the connection is
+    /// closed.
+    Send,
 }
 
 impl Timeout {
@@ -24,6 +28,7 @@ impl Timeout {
         match self {
             Timeout::HeaderRead => "header_read",
             Timeout::Keepalive => "keepalive",
+            Timeout::Send => "send",
         }
     }
 }
@@ -39,6 +44,7 @@ pub struct ListenerStats {
     accept_errors: AtomicU64,
     header_timeouts: AtomicU64,
     keepalive_timeouts: AtomicU64,
+    send_timeouts: AtomicU64,
 }
 
 impl ListenerStats {
@@ -53,6 +59,7 @@ impl ListenerStats {
             accept_errors: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
             keepalive_timeouts: AtomicU64::new(0),
+            send_timeouts: AtomicU64::new(0),
         })
     }
 
@@ -87,6 +94,7 @@ impl ListenerStats {
         let counter = match timeout {
             Timeout::HeaderRead => &self.header_timeouts,
             Timeout::Keepalive => &self.keepalive_timeouts,
+            Timeout::Send => &self.send_timeouts,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -101,6 +109,7 @@ impl ListenerStats {
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             header_timeouts: self.header_timeouts.load(Ordering::Relaxed),
             keepalive_timeouts: self.keepalive_timeouts.load(Ordering::Relaxed),
+            send_timeouts: self.send_timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -141,6 +150,8 @@ pub struct ListenerSnapshot {
     pub header_timeouts: u64,
     /// Connections closed by `server.keepalive_timeout` since start.
     pub keepalive_timeouts: u64,
+    /// Connections closed by `server.send_timeout`.
+    pub send_timeouts: u64,
 }
 
 /// Both listeners' figures and the descriptor limit they were budgeted
