@@ -9,18 +9,33 @@
 # backend's (pre-chosen, free) port, runs `floodwall-bench run` with them as
 # extra targets, and stops them by PID. Results land in bench/results/.
 #
+# `fast-upstream` loads a second backend, one that answers at once, on a
+# port of its own: it gets its own HAProxy and nginx in front of that one,
+# with limits that never bind (FAST_W), like its fixed-limit floodwall.
+# `cold-start` needs nothing special: the peers are static, and every
+# floodwall the bench starts is started fresh at the first arrival.
+#
 # Environment: SCALE (multiplies every duration, default 1), W (the best
 # static limit, default 10: 8 workers plus the
-# slack that covers hand-off time, see BENCHMARKS.md), OUT (results dir),
-# FLOODWALL_BENCH (path to the floodwall-bench binary; built in release if
-# unset).
+# slack that covers hand-off time, see BENCHMARKS.md), FAST_W (the peers'
+# and floodwall's fixed limit for fast-upstream, default 1000), OUT (results
+# dir), FLOODWALL_BENCH (path to the floodwall-bench binary; built in
+# release if unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(spike workers-drop priority)
 W=${W:-10}
+FAST_W=${FAST_W:-1000}
 OUT=${OUT:-bench/results}
+want_slow=0; want_fast=0
+for s in "${scenarios[@]}"; do
+  case $s in
+    fast-upstream) want_fast=1 ;;
+    *) want_slow=1 ;;
+  esac
+done
 
 need=()
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
@@ -54,13 +69,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-BACKEND=$(free_port)
-gates=()
+BACKEND=$(free_port)   # the simulated database
+TRIVIAL=$(free_port)   # fast-upstream's backend that answers at once
+gates=()               # --gate flags for peers in front of BACKEND
+fast_gates=()          # --gate flags for peers in front of TRIVIAL
 
-# HAProxy: `server maxconn N` with a short queue timeout, at W, 2W and W/2,
-# and at W with a long queue timeout (a standing queue).
-haproxy_at() { # name maxconn queue_timeout
-  local name=$1 maxconn=$2 tq=$3 port
+# HAProxy: `server maxconn N` with a queue timeout.
+haproxy_at() { # gates-array name backend-port maxconn queue_timeout
+  local -n into=$1
+  local name=$2 backend=$3 maxconn=$4 tq=$5 port
   port=$(free_port)
   cat > "$dir/$name.cfg" <<CFG
 global
@@ -76,41 +93,41 @@ frontend fe
   default_backend be
 backend be
   http-reuse always
-  server s1 127.0.0.1:$BACKEND maxconn $maxconn
+  server s1 127.0.0.1:$backend maxconn $maxconn
 CFG
   "$HAPROXY" -f "$dir/$name.cfg" -db >"$dir/$name.log" 2>&1 &
   pids+=($!)
-  gates+=(--gate "$name=http://127.0.0.1:$port@$maxconn")
+  into+=(--gate "$name=http://127.0.0.1:$port@$maxconn")
 }
-haproxy_at "haproxy-maxconn-$W" "$W" 100ms
-haproxy_at "haproxy-maxconn-$((2 * W))" "$((2 * W))" 100ms
-haproxy_at "haproxy-maxconn-$((W / 2))" "$((W / 2))" 100ms
-haproxy_at "haproxy-maxconn-$W-queue-5s" "$W" 5s
 
-# nginx: limit_conn on $server_name at W, 503 when over, keepalive upstream.
-NPORT=$(free_port)
-mkdir -p "$dir/nginx/logs"
-cat > "$dir/nginx/nginx.conf" <<CFG
+# nginx: limit_conn on $server_name at N, 503 when over, keepalive upstream.
+nginx_at() { # gates-array name backend-port limit
+  local -n into=$1
+  local name=$2 backend=$3 limit=$4 port
+  local d="$dir/$name"
+  port=$(free_port)
+  mkdir -p "$d/logs"
+  cat > "$d/nginx.conf" <<CFG
 worker_processes auto;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/logs/error.log warn;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
 events { worker_connections 8000; }
 http {
   access_log off;
-  client_body_temp_path $dir/nginx/tmp_body;
-  proxy_temp_path $dir/nginx/tmp_proxy;
-  fastcgi_temp_path $dir/nginx/tmp_fcgi;
-  uwsgi_temp_path $dir/nginx/tmp_uwsgi;
-  scgi_temp_path $dir/nginx/tmp_scgi;
+  client_body_temp_path $d/tmp_body;
+  proxy_temp_path $d/tmp_proxy;
+  fastcgi_temp_path $d/tmp_fcgi;
+  uwsgi_temp_path $d/tmp_uwsgi;
+  scgi_temp_path $d/tmp_scgi;
   limit_conn_zone \$server_name zone=perserver:1m;
   upstream be {
-    server 127.0.0.1:$BACKEND;
+    server 127.0.0.1:$backend;
     keepalive 64;
   }
   server {
-    listen 127.0.0.1:$NPORT;
+    listen 127.0.0.1:$port;
     server_name bench;
-    limit_conn perserver $W;
+    limit_conn perserver $limit;
     limit_conn_status 503;
     location / {
       proxy_pass http://be;
@@ -120,15 +137,35 @@ http {
   }
 }
 CFG
-"$NGINX" -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;' >"$dir/nginx.log" 2>&1 &
-pids+=($!)
-gates+=(--gate "nginx-limit_conn-$W=http://127.0.0.1:$NPORT@$W")
+  "$NGINX" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' >"$dir/$name.log" 2>&1 &
+  pids+=($!)
+  into+=(--gate "$name=http://127.0.0.1:$port@$limit")
+}
+
+if [ $want_slow -eq 1 ]; then
+  # At W, 2W and W/2 with a short queue timeout, and at W with a long one
+  # (a standing queue); nginx at W.
+  haproxy_at gates "haproxy-maxconn-$W" "$BACKEND" "$W" 100ms
+  haproxy_at gates "haproxy-maxconn-$((2 * W))" "$BACKEND" "$((2 * W))" 100ms
+  haproxy_at gates "haproxy-maxconn-$((W / 2))" "$BACKEND" "$((W / 2))" 100ms
+  haproxy_at gates "haproxy-maxconn-$W-queue-5s" "$BACKEND" "$W" 5s
+  nginx_at gates "nginx-limit_conn-$W" "$BACKEND" "$W"
+fi
+if [ $want_fast -eq 1 ]; then
+  haproxy_at fast_gates "haproxy-maxconn-$FAST_W" "$TRIVIAL" "$FAST_W" 100ms
+  nginx_at fast_gates "nginx-limit_conn-$FAST_W" "$TRIVIAL" "$FAST_W"
+fi
 
 sleep 1
 for p in "${pids[@]}"; do
-  kill -0 "$p" 2>/dev/null || { echo "a peer failed to start:"; cat "$dir"/*.log "$dir"/nginx/logs/error.log 2>/dev/null; exit 1; }
+  kill -0 "$p" 2>/dev/null || { echo "a peer failed to start:"; cat "$dir"/*.log "$dir"/*/logs/error.log 2>/dev/null; exit 1; }
 done
 
 for s in "${scenarios[@]}"; do
-  "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" --out "$OUT"
+  case $s in
+    fast-upstream)
+      "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$TRIVIAL" --limit "$FAST_W" --scale "${SCALE:-1}" "${fast_gates[@]}" --out "$OUT" ;;
+    *)
+      "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" --out "$OUT" ;;
+  esac
 done

@@ -40,6 +40,16 @@ pub struct GatewayOptions {
     pub pool_max_idle_per_host: Option<usize>,
 }
 
+/// The limit algorithm `floodwall serve --upstream URL` runs when told
+/// nothing, as the gateway's own config decides it.
+pub fn default_algorithm() -> &'static str {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let upstream = Uri::from_static("http://127.0.0.1:1");
+    Config::for_upstream(loopback, upstream, None, loopback).routes[0]
+        .limit
+        .algorithm()
+}
+
 /// A running in-process floodwall in front of one upstream.
 pub struct Gateway {
     running: Running,

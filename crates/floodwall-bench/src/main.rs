@@ -47,10 +47,11 @@ struct RunArgs {
     /// The scenario.
     #[arg(value_enum)]
     scenario: ScenarioName,
-    /// floodwall's fixed limit. The default suits the built-in backend
-    /// (8 workers; see BENCHMARKS.md for why a little above 8).
-    #[arg(long, default_value_t = 10)]
-    limit: usize,
+    /// floodwall's fixed limit [default: 10, which suits the built-in
+    /// backend's 8 workers (see BENCHMARKS.md for why a little above 8);
+    /// 1000 for fast-upstream, a limit that never binds].
+    #[arg(long)]
+    limit: Option<usize>,
     /// Load your own service at this URL instead of the built-in backend
     /// (direct, and through an in-process floodwall in front of it).
     #[arg(long)]
@@ -83,10 +84,17 @@ struct RunArgs {
     /// Skip the in-process fixed-limit floodwall run.
     #[arg(long)]
     no_floodwall: bool,
-    /// Adaptive floodwall runs, one per algorithm (comma-separated; empty
-    /// for none).
-    #[arg(long, default_value = "aimd", value_delimiter = ',')]
+    /// Skip `floodwall-default`, the in-process floodwall told nothing
+    /// (`floodwall serve --upstream URL`: the default adaptive limit).
+    #[arg(long)]
+    no_default: bool,
+    /// More adaptive floodwall runs, one per algorithm given explicitly
+    /// with `--algorithm NAME` (comma-separated), named `floodwall-NAME`.
+    #[arg(long, value_delimiter = ',')]
     adaptive: Vec<String>,
+    /// fast-upstream: interleaved rounds per target.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,10 +138,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     if !args.no_floodwall {
+        let limit = args
+            .limit
+            .unwrap_or_else(|| args.scenario.default_fixed_limit());
         contenders.push(Contender {
-            name: format!("floodwall-fixed-{}", args.limit),
-            kind: ContenderKind::Floodwall { limit: args.limit },
+            name: format!("floodwall-fixed-{limit}"),
+            kind: ContenderKind::Floodwall { limit },
         });
+    }
+    if !args.no_default {
+        contenders.push(Contender::floodwall_default());
     }
     for a in args.adaptive.iter().filter(|a| !a.is_empty()) {
         contenders.push(Contender {
@@ -152,6 +166,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         service_time: args.service_time,
         ..Default::default()
     };
+    if args.scenario == ScenarioName::FastUpstream {
+        // Whole seconds, so the per-second rows of the rounds line up.
+        let round = (5.0 * args.scale).round().max(1.0);
+        let report =
+            bench::fast_upstream::run_fast_upstream(&bench::fast_upstream::FastUpstreamOptions {
+                contenders,
+                backend_addr: args.backend_addr,
+                concurrency: bench::fast_upstream::CONNECTIONS,
+                round: std::time::Duration::from_secs_f64(round),
+                rounds: args.rounds,
+            })
+            .await?;
+        println!("{}", bench::fast_upstream::markdown(&report));
+        for p in bench::fast_upstream::write_all(&report, &args.out)? {
+            println!("wrote {}", p.display());
+        }
+        return Ok(());
+    }
     if args.scenario == ScenarioName::Overhead {
         let report = bench::overhead::run_overhead(&bench::overhead::OverheadOptions {
             contenders,

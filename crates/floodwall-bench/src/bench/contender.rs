@@ -24,6 +24,16 @@ pub enum ContenderKind {
         /// The fixed limit.
         limit: usize,
     },
+    /// An in-process floodwall started exactly as `floodwall serve
+    /// --upstream URL` with no other flag: no limit, no algorithm. This is
+    /// the contender the goal "the adaptive default must never cost
+    /// goodput" is about, so it stays the default even if the default
+    /// algorithm or its settings change.
+    Default {
+        /// What the default resolved to when the bench started (for the
+        /// record; it is not passed to the gateway).
+        algorithm: String,
+    },
     /// An in-process floodwall with an adaptive limit: nobody told it the
     /// backend's capacity.
     Adaptive {
@@ -55,6 +65,27 @@ pub struct Contender {
 }
 
 impl Contender {
+    /// `floodwall-default`: floodwall told nothing (see
+    /// [`ContenderKind::Default`]).
+    pub fn floodwall_default() -> Contender {
+        Contender {
+            name: "floodwall-default".into(),
+            kind: ContenderKind::Default {
+                algorithm: crate::gateway::default_algorithm().to_owned(),
+            },
+        }
+    }
+
+    /// An in-process floodwall, whatever sets its limit.
+    pub fn is_floodwall(&self) -> bool {
+        matches!(
+            self.kind,
+            ContenderKind::Floodwall { .. }
+                | ContenderKind::Default { .. }
+                | ContenderKind::Adaptive { .. }
+        )
+    }
+
     /// Parses `NAME=URL` or `NAME=URL@LIMIT` (the `--gate` flag).
     pub fn parse_external(s: &str) -> anyhow::Result<Contender> {
         let (name, rest) = s
@@ -130,6 +161,7 @@ pub(crate) async fn start(
             })
         }
         ContenderKind::Floodwall { limit } => (Some(*limit), None),
+        ContenderKind::Default { .. } => (None, None),
         ContenderKind::Adaptive { algorithm } => (None, Some(algorithm.clone())),
     };
     let gateway = Gateway::start(

@@ -4,10 +4,13 @@
 //! (direct, floodwall, and gates started outside such as HAProxy and nginx),
 //! each on a fresh copy of the simulated backend, and reports goodput,
 //! latency and refusals over the seconds that matter, as a table, JSON and
-//! plots. `overhead` measures the proxy's own cost instead.
+//! plots. `overhead` measures the proxy's own cost instead, and
+//! `fast-upstream` what a gate that should never bind costs in front of a
+//! backend that answers at once.
 
 pub mod contender;
 pub mod distributed;
+pub mod fast_upstream;
 pub mod overhead;
 pub mod plot;
 pub mod report;

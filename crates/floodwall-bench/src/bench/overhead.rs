@@ -79,7 +79,8 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
         let t = match &t.kind {
             // The hop's cost is the same whatever sets the limit; an adaptive
             // one would only add its cold start to the closed loop.
-            ContenderKind::Adaptive { .. } => continue,
+            // (fast-upstream measures exactly that cold start.)
+            ContenderKind::Adaptive { .. } | ContenderKind::Default { .. } => continue,
             // Peers started for the other scenarios carry a small maxconn /
             // limit_conn: measuring their hop would measure their refusals.
             ContenderKind::External { .. } => continue,

@@ -24,13 +24,28 @@ pub struct Series {
     pub limit: Vec<Option<f64>>,
 }
 
+/// The overload scenarios' top panel.
+pub const GOODPUT_CAPTION: &str = "goodput: 2xx within SLO per second";
+/// The overload scenarios' middle panel.
+pub const LATENCY_CAPTION: &str = "p99 latency of successes (ms, log scale)";
+
+/// The overload scenarios' bottom panel.
+pub const LIMIT_CAPTION: &str = "gate limit (slots)";
+
 /// What to draw.
 #[derive(Debug, Clone)]
 pub struct Figure {
     /// The title, e.g. "spike: 0.5x, 3x, 0.5x of 400 req/s".
     pub title: String,
+    /// The top panel's caption: what `goodput` counts.
+    pub goodput_caption: String,
+    /// The middle panel's caption: whose latency `p99_ms` is.
+    pub latency_caption: String,
+    /// The bottom panel's caption: whose limits are drawn.
+    pub limit_caption: String,
     /// The backend's capacity per second over time, drawn as a dashed
-    /// reference line on the goodput panel.
+    /// reference line on the goodput panel (none when empty: a backend
+    /// that answers at once has no capacity to speak of).
     pub capacity: Vec<f64>,
     /// One entry per target.
     pub series: Vec<Series>,
@@ -88,7 +103,7 @@ where
         .fold(1.0f64, f64::max)
         * 1.15;
     let mut chart = ChartBuilder::on(&panels[0])
-        .caption("goodput: 2xx within SLO per second", ("sans-serif", 16))
+        .caption(&fig.goodput_caption, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(56)
@@ -100,19 +115,21 @@ where
         .y_desc("req/s")
         .draw()
         .map_err(|e| err(&e))?;
-    chart
-        .draw_series(DashedLineSeries::new(
-            fig.capacity
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (i as f64 + 0.5, *c)),
-            6,
-            4,
-            BLACK.stroke_width(1),
-        ))
-        .map_err(|e| err(&e))?
-        .label("backend capacity")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    if !fig.capacity.is_empty() {
+        chart
+            .draw_series(DashedLineSeries::new(
+                fig.capacity
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (i as f64 + 0.5, *c)),
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label("backend capacity")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    }
     for (i, s) in fig.series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         chart
@@ -144,10 +161,7 @@ where
         .fold(10.0f64, f64::max)
         * 1.5;
     let mut chart = ChartBuilder::on(&panels[1])
-        .caption(
-            "p99 latency of successes (ms, log scale)",
-            ("sans-serif", 16),
-        )
+        .caption(&fig.latency_caption, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(56)
@@ -180,7 +194,7 @@ where
         .fold(4.0f64, f64::max)
         * 1.2;
     let mut chart = ChartBuilder::on(&panels[2])
-        .caption("gate limit (slots)", ("sans-serif", 16))
+        .caption(&fig.limit_caption, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(56)
@@ -231,6 +245,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("floodwall-plot-{}", std::process::id()));
         let fig = Figure {
             title: "test".into(),
+            goodput_caption: GOODPUT_CAPTION.into(),
+            latency_caption: LATENCY_CAPTION.into(),
+            limit_caption: LIMIT_CAPTION.into(),
             capacity: vec![400.0; 10],
             series: vec![
                 Series {

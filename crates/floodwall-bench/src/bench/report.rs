@@ -2,7 +2,8 @@
 
 use super::plot::{self, Figure, Series};
 use super::run::{BenchReport, ContenderRun};
-use super::scenario::ScenarioName;
+use super::scenario::{ScenarioName, COLD_START_SECONDS};
+use crate::loadgen::SecondRow;
 use serde::Serialize;
 use std::fmt::Write;
 use std::ops::Range;
@@ -25,23 +26,87 @@ pub struct Headline {
     pub percent_rejected: f64,
     /// % of arrivals in the window that timed out.
     pub percent_timed_out: f64,
+    /// Share of the arrivals in the window served within the SLO, 0..=1
+    /// (`None` if nothing arrived).
+    pub served_in_window: Option<f64>,
+    /// Share of all the run's arrivals served within the SLO, 0..=1.
+    pub served_whole_run: Option<f64>,
+    /// cold-start: the share of each second's arrivals served within the
+    /// SLO, 0..=1, for the first [`COLD_START_SECONDS`] seconds (by
+    /// scheduled arrival); empty for the other scenarios.
+    pub served_by_second: Vec<Option<f64>>,
+    /// Per traffic group (priority classes, tenant groups) over the window;
+    /// empty for uniform traffic.
+    pub groups: Vec<GroupHeadline>,
     /// Scenario-specific figures, (column, value).
     pub extra: Vec<(String, String)>,
+}
+
+/// One traffic group's goodput over the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupHeadline {
+    /// The group's name in the mix (`interactive`, `batch`, `hot`,
+    /// `others`).
+    pub name: String,
+    /// Its arrivals per second (first attempts).
+    pub offered_rps: f64,
+    /// Its 2xx within the SLO per second.
+    pub goodput_rps: f64,
+    /// `goodput / offered`, 0..=1 (`None` if it sent nothing).
+    pub served_fraction: Option<f64>,
+    /// Its goodput as a fraction of the backend's capacity C during the
+    /// window (the groups add up to the total's "of capacity").
+    pub of_capacity: f64,
+    /// Its offered load as a fraction of C.
+    pub offered_of_capacity: f64,
+}
+
+/// What a table calls a group: the twenty quiet tenants are "small
+/// tenants", the rest go by their mix name.
+fn group_label(name: &str) -> &str {
+    match name {
+        "others" => "small tenants",
+        n => n,
+    }
 }
 
 fn ms(d: Option<std::time::Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1000.0)
 }
 
-fn served(run: &ContenderRun, group: &str, w: &Range<usize>) -> Option<f64> {
-    let g = run.load.group(group)?;
-    let s = g.summary(w.clone());
-    let sent = s.totals.sent as f64;
-    (sent > 0.0).then(|| 100.0 * s.totals.ok_within_slo as f64 / sent)
+/// Served within the SLO as a share of what arrived, 0..=1.
+fn fraction(row: &SecondRow) -> Option<f64> {
+    (row.sent > 0).then(|| row.ok_within_slo as f64 / row.sent as f64)
+}
+
+fn groups(run: &ContenderRun, w: &Range<usize>, window_capacity: f64) -> Vec<GroupHeadline> {
+    run.load
+        .groups
+        .iter()
+        .filter(|_| run.load.groups.len() > 1)
+        .map(|g| {
+            let s = g.summary(w.clone());
+            let secs = s.seconds.max(1) as f64;
+            let offered_rps = s.totals.sent as f64 / secs;
+            GroupHeadline {
+                name: g.name.clone(),
+                offered_rps,
+                goodput_rps: s.goodput_rps,
+                served_fraction: fraction(&s.totals),
+                of_capacity: s.goodput_rps / window_capacity,
+                offered_of_capacity: offered_rps / window_capacity,
+            }
+        })
+        .collect()
 }
 
 fn pct(x: Option<f64>) -> String {
     x.map_or("n/a".into(), |v| format!("{v:.0}%"))
+}
+
+/// A 0..=1 fraction with two decimals, the form the goal rows use.
+fn frac(x: Option<f64>) -> String {
+    x.map_or("n/a".into(), |v| format!("{v:.2}"))
 }
 
 /// The headline of every run.
@@ -77,17 +142,51 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                 }
                 _ => {}
             }
+            let groups = groups(run, &w, window_capacity);
+            // Each class or tenant group: what share of its own requests
+            // was served within the SLO, and how much of the backend it got.
+            for g in &groups {
+                let label = group_label(&g.name);
+                extra.push((
+                    format!("{label} served"),
+                    pct(g.served_fraction.map(|f| 100.0 * f)),
+                ));
+                extra.push((
+                    format!("{label} goodput"),
+                    format!("{:.2} C", g.of_capacity),
+                ));
+            }
+            let served_by_second: Vec<Option<f64>> = match sc.name {
+                ScenarioName::ColdStart => run
+                    .load
+                    .rows(..COLD_START_SECONDS)
+                    .iter()
+                    .map(fraction)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let served_in_window = fraction(&s.totals);
+            let served_whole_run = fraction(&run.load.summary(..).totals);
             match sc.name {
-                ScenarioName::Priority => {
+                ScenarioName::ColdStart => {
                     extra.push((
-                        "interactive served".into(),
-                        pct(served(run, "interactive", &w)),
+                        format!("served s {}-{}", w.start, w.end),
+                        frac(served_in_window),
                     ));
-                    extra.push(("batch served".into(), pct(served(run, "batch", &w))));
-                }
-                ScenarioName::TenantFlood => {
-                    extra.push(("others served".into(), pct(served(run, "others", &w))));
-                    extra.push(("hot served".into(), pct(served(run, "hot", &w))));
+                    let worst = served_by_second
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(t, f)| f.map(|f| (t, f)))
+                        .min_by(|a, b| a.1.total_cmp(&b.1));
+                    extra.push((
+                        "worst second".into(),
+                        worst.map_or("n/a".into(), |(t, f)| format!("{f:.2} (s {t})")),
+                    ));
+                    extra.push(("served whole run".into(), frac(served_whole_run)));
+                    extra.push((
+                        "limit at start".into(),
+                        run.limit_at_start.map_or("n/a".into(), |l| l.to_string()),
+                    ));
                 }
                 ScenarioName::RetryStorm => {
                     let peak = run
@@ -117,6 +216,10 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                 p99_ms: ms(run.load.success_latency(w.clone(), 0.99)),
                 percent_rejected: s.percent_rejected,
                 percent_timed_out: s.percent_timed_out,
+                served_in_window,
+                served_whole_run,
+                served_by_second,
+                groups,
                 extra,
             }
         })
@@ -198,14 +301,74 @@ pub fn markdown(report: &BenchReport) -> String {
     };
     let _ = writeln!(
         out,
-        "\ngoodput = 2xx within the {} ms SLO per second over seconds {}-{}, against the backend's capacity then, {:.0} req/s{measured}; latencies are of successes, from the scheduled arrival; timed out = no answer within the {} ms client timeout.",
+        "\ngoodput = 2xx within the {} ms SLO per second over seconds {}-{}, against the backend's capacity then, C = {:.0} req/s{measured}; latencies are of successes, from the scheduled arrival; timed out = no answer within the {} ms client timeout.",
         sc.slo.as_millis(),
         sc.window.start,
         sc.window.end,
         window_capacity,
         sc.client_timeout.as_millis()
     );
+    if let Some(h) = hs.iter().find(|h| !h.groups.is_empty()) {
+        let offered: Vec<String> = h
+            .groups
+            .iter()
+            .map(|g| format!("{} {:.2} C", group_label(&g.name), g.offered_of_capacity))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nOffered in the window: {}. \"served\" = a group's 2xx within the SLO as a share of its own arrivals; \"goodput\" = the same per second as a fraction of C; \"of capacity\" is the total.",
+            offered.join(", ")
+        );
+    }
+    if sc.name == ScenarioName::ColdStart {
+        cold_start_table(&mut out, report, &hs);
+    }
     out
+}
+
+/// The cold-start scenario's second table: each of the first seconds'
+/// served share, per target, and how each floodwall was started.
+fn cold_start_table(out: &mut String, report: &BenchReport, hs: &[Headline]) {
+    let seconds = hs
+        .iter()
+        .map(|h| h.served_by_second.len())
+        .max()
+        .unwrap_or(0);
+    let _ = write!(
+        out,
+        "\nServed within the SLO as a share of each second's arrivals, from the gate's first second:\n\n| target |"
+    );
+    for t in 0..seconds {
+        let _ = write!(out, " s {t} |");
+    }
+    out.push_str("\n|---|");
+    for _ in 0..seconds {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for h in hs {
+        let _ = write!(out, "| {} |", h.name);
+        for f in &h.served_by_second {
+            let _ = write!(out, " {} |", frac(*f));
+        }
+        out.push('\n');
+    }
+    let ages: Vec<f64> = report
+        .runs
+        .iter()
+        .filter_map(|r| r.gate_started_before_ms)
+        .collect();
+    if let (Some(lo), Some(hi)) = (
+        ages.iter().copied().reduce(f64::min),
+        ages.iter().copied().reduce(f64::max),
+    ) {
+        let _ = writeln!(
+            out,
+            "\nEach floodwall was started {:.0}-{:.0} µs before the first arrival, with nothing sent through it before; outside gates (HAProxy, nginx) are static and were started once.",
+            lo * 1e3,
+            hi * 1e3
+        );
+    }
 }
 
 /// The capacity each second, following the scenario's events.
@@ -252,6 +415,9 @@ pub fn figure(report: &BenchReport) -> Figure {
         .collect();
     Figure {
         title: format!("{}: {}", sc.name.as_str(), sc.summary),
+        goodput_caption: plot::GOODPUT_CAPTION.into(),
+        latency_caption: plot::LATENCY_CAPTION.into(),
+        limit_caption: plot::LIMIT_CAPTION.into(),
         capacity: capacity_series(report),
         series,
     }

@@ -46,6 +46,17 @@ pub struct ContenderRun {
     pub load: LoadResult,
     /// The gate's limit sampled in the middle of each second.
     pub limit: Vec<Option<usize>>,
+    /// The gate's limit every [`LIMIT_TRACE_STEP`] from the first arrival
+    /// (sample `i` at `i × 100 ms`), for a close look at a cold start.
+    pub limit_trace: Vec<Option<usize>>,
+    /// The gate's limit just before the first arrival: an in-process
+    /// floodwall's initial limit, since nothing warmed it up.
+    pub limit_at_start: Option<usize>,
+    /// How long before the first arrival the in-process floodwall was
+    /// started, in milliseconds (`None` for direct and outside gates, which
+    /// are static): each run starts a fresh gate right before its load, so
+    /// this is start-up time only, never a warm-up.
+    pub gate_started_before_ms: Option<f64>,
     /// The backend's counters at the end (built-in backend only).
     pub backend: Option<BackendStats>,
 }
@@ -68,6 +79,9 @@ pub struct BenchReport {
     /// One entry per contender and client kind.
     pub runs: Vec<ContenderRun>,
 }
+
+/// How often [`ContenderRun::limit_trace`] samples the gate's limit.
+pub const LIMIT_TRACE_STEP: Duration = Duration::from_millis(100);
 
 fn apply(control: &backend::BackendControl, event: Event) {
     let res = match event {
@@ -95,11 +109,20 @@ async fn run_one(
         (None, Some(b)) => format!("http://{}", b.addr).parse()?,
         (None, None) => unreachable!("a backend or an external target"),
     };
+    // A fresh gate for every run, started right before the load: nothing
+    // is sent through it before the first scheduled arrival, so the run
+    // sees its cold start (the cold-start scenario is about exactly that).
     let started = contender::start(contender, &upstream, scenario.tenant_share).await?;
+    let gate_started = Instant::now();
     let limiter = started.limiter();
     let static_limit = started.limit();
+    let limit_at_start = started.limit();
 
     let t0 = Instant::now();
+    let gate_started_before_ms = started
+        .gateway
+        .is_some()
+        .then(|| (t0 - gate_started).as_secs_f64() * 1e3);
     let events = backend.as_ref().map(|b| {
         let control = b.control();
         let events = scenario.events.clone();
@@ -111,12 +134,14 @@ async fn run_one(
         })
     });
     let seconds = scenario.schedule.seconds();
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(seconds)));
+    let per_second = (Duration::from_secs(1).as_millis() / LIMIT_TRACE_STEP.as_millis()) as usize;
+    let steps = seconds * per_second;
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(steps)));
     let sampler = {
         let samples = samples.clone();
         tokio::spawn(async move {
-            for i in 0..seconds {
-                tokio::time::sleep_until(t0 + Duration::from_millis(500 + 1000 * i as u64)).await;
+            for i in 0..steps {
+                tokio::time::sleep_until(t0 + LIMIT_TRACE_STEP * i as u32).await;
                 let v = limiter.as_ref().map(|l| l.limit()).or(static_limit);
                 samples.lock().expect("sampler lock").push(v);
             }
@@ -152,13 +177,20 @@ async fn run_one(
         }
         None => None,
     };
-    let mut limit = std::mem::take(&mut *samples.lock().expect("sampler lock"));
-    limit.resize(seconds, None);
+    let mut limit_trace = std::mem::take(&mut *samples.lock().expect("sampler lock"));
+    limit_trace.resize(steps, None);
+    // The middle of each second, as the plot has always shown it.
+    let limit = (0..seconds)
+        .map(|i| limit_trace[i * per_second + per_second / 2])
+        .collect();
     Ok(ContenderRun {
         contender: contender.clone(),
         client: client.clone(),
         load: result?,
         limit,
+        limit_trace,
+        limit_at_start,
+        gate_started_before_ms,
         backend: stats,
     })
 }
@@ -166,8 +198,9 @@ async fn run_one(
 /// Runs `opts.scenario` against every contender and client kind.
 pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
-        opts.scenario != ScenarioName::Overhead,
-        "the overhead scenario has its own runner"
+        !opts.scenario.own_runner(),
+        "the {} scenario has its own runner",
+        opts.scenario.as_str()
     );
     let scenario = Scenario::build(opts.scenario, opts.backend, opts.capacity).scaled(opts.scale);
     if opts.external.is_some() && !scenario.events.is_empty() {

@@ -29,6 +29,14 @@ pub enum ScenarioName {
     /// Per-request cost: a fast backend, closed-loop maximum throughput and
     /// open-loop latency at 50% of it, direct against through floodwall.
     Overhead,
+    /// Steady 0.8x from the first second, against gates started at that
+    /// instant: what a fresh adaptive limit costs before it has learnt
+    /// anything.
+    ColdStart,
+    /// A backend that answers at once, loaded closed loop (64 connections):
+    /// whether an adaptive limit refuses or slows down an upstream that
+    /// needs no protection.
+    FastUpstream,
 }
 
 impl ScenarioName {
@@ -42,9 +50,34 @@ impl ScenarioName {
             ScenarioName::TenantFlood => "tenant-flood",
             ScenarioName::RetryStorm => "retry-storm",
             ScenarioName::Overhead => "overhead",
+            ScenarioName::ColdStart => "cold-start",
+            ScenarioName::FastUpstream => "fast-upstream",
+        }
+    }
+
+    /// Whether the scenario has its own runner (a backend that answers at
+    /// once, closed-loop load) instead of [`run_bench`](super::run_bench).
+    pub fn own_runner(self) -> bool {
+        matches!(self, ScenarioName::Overhead | ScenarioName::FastUpstream)
+    }
+
+    /// The fixed limit of the `floodwall-fixed-N` contender when `--limit`
+    /// is not given: the best static value for the built-in backend's 8
+    /// workers (BENCHMARKS.md), or, in front of a backend that answers at
+    /// once, a limit far above what 64 connections can reach, so the fixed
+    /// contender is the "a gate that never binds" baseline.
+    pub fn default_fixed_limit(self) -> usize {
+        match self {
+            ScenarioName::FastUpstream => super::fast_upstream::FIXED_LIMIT,
+            _ => 10,
         }
     }
 }
+
+/// How many seconds from the start the cold-start figures cover, whatever
+/// the scale: the goal is about the first seconds of a fresh gate's life,
+/// which a shorter run does not shorten.
+pub const COLD_START_SECONDS: usize = 10;
 
 /// Something done to the backend partway through a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -148,8 +181,17 @@ impl Scenario {
         let prio = HeaderName::from_static(PRIORITY_HEADER);
         let tenant = HeaderName::from_static(TENANT_HEADER);
         match name {
-            ScenarioName::Spike | ScenarioName::Overhead => Scenario {
+            ScenarioName::Spike | ScenarioName::Overhead | ScenarioName::FastUpstream => Scenario {
                 summary: format!("10 s at 0.5x, 20 s at 3x, 10 s at 0.5x of {c:.0} req/s"),
+                ..base
+            },
+            ScenarioName::ColdStart => Scenario {
+                summary: format!(
+                    "30 s at 0.8x of {c:.0} req/s from the first second, each gate started at that instant"
+                ),
+                schedule: phases(c, &[(30, 0.8)]),
+                window: 0..COLD_START_SECONDS,
+                after: Some(COLD_START_SECONDS..30),
                 ..base
             },
             ScenarioName::CapacityDrop => Scenario {
@@ -260,6 +302,13 @@ impl Scenario {
         self.after = self
             .after
             .map(|a| secs(a.start)..secs(a.end).max(secs(a.start) + 1));
+        if self.name == ScenarioName::ColdStart {
+            // Seconds since the gate started, not a share of the run.
+            let seconds = self.schedule.seconds();
+            let end = COLD_START_SECONDS.min(seconds);
+            self.window = 0..end;
+            self.after = (end < seconds).then_some(end..seconds);
+        }
         self
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{header, uri::Authority, Request, Uri};
+use http::{header, uri::Authority, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -29,6 +29,9 @@ pub struct ClosedLoopResult {
     pub requests: u64,
     /// Requests answered 2xx.
     pub ok: u64,
+    /// Requests answered 503 or 429: a gate (or the server) said no. Against
+    /// a backend that never refuses, every one is the gate's.
+    pub refused: u64,
     /// Requests that failed on the connection (refused, reset, protocol).
     pub errors: u64,
     /// 2xx answers per second: the throughput figure.
@@ -41,6 +44,33 @@ pub struct ClosedLoopResult {
     pub p999_ms: Option<f64>,
     /// Slowest answered request, in milliseconds.
     pub max_ms: Option<f64>,
+    /// One row per second since the clock started (by when the answer
+    /// came), so a cold start's first seconds can be told from the rest.
+    pub seconds: Vec<ClosedLoopSecond>,
+}
+
+impl ClosedLoopResult {
+    /// Share of answered requests refused (503/429), in percent.
+    pub fn percent_refused(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            100.0 * self.refused as f64 / self.requests as f64
+        }
+    }
+}
+
+/// One second of a closed-loop run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ClosedLoopSecond {
+    /// Requests answered in this second (any status).
+    pub requests: u64,
+    /// 2xx answers in this second.
+    pub ok: u64,
+    /// 503/429 answers in this second.
+    pub refused: u64,
+    /// p99 latency of this second's answers, in milliseconds.
+    pub p99_ms: Option<f64>,
 }
 
 /// Runs `concurrency` workers for `duration`, each on its own kept-alive
@@ -86,29 +116,41 @@ pub async fn run_closed_loop(
             let worker = ClosedLoopWorker {
                 authority: authority.clone(),
                 path: path.clone(),
+                start,
                 end,
             };
             tokio::spawn(worker.run(sender))
         })
         .collect();
-    let mut total = Tally::default();
+    let mut total = Tally::new(duration);
     for worker in workers {
         total.add(&worker.await.context("closed-loop worker panicked")?);
     }
     let elapsed = start.elapsed();
-    let at = |q| quantile_ms(&total.latency, q);
+    let at = |q| quantile_ms(&total.whole.latency, q);
     Ok(ClosedLoopResult {
         target: target.to_string(),
         concurrency,
         elapsed_ms: elapsed.as_secs_f64() * 1e3,
-        requests: total.requests,
-        ok: total.ok,
+        requests: total.whole.requests,
+        ok: total.whole.ok,
+        refused: total.whole.refused,
         errors: total.errors,
-        rps: total.ok as f64 / elapsed.as_secs_f64(),
+        rps: total.whole.ok as f64 / elapsed.as_secs_f64(),
         p50_ms: at(0.5),
         p99_ms: at(0.99),
         p999_ms: at(0.999),
         max_ms: at(1.0),
+        seconds: total
+            .by_second
+            .iter()
+            .map(|s| ClosedLoopSecond {
+                requests: s.requests,
+                ok: s.ok,
+                refused: s.refused,
+                p99_ms: quantile_ms(&s.latency, 0.99),
+            })
+            .collect(),
     })
 }
 
@@ -127,45 +169,94 @@ async fn connect(authority: &Authority) -> anyhow::Result<Connection> {
     Ok(sender)
 }
 
+/// Answers counted over the run or over one second of it.
 #[derive(Debug)]
-struct Tally {
+struct Counts {
     requests: u64,
     ok: u64,
-    errors: u64,
+    refused: u64,
     latency: Histogram<u64>,
 }
 
-impl Default for Tally {
-    fn default() -> Self {
+impl Counts {
+    fn new(sigfig: u8) -> Self {
         Self {
             requests: 0,
             ok: 0,
-            errors: 0,
-            latency: histogram(3),
+            refused: 0,
+            latency: histogram(sigfig),
         }
     }
-}
 
-impl Tally {
-    fn add(&mut self, other: &Tally) {
+    fn record(&mut self, status: StatusCode, latency: Duration) {
+        self.requests += 1;
+        if status.is_success() {
+            self.ok += 1;
+        } else if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            self.refused += 1;
+        }
+        record(&mut self.latency, latency);
+    }
+
+    fn add(&mut self, other: &Counts) {
         self.requests += other.requests;
         self.ok += other.ok;
-        self.errors += other.errors;
+        self.refused += other.refused;
         self.latency
             .add(&other.latency)
             .expect("auto-resizing histograms always add");
     }
 }
 
+#[derive(Debug)]
+struct Tally {
+    whole: Counts,
+    errors: u64,
+    /// Per second since the clock started; 2 significant digits, as the
+    /// open-loop generator's per-second histograms.
+    by_second: Vec<Counts>,
+}
+
+impl Tally {
+    fn new(duration: Duration) -> Self {
+        let seconds = duration.as_secs_f64().ceil().max(1.0) as usize;
+        Self {
+            whole: Counts::new(3),
+            errors: 0,
+            by_second: (0..seconds).map(|_| Counts::new(2)).collect(),
+        }
+    }
+
+    fn record(&mut self, second: usize, status: StatusCode, latency: Duration) {
+        self.whole.record(status, latency);
+        // An answer that comes after the end (the last request in flight)
+        // counts in the last second.
+        let last = self.by_second.len() - 1;
+        self.by_second[second.min(last)].record(status, latency);
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.whole.add(&other.whole);
+        self.errors += other.errors;
+        for (mine, theirs) in self.by_second.iter_mut().zip(&other.by_second) {
+            mine.add(theirs);
+        }
+    }
+}
+
 struct ClosedLoopWorker {
     authority: Authority,
     path: Uri,
+    start: Instant,
     end: Instant,
 }
 
 impl ClosedLoopWorker {
     async fn run(self, mut sender: Connection) -> Tally {
-        let mut tally = Tally::default();
+        let mut tally = Tally::new(self.end - self.start);
         while Instant::now() < self.end {
             if sender.ready().await.is_err() {
                 // Closed by the server between requests: nothing was lost.
@@ -193,11 +284,9 @@ impl ClosedLoopWorker {
             .await;
             match answered {
                 Ok(status) => {
-                    tally.requests += 1;
-                    if status.is_success() {
-                        tally.ok += 1;
-                    }
-                    record(&mut tally.latency, sent.elapsed());
+                    let now = Instant::now();
+                    let second = (now - self.start).as_secs() as usize;
+                    tally.record(second, status, now - sent);
                 }
                 Err(_) => tally.errors += 1,
             }

@@ -59,7 +59,7 @@ mod schedule;
 #[cfg(test)]
 mod tests;
 
-pub use closed_loop::{run_closed_loop, ClosedLoopResult};
+pub use closed_loop::{run_closed_loop, ClosedLoopResult, ClosedLoopSecond};
 pub use headroom::{measure_headroom, Headroom};
 pub use mix::{Group, HeaderFn};
 pub use open_loop::{run, LoadConfig, LATE_AFTER};

@@ -399,6 +399,13 @@ async fn closed_loop_reports_a_sane_rps_against_a_trivial_backend() {
         "{result:?}"
     );
     assert_eq!(trivial.stats().completed, result.requests);
+    assert_eq!(result.refused, 0, "{result:?}");
+    assert_eq!(result.seconds.len(), 1, "one row per second");
+    assert_eq!(
+        result.seconds.iter().map(|s| s.ok).sum::<u64>(),
+        result.ok,
+        "{result:?}"
+    );
 
     let addr = trivial.addr;
     trivial.shutdown().await;
