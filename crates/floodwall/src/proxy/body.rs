@@ -226,7 +226,15 @@ async fn pump(
                 break;
             }
             match upstream.frame().await {
-                Some(Ok(frame)) => send(&tx, frame, &limits).await?,
+                Some(Ok(frame)) => {
+                    // Release before handing on the last frame, so the slot
+                    // is free before the client can see the response end
+                    // (and send its next request).
+                    if upstream.is_end_stream() {
+                        finish.upstream_done(true);
+                    }
+                    send(&tx, frame, &limits).await?;
+                }
                 None => {
                     finish.upstream_done(true);
                     break;
