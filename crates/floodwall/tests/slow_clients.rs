@@ -363,3 +363,45 @@ async fn a_websocket_upgrade_is_refused_with_501_and_h2c_is_served() {
     assert_eq!(h2c.status, 200, "{h2c:?}");
     assert_eq!(upstream.total(), 1, "the websocket request never left");
 }
+
+/// An upstream that goes silent mid-body is cut at its `response_timeout`
+/// (as nginx's `proxy_read_timeout` cuts a read "between two successive
+/// read operations"), recorded as a drop, and its slot freed: nothing else
+/// would free it, since a client that left cannot be noticed while nothing
+/// is written to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_silent_mid_body_is_cut_at_its_response_timeout() {
+    let upstream = Upstream::start(Duration::ZERO).await;
+    let toml = r#"
+        [[upstreams]]
+        name = "app"
+        url = "{upstream}"
+        response_timeout = "1s"
+        [[routes]]
+        name = "all"
+        upstream = "app"
+        limit = { algorithm = "fixed", value = 2 }
+    "#;
+    let fw = start(config_from_toml(toml, &upstream.uri())).await;
+    let mut s = TcpStream::connect(fw.proxy_addr).await.unwrap();
+    // 64 KiB now, the next 64 KiB in 30 s.
+    s.write_all(b"GET /bytes?n=262144&chunk_ms=30000 HTTP/1.1\r\nhost: floodwall.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let started = Instant::now();
+    assert_eq!(inflight(&fw), 1, "the upstream is still sending");
+    wait_until(EVENTUALLY, "the slot is released", || async {
+        inflight(&fw) == 0
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let scrape = metrics(fw.admin_addr).await;
+    assert_eq!(outcome(&scrape, "dropped"), 1.0);
+    // The client's response ends in an error, not as if complete: the
+    // chunked body never gets its last chunk.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(REQUEST_DEADLINE, s.read_to_end(&mut rest)).await;
+    assert!(!rest.ends_with(b"0\r\n\r\n"), "ended as if complete");
+}

@@ -108,6 +108,16 @@ impl Finish {
         }
     }
 
+    /// The upstream went silent mid-body: a drop.
+    fn upstream_timed_out(&mut self) {
+        if let Some(mut permit) = self.permit.take() {
+            permit.record(Outcome::Dropped);
+            self.duration.observe(self.started.elapsed().as_secs_f64());
+            drop(permit);
+            self.slot.take();
+        }
+    }
+
     /// The upstream finished (`ok`) or failed mid-body: record, release.
     fn upstream_done(&mut self, ok: bool) {
         if let Some(mut permit) = self.permit.take() {
@@ -120,7 +130,14 @@ impl Finish {
 }
 
 /// The client-facing body for an upstream response (see the module doc).
-pub fn read_ahead(mut upstream: Incoming, mut finish: Finish, limits: &ResponseLimits) -> Body {
+/// `idle` is the upstream's `response_timeout`, the longest it may go
+/// silent mid-body.
+pub fn read_ahead(
+    mut upstream: Incoming,
+    mut finish: Finish,
+    limits: &ResponseLimits,
+    idle: Duration,
+) -> Body {
     use http_body_util::BodyExt;
     let hint = upstream.size_hint().exact();
     // Take what has already arrived, without waiting: most small responses
@@ -172,6 +189,7 @@ pub fn read_ahead(mut upstream: Incoming, mut finish: Finish, limits: &ResponseL
         tx,
         finish,
         limits.clone(),
+        idle,
         buffer.clone(),
     ));
     Streamed {
@@ -213,6 +231,7 @@ async fn pump(
     tx: mpsc::Sender<Item>,
     mut finish: Finish,
     limits: ResponseLimits,
+    idle: Duration,
     buffer: Arc<Mutex<Buffer>>,
 ) {
     use http_body_util::BodyExt;
@@ -225,7 +244,26 @@ async fn pump(
                 finish.upstream_done(true);
                 break;
             }
-            match upstream.frame().await {
+            // A client that leaves while the upstream is still sending
+            // frees the slot at once (as `ignored`), even if the upstream
+            // has stalled mid-body.
+            // An upstream silent mid-body for `response_timeout` is cut,
+            // as nginx's `proxy_read_timeout` cuts one "between two
+            // successive read operations": a drop, like a timeout before
+            // the headers (a client that left cannot be noticed while
+            // nothing is written to it, so this is also what bounds a
+            // stalled upstream whose client has gone).
+            let next = tokio::select! {
+                biased;
+                next = upstream.frame() => next,
+                () = tx.closed() => return Err(Stop::Gone),
+                () = tokio::time::sleep(idle) => {
+                    finish.upstream_timed_out();
+                    lock(&buffer).abandoned = true;
+                    return Err(Stop::Gone);
+                }
+            };
+            match next {
                 Some(Ok(frame)) => {
                     // Release before handing on the last frame, so the slot
                     // is free before the client can see the response end

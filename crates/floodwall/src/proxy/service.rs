@@ -188,7 +188,10 @@ impl Proxy {
             self.request_duration.clone(),
             slot,
         );
-        Response::from_parts(parts, read_ahead(body, finish, &self.responses))
+        Response::from_parts(
+            parts,
+            read_ahead(body, finish, &self.responses, upstream.response_timeout),
+        )
     }
 
     /// Counts and builds a floodwall-made response. Limiter rejections are
