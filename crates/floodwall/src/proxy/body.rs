@@ -244,15 +244,14 @@ async fn pump(
                 finish.upstream_done(true);
                 break;
             }
-            // A client that leaves while the upstream is still sending
-            // frees the slot at once (as `ignored`), even if the upstream
-            // has stalled mid-body.
-            // An upstream silent mid-body for `response_timeout` is cut,
-            // as nginx's `proxy_read_timeout` cuts one "between two
-            // successive read operations": a drop, like a timeout before
-            // the headers (a client that left cannot be noticed while
-            // nothing is written to it, so this is also what bounds a
-            // stalled upstream whose client has gone).
+            // While waiting for the upstream's next frame: a client whose
+            // side is dropped frees the slot at once (`ignored`); an
+            // upstream silent for `response_timeout` is cut, as nginx's
+            // `proxy_read_timeout` cuts one "between two successive read
+            // operations", and counted a drop, like a timeout before the
+            // headers. The timeout is also what bounds a stalled upstream
+            // whose client has gone: hyper does not notice a client that
+            // left while nothing is written to it.
             let next = tokio::select! {
                 biased;
                 next = upstream.frame() => next,
