@@ -13,10 +13,14 @@
 //! - [`probe`]: bottleneck probes that constrain routes' limits.
 //! - [`distributed`]: one global limit per route across replicas, through
 //!   Redis.
+//! - [`tls`]: TLS on the proxy listener and to `https://` upstreams
+//!   (rustls).
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
 //!
 //! Layers import downwards only: `app` → `admin` → `proxy` → `probe`,
-//! `distributed` → `config`.
+//! `distributed`, `tls` → `config`. The one exception is `tls`'s PEM
+//! reader, a leaf that config validation calls so `floodwall check`
+//! refuses exactly the files TLS would.
 
 #![forbid(unsafe_code)]
 
@@ -28,3 +32,4 @@ pub mod probe;
 pub mod proxy;
 mod server;
 pub mod telemetry;
+pub mod tls;

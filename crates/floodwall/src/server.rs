@@ -4,6 +4,7 @@
 use crate::admin::Admin;
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
+use crate::tls::{ArrivedOverTls, TlsListener};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -69,12 +70,14 @@ fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `proxy` and `admin` on `listeners` until [`Serving::shutdown`].
-/// `draining` is raised when shutdown begins, for `/readyz`.
+/// `draining` is raised when shutdown begins, for `/readyz`. With `tls`
+/// the proxy listener speaks TLS (the admin listener never does).
 pub(crate) fn serve(
     listeners: Listeners,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
     draining: Arc<AtomicBool>,
+    tls: Option<Arc<TlsListener>>,
     config: &ServerConfig,
 ) -> Serving {
     let (stop, stop_rx) = watch::channel(false);
@@ -92,6 +95,7 @@ pub(crate) fn serve(
             listeners.proxy,
             proxy,
             builder,
+            tls,
             stop_rx,
             draining,
             drain_timeout,
@@ -122,6 +126,7 @@ async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     builder: auto::Builder<TokioExecutor>,
+    tls: Option<Arc<TlsListener>>,
     mut stop: watch::Receiver<bool>,
     draining: Arc<AtomicBool>,
     drain_timeout: Duration,
@@ -132,17 +137,31 @@ async fn serve_proxy(
             conn = accept(&listener) => {
                 let Some((stream, peer)) = conn else { continue };
                 let proxy = proxy.clone();
-                let svc = service_fn(move |req| {
+                let over_tls = tls.is_some();
+                let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if over_tls {
+                        req.extensions_mut().insert(ArrivedOverTls);
+                    }
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                match &tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        tokio::spawn(served(graceful.watch(conn), peer));
                     }
-                });
+                    // The handshake runs in the connection's own task,
+                    // bounded by header_read_timeout, so a silent client
+                    // holds up nothing but its socket, and not for long.
+                    Some(tls) => {
+                        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            let Some(stream) = tls.accept(stream, peer).await else { return };
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            served(watcher.watch(conn), peer).await;
+                        });
+                    }
+                }
             }
             _ = stop.changed() => break,
         }
@@ -158,6 +177,15 @@ async fn serve_proxy(
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(?drain_timeout, "drain timeout reached, closing remaining connections");
         }
+    }
+}
+
+async fn served<E: std::fmt::Display>(
+    conn: impl std::future::Future<Output = Result<(), E>>,
+    peer: SocketAddr,
+) {
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::check;
 use super::error::ConfigError;
+use super::tls::TlsConfig;
 
 /// The longest `server.max_tenant_id_len` accepted. Tenant ids are kept as
 /// map keys; anything longer is not an id but a payload.
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     /// traffic better; shorter wastes less capacity when a class goes quiet.
     #[serde(with = "humantime_serde")]
     pub class_idle_window: Duration,
+    /// TLS on the proxy listener (`server.tls`); plain HTTP without it.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             retry_after_max: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             class_idle_window: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
