@@ -4,7 +4,8 @@
 //! (direct, floodwall, and gates started outside such as HAProxy and nginx),
 //! each on a fresh copy of the simulated backend, and reports goodput,
 //! latency and refusals over the seconds that matter, as a table, JSON and
-//! plots. `overhead` measures the proxy's own cost instead.
+//! plots. `overhead` measures the proxy's own cost instead; `tls` (its own
+//! subcommand) what TLS termination adds, beside nginx.
 
 pub mod contender;
 pub mod distributed;
@@ -13,6 +14,7 @@ pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod tls;
 
 pub use contender::{Contender, ContenderKind};
 pub use run::{run_bench, BenchOptions, BenchReport, ContenderRun};
