@@ -5,6 +5,8 @@
 # which start throwaway clusters with initdb and pg_ctl.
 # redis-server (package redis-server, which also ships redis-cli) for the
 # distributed-mode tests, which start one throwaway redis-server per test.
+# curl (with HTTP/2) as the TLS client of the TLS tests, and ca-certificates,
+# the system roots an https:// upstream without ca_file is verified against.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -15,6 +17,8 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   need+=(postgresql)
 fi
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

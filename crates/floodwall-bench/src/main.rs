@@ -1,4 +1,5 @@
-//! The `floodwall-bench` command: `demo`, `run SCENARIO`, `distributed`.
+//! The `floodwall-bench` command: `demo`, `run SCENARIO`, `distributed`,
+//! `tls`.
 //!
 //! The gateway binary (`floodwall`) only serves and checks configs; this one
 //! shows and measures it. See docs/bench.md.
@@ -33,6 +34,40 @@ enum Command {
     /// in lease mode and in strict mode, same run (needs redis-server and a
     /// built `floodwall` binary).
     Distributed(DistributedArgs),
+    /// Measure what TLS termination adds to p50/p99: floodwall and nginx,
+    /// each plain and with TLS, same backend, same fixed rate, same run
+    /// (needs nginx and a built `floodwall` binary).
+    Tls(TlsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// The `floodwall` gateway binary [default: the `floodwall` next to
+    /// this executable].
+    #[arg(long)]
+    floodwall: Option<PathBuf>,
+    /// The nginx binary.
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
+    /// The fixed open-loop rate, req/s.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Warm-up at the rate before measuring (not counted).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: std::time::Duration,
+    /// Measured time per contender and round.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Rounds over the four contenders (the order rotates each round).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Keep-alive connections of the generator (at most this many requests
+    /// on the wire at once).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Where to write tls.{md,json}.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -243,6 +278,28 @@ async fn distributed(args: DistributedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn tls(args: TlsArgs) -> anyhow::Result<()> {
+    let report = bench::tls::run_tls(&bench::tls::TlsOptions {
+        binary: distributed::gateway_binary(args.floodwall)?,
+        nginx: args.nginx,
+        rate_rps: args.rate,
+        warmup: args.warmup,
+        measure: args.duration,
+        rounds: args.rounds,
+        connections: args.connections,
+    })
+    .await?;
+    let md = bench::tls::markdown(&report);
+    println!("{md}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("tls.md"), &md)?;
+    std::fs::write(
+        args.out.join("tls.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -256,6 +313,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Distributed(args) => runtime.block_on(distributed(args)),
+        Command::Tls(args) => runtime.block_on(tls(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

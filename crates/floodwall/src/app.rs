@@ -8,6 +8,7 @@ use crate::distributed::Distributed;
 use crate::probe::{self, ProbeSet};
 use crate::proxy::{Proxy, Route, Router, Upstream};
 use crate::server::{self, Listeners, Serving};
+use crate::tls::TlsListener;
 use floodwall_core::MonotonicClock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,10 +27,23 @@ pub struct Running {
     /// The bottleneck probes (`[[probes]]`), for in-process inspection.
     pub probes: Arc<ProbeSet>,
     distributed: Option<Arc<Distributed>>,
+    tls: Option<Arc<TlsListener>>,
     serving: Serving,
 }
 
 impl Running {
+    /// Re-reads `server.tls.cert` and `server.tls.key` (what `floodwall
+    /// serve` does on SIGHUP): new handshakes get the new certificate,
+    /// connections already up keep theirs. If the files do not load, the
+    /// current certificate stays and the error, naming the key, is logged
+    /// and returned. Without `server.tls` there is nothing to reload: `Ok`.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// Begins a graceful shutdown and waits for it: stop accepting, let
     /// admitted requests finish within the drain timeout, close the admin
     /// listener last; then stop the probes (lowering their flag files) and
@@ -56,8 +70,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let upstreams: HashMap<&str, Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|u| (u.name.as_str(), Arc::new(Upstream::new(u))))
-        .collect();
+        .map(|u| Ok((u.name.as_str(), Arc::new(Upstream::new(u)?))))
+        .collect::<anyhow::Result<_>>()?;
     let mut distributed = config.store.as_ref().map(Distributed::new).transpose()?;
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, rc) in config.routes.iter().enumerate() {
@@ -97,8 +111,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .collect(),
     )?;
 
-    // 4. Listeners: the proxy, and the admin endpoints, which hold what
-    //    they show.
+    // 4. Listeners: the proxy (with TLS if `server.tls`), and the admin
+    //    endpoints, which hold what they show.
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| TlsListener::new(t, config.server.header_read_timeout).map(Arc::new))
+        .transpose()?;
     let listeners = Listeners::bind(&config.server).await?;
     let (proxy_addr, admin_addr) = listeners.addrs()?;
     let draining = Arc::new(AtomicBool::new(false));
@@ -111,14 +131,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         draining: draining.clone(),
         connections: listeners.connections(),
     });
-    let serving = server::serve(listeners, proxy.clone(), admin, draining, &config.server);
-    tracing::info!(%proxy_addr, %admin_addr, "floodwall listening");
+    let serving = server::serve(
+        listeners,
+        proxy.clone(),
+        admin,
+        draining,
+        tls.clone(),
+        &config.server,
+    );
+    tracing::info!(%proxy_addr, %admin_addr, tls = tls.is_some(), "floodwall listening");
     Ok(Running {
         proxy_addr,
         admin_addr,
         proxy,
         probes,
         distributed,
+        tls,
         serving,
     })
 }

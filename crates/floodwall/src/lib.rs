@@ -14,13 +14,17 @@
 //! - [`distributed`]: one global limit per route across replicas, through
 //!   Redis.
 //! - [`server`]: the listeners and their connections: the connection
-//!   budget, header and keep-alive timeouts, graceful drain; its counters
-//!   ([`server::stats`]) are a leaf that `admin` renders.
+//!   budget, header, keep-alive and send timeouts, graceful drain; its
+//!   counters ([`server::stats`]) are a leaf that `admin` renders.
+//! - [`tls`]: TLS on the proxy listener and to `https://` upstreams
+//!   (rustls).
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
 //!
 //! Layers import downwards only: `app` → `server` → `admin` → `proxy` →
-//! `probe`, `distributed` → `config`; `server::stats` imports nothing of
-//! floodwall, so `admin` can read it.
+//! `probe`, `distributed`, `tls` → `config`; `server::stats` imports
+//! nothing of floodwall, so `admin` can read it. The one exception is
+//! `tls`'s PEM reader, a leaf that config validation calls so `floodwall
+//! check` refuses exactly the files TLS would.
 
 #![forbid(unsafe_code)]
 
@@ -32,3 +36,4 @@ pub mod probe;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -150,10 +150,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received"); break }
+            // SIGHUP re-reads the TLS certificate files (not the config
+            // file); a failed reload keeps the current ones and is logged.
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received: reloading the TLS certificate");
+                let _ = running.reload_tls();
+            }
+        }
     }
     running.shutdown().await;
     Ok(())

@@ -820,19 +820,21 @@ fn with_url(url: &str) -> String {
 }
 
 #[test]
-fn https_upstream_is_refused_as_unsupported() {
+fn https_upstream_is_accepted_with_the_same_rules() {
+    Config::from_toml_str(&with_url("https://api.example.com")).unwrap();
+    Config::from_toml_str(&with_url("https://10.0.0.1:8443")).unwrap();
     assert_invalid(
-        &with_url("https://api.example.com"),
+        &with_url("https://api.example.com/v1"),
         "upstreams[0].url",
-        &["TLS to upstreams is not supported yet"],
+        &["must not have a path or query"],
     );
 }
 
 #[test]
 fn upstream_url_must_be_plain_http_to_a_host() {
     let cases = [
-        ("127.0.0.1:3000", "must start with http://"),
-        ("ftp://a:21", "scheme must be http://"),
+        ("127.0.0.1:3000", "must start with http:// or https://"),
+        ("ftp://a:21", "scheme must be http:// or https://"),
         ("/just/a/path", "must start with http://"),
         ("http://a:0", "port must not be 0"),
         ("http://a:1/v1", "must not have a path or query"),
@@ -929,19 +931,26 @@ fn upstream_override_is_refused_with_several_upstreams() {
 }
 
 #[test]
-fn https_upstream_override_names_the_flag() {
+fn bad_upstream_override_names_the_flag() {
     let mut config = Config::from_toml_str(MINIMAL).unwrap();
     let err = config
         .apply_overrides(&Overrides {
-            upstream: Some(uri("https://a:443")),
+            upstream: Some(uri("ftp://a:21")),
             ..Overrides::default()
         })
         .unwrap_err();
     assert_mentions(
         &err.to_string(),
-        &["--upstream: ", "TLS to upstreams is not supported yet"],
+        &["--upstream: ", "scheme must be http:// or https://"],
     );
     assert_eq!(config.upstreams[0].url, uri("http://127.0.0.1:3000"));
+    config
+        .apply_overrides(&Overrides {
+            upstream: Some(uri("https://a:443")),
+            ..Overrides::default()
+        })
+        .unwrap();
+    assert_eq!(config.upstreams[0].url, uri("https://a:443"));
 }
 
 #[test]

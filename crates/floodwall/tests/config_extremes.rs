@@ -59,6 +59,12 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("upstream", "response_timeout", Kind::Duration),
     ("upstream", "pool_idle_timeout", Kind::Duration),
     ("upstream", "pool_max_idle_per_host", Kind::Int),
+    ("upstream", "ca_file", Kind::Str),
+    ("upstream", "sni", Kind::Str),
+    ("upstream:https", "ca_file", Kind::Str),
+    ("upstream:https", "sni", Kind::Str),
+    ("tls", "cert", Kind::Str),
+    ("tls", "key", Kind::Str),
     ("route", "name", Kind::Str),
     ("route", "path_prefix", Kind::Str),
     ("route", "host", Kind::Str),
@@ -218,6 +224,13 @@ fn config_with(place: &str, key: &str, value: &str) -> String {
                 }
             }
             ("upstream", _) => upstream = line,
+            // A file that does not exist: every value of the other key is
+            // refused, naming one of the two, or (if the value is not a
+            // path at all) by its line.
+            ("tls", _) => {
+                let other = if key == "cert" { "key" } else { "cert" };
+                tables = format!("[server.tls]\n{other} = \"/nonexistent.pem\"\n{line}\n")
+            }
             ("route", _) => route = line,
             ("limit", algorithm) => {
                 tables = format!("[routes.limit]\nalgorithm = \"{algorithm}\"\n{line}\n")
@@ -262,10 +275,15 @@ fn config_with(place: &str, key: &str, value: &str) -> String {
     } else {
         "name = \"api\"\n".to_owned()
     };
+    let scheme = if place == "upstream:https" {
+        "https"
+    } else {
+        "http"
+    };
     let upstream_url = if upstream.starts_with("url ") {
         String::new()
     } else {
-        format!("url = \"http://127.0.0.1:{port}\"\n")
+        format!("url = \"{scheme}://127.0.0.1:{port}\"\n")
     };
     let (route_name, route_upstream) = match route.split_once(" = ").map(|(k, _)| k) {
         Some("name") => (String::new(), "upstream = \"api\"\n"),

@@ -107,7 +107,8 @@ pub struct DistributedReport {
     pub rows: Vec<DistributedRow>,
 }
 
-struct Proc(Child);
+/// A child process, stopped with SIGTERM (then SIGKILL) when dropped.
+pub(super) struct Proc(pub(super) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -126,7 +127,8 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free now (bound, then released).
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

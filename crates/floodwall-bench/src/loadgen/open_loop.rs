@@ -1,12 +1,13 @@
 //! The open-loop generator: every arrival sent at its scheduled instant,
 //! whatever is outstanding.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use anyhow::{ensure, Context as _};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
@@ -45,6 +46,18 @@ pub struct LoadConfig {
     /// Optional progress bar: its length is set to the schedule's seconds
     /// and its position follows the run. See [`progress_bar`](super::progress_bar).
     pub progress: Option<ProgressBar>,
+    /// For an `https://` target: the TLS client config (its trust roots).
+    /// Required for `https://`, unused for `http://`. HTTP/1.1 over TLS,
+    /// kept alive like the plain client's connections.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// At most this many requests on the wire at once, so at most about
+    /// this many connections (wrk2's `-c`): an arrival that finds them all
+    /// busy waits for one, and that wait counts in its latency (it still
+    /// runs from the scheduled arrival, so nothing is omitted). `None` (the
+    /// default): a connection per outstanding request, as many as it takes.
+    /// With TLS a cap keeps a slow patch from turning into a storm of new
+    /// handshakes.
+    pub max_connections: Option<usize>,
 }
 
 impl LoadConfig {
@@ -60,6 +73,8 @@ impl LoadConfig {
             headers: None,
             retry: RetryPolicy::None,
             progress: None,
+            tls: None,
+            max_connections: None,
         }
     }
 
@@ -84,21 +99,53 @@ impl fmt::Debug for LoadConfig {
             .field("headers", &self.headers.as_ref().map(|_| "Fn(u64)"))
             .field("retry", &self.retry)
             .field("progress", &self.progress.is_some())
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// The pooled client: plain, or TLS for an `https://` target. Two
+/// variants rather than one TLS-capable connector, so a plain run sends
+/// through exactly the client it always did.
+#[derive(Clone)]
+enum HttpClient {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+}
+
+impl HttpClient {
+    fn request(
+        &self,
+        request: Request<Empty<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            HttpClient::Plain(c) => c.request(request),
+            HttpClient::Tls(c) => c.request(request),
+        }
+    }
+}
 
 /// Plays the schedule against the target and measures every answer.
 ///
 /// Uses one pooled HTTP/1.1 keep-alive client; it opens as many connections
-/// as there are outstanding requests and keeps them all for reuse.
+/// as there are outstanding requests and keeps them all for reuse. An
+/// `https://` target needs [`LoadConfig::tls`].
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadResult> {
+    let https = config.target.scheme_str() == Some("https");
     ensure!(
-        config.target.scheme_str() == Some("http") && config.target.authority().is_some(),
-        "load target must be an http://host:port/ URI, got {}",
+        (https || config.target.scheme_str() == Some("http"))
+            && config.target.authority().is_some(),
+        "load target must be an http://host:port/ or https://host:port/ URI, got {}",
         config.target
+    );
+    ensure!(
+        !https || config.tls.is_some(),
+        "an https:// load target needs a TLS client config"
+    );
+    ensure!(
+        config.max_connections != Some(0),
+        "max_connections must be at least 1"
     );
     ensure!(
         !config.client_timeout.is_zero(),
@@ -110,10 +157,22 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadResult> {
 
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_max_idle_per_host(usize::MAX)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+        .pool_timer(TokioTimer::new());
+    let client = match (&config.tls, https) {
+        (Some(tls), true) => {
+            connector.enforce_http(false);
+            let connector = HttpsConnectorBuilder::new()
+                .with_tls_config((**tls).clone())
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector);
+            HttpClient::Tls(builder.build(connector))
+        }
+        _ => HttpClient::Plain(builder.build(connector)),
+    };
 
     let seconds = config.schedule.seconds();
     if let Some(bar) = &config.progress {
@@ -223,6 +282,9 @@ async fn dispatch(
     let mut plans: Vec<GroupPlan> = groups.iter().map(GroupPlan::new).collect();
     let mut behind_in_a_row = 0u32;
     let mut last_sent = start;
+    let wire = config
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     for (index, offset) in config.schedule.arrivals().enumerate() {
         let due = start + offset;
         if Instant::now() < due {
@@ -255,15 +317,18 @@ async fn dispatch(
             deadline: due + config.client_timeout,
         };
         let samples = samples.clone();
+        let wire = wire.clone();
         tokio::spawn(async move {
             let first_sent = last_sent.duration_since(start);
             let mut retries_sent = Vec::new();
-            let answer = match tokio::time::timeout_at(
-                user.deadline,
-                user.attempts(&mut retries_sent),
-            )
-            .await
-            {
+            let attempts = async {
+                let _on_the_wire = match wire {
+                    Some(w) => Some(w.acquire_owned().await.expect("never closed")),
+                    None => None,
+                };
+                user.attempts(&mut retries_sent).await
+            };
+            let answer = match tokio::time::timeout_at(user.deadline, attempts).await {
                 Err(_elapsed) => Answer::Timeout,
                 Ok(answer) => answer,
             };

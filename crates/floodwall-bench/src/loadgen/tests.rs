@@ -95,6 +95,44 @@ async fn counts_timeouts_and_connection_errors_and_stops_after_one_timeout() {
     assert_eq!(result.summary(..).totals.upstream_errors, 10, "{result:?}");
 }
 
+/// `max_connections` caps what is on the wire: with one connection against
+/// a 30 ms backend, 50 req/s (1.5 in flight on average) never has two
+/// requests at the backend, every request is still answered, and the wait
+/// for the connection counts in latency (it runs from the scheduled
+/// arrival: ~50 arrivals served at ~33/s fall behind by hundreds of ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_requests_on_the_wire_and_counts_the_wait() {
+    let backend = backend::start(backend::BackendConfig {
+        workers: 4,
+        service_time: Duration::from_millis(30),
+        contention: 0.0,
+        overload_error_at: None,
+    })
+    .await
+    .unwrap();
+    let mut config = LoadConfig::new(
+        format!("http://{}/", backend.addr).parse().unwrap(),
+        parse_schedule("1s@50").unwrap(),
+    );
+    config.client_timeout = Duration::from_secs(5);
+    config.max_connections = Some(1);
+    let result = run(config).await.unwrap();
+    let total = result.summary(..).totals;
+    assert_eq!((total.sent, total.ok), (50, 50), "{total:?}");
+    let stats = backend.stats();
+    assert_eq!(stats.peak_in_service, 1, "{stats:?}");
+    assert_eq!(stats.peak_queued, 0, "{stats:?}");
+    let p99 = result.p99().unwrap();
+    assert!(p99 > Duration::from_millis(200), "{p99:?}");
+
+    let mut zero = LoadConfig::new(
+        format!("http://{}/", backend.addr).parse().unwrap(),
+        parse_schedule("1s@1").unwrap(),
+    );
+    zero.max_connections = Some(0);
+    assert!(run(zero).await.is_err());
+}
+
 /// A server answering every request with `respond(request headers)`,
 /// for tests that must see what was sent or send retry hints.
 async fn serve_with(

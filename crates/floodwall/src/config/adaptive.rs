@@ -401,7 +401,13 @@ mod tests {
     fn rule_keys_come_from_the_structs() {
         assert_eq!(
             keys_of::<AimdKeys>(),
-            ["tolerance", "backoff", "max_cut", "increase"]
+            [
+                "tolerance",
+                "backoff",
+                "max_cut",
+                "increase",
+                "min_queue_delay"
+            ]
         );
         assert_eq!(keys_of::<WipKeys>(), ["multiplier"]);
         assert!(every_rule_key().contains(&"smoothing"));

@@ -83,7 +83,7 @@ impl Config {
     /// Everything else has its default.
     ///
     /// It does not validate, because it cannot fail; call
-    /// [`Config::validate`] to refuse, say, an `https://` upstream or a
+    /// [`Config::validate`] to refuse, say, an `ftp://` upstream or a
     /// limit of 0.
     pub fn simple(
         listen: SocketAddr,

@@ -30,6 +30,7 @@ pub mod probe;
 mod route;
 mod server;
 mod store;
+mod tls;
 mod upstream;
 mod validate;
 
@@ -44,4 +45,5 @@ pub use probe::{FailurePolicy, ProbeConfig, ProbeKind};
 pub use route::{QueueConfig, QueueOrder, RouteConfig, TenantConfig};
 pub use server::{LogConfig, LogFormat, ServerConfig};
 pub use store::{StoreConfig, StoreFailure, StoreMode};
+pub use tls::TlsConfig;
 pub use upstream::UpstreamConfig;

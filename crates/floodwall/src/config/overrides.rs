@@ -38,7 +38,7 @@ pub struct Overrides {
 impl Config {
     /// Applies command-line overrides, then validates the result.
     ///
-    /// Errors caused by a flag's own value (an `https://` upstream, a limit
+    /// Errors caused by a flag's own value (an `ftp://` upstream, a limit
     /// of 0) name the flag, not the key it replaced. On error `self` is left
     /// unchanged.
     pub fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {

@@ -261,7 +261,7 @@ impl ProbeConfig {
                 }
             },
         };
-        Ok(upstream.url.port_u16().unwrap_or(80))
+        Ok(upstream.port())
     }
 }
 

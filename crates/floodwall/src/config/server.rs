@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::check;
 use super::error::ConfigError;
+use super::tls::TlsConfig;
 
 /// The longest `server.max_tenant_id_len` accepted. Tenant ids are kept as
 /// map keys; anything longer is not an id but a payload.
@@ -102,6 +103,8 @@ pub struct ServerConfig {
     /// abandoned (nginx's `send_timeout`, there 60 s).
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
+    /// TLS on the proxy listener (`server.tls`); plain HTTP without it.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The most any of the buffer keys accepts: 1 GiB.
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             response_buffer: 8 << 20,
             response_buffer_total: 128 << 20,
             send_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! `[[upstreams]]`: the backends floodwall forwards to.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use super::check;
 use super::error::ConfigError;
+use crate::tls::certs;
 
 /// The most idle connections kept per upstream host: more than a host has
 /// ephemeral ports to one upstream address.
@@ -19,8 +21,9 @@ pub struct UpstreamConfig {
     /// digits, `_`, `.` and `-` only.
     pub name: String,
     /// Where the upstream listens: `http://host:port`, or `http://host` for
-    /// port 80. Only plain HTTP for now, and no path: the request's own path
-    /// is forwarded unchanged.
+    /// port 80; `https://host:port` (port 443 by default) for TLS, verified
+    /// against the system's roots or `ca_file`. No path: the request's own
+    /// path is forwarded unchanged.
     #[serde(deserialize_with = "deserialize_uri")]
     pub url: http::Uri,
     /// How long to wait for a TCP connection. Keep it short: a backend that
@@ -38,6 +41,17 @@ pub struct UpstreamConfig {
     /// How many idle connections to keep per upstream host.
     #[serde(default = "default_pool_max_idle_per_host")]
     pub pool_max_idle_per_host: usize,
+    /// `https://` only: a PEM file of the CA certificates the upstream's
+    /// certificate must chain to, instead of the system's roots. For a
+    /// private CA, without adding it to the whole host's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: the name sent in the TLS server name indication and
+    /// that the upstream's certificate must be valid for, instead of the
+    /// URL's host. For an upstream reached by IP address whose certificate
+    /// names a host.
+    #[serde(default)]
+    pub sni: Option<String>,
 }
 
 impl UpstreamConfig {
@@ -51,7 +65,22 @@ impl UpstreamConfig {
             response_timeout: default_response_timeout(),
             pool_idle_timeout: default_pool_idle_timeout(),
             pool_max_idle_per_host: default_pool_max_idle_per_host(),
+            ca_file: None,
+            sni: None,
         }
+    }
+
+    /// The port floodwall connects to: the URL's, else 80 for `http://`
+    /// and 443 for `https://`.
+    pub fn port(&self) -> u16 {
+        self.url
+            .port_u16()
+            .unwrap_or(if self.is_https() { 443 } else { 80 })
+    }
+
+    /// Whether floodwall speaks TLS to this upstream.
+    pub fn is_https(&self) -> bool {
+        self.url.scheme_str() == Some("https")
     }
 }
 
@@ -78,6 +107,43 @@ pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> 
             0,
             MAX_IDLE_PER_HOST,
         )?;
+        validate_tls(up, &key)?;
+    }
+    Ok(())
+}
+
+/// `ca_file` and `sni` only make sense for `https://`; a CA file must load
+/// as at least one CA certificate and a name must be a valid DNS name.
+fn validate_tls(up: &UpstreamConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let plain = |field: &str| {
+        ConfigError::invalid(
+            key(field),
+            format!(
+                "only applies to an https:// upstream (url is \"{}\")",
+                up.url
+            ),
+        )
+    };
+    if let Some(path) = &up.ca_file {
+        if !up.is_https() {
+            return Err(plain("ca_file"));
+        }
+        certs::load_roots(path).map_err(|m| ConfigError::invalid(key("ca_file"), m))?;
+    }
+    if let Some(name) = &up.sni {
+        if !up.is_https() {
+            return Err(plain("sni"));
+        }
+        let is_dns_name = matches!(
+            rustls::pki_types::ServerName::try_from(name.as_str()),
+            Ok(rustls::pki_types::ServerName::DnsName(_))
+        );
+        if !is_dns_name {
+            return Err(ConfigError::invalid(
+                key("sni"),
+                format!("must be a DNS name such as \"api.internal\" (got {name:?})"),
+            ));
+        }
     }
     Ok(())
 }
@@ -107,22 +173,21 @@ fn deserialize_uri<'de, D: Deserializer<'de>>(deserializer: D) -> Result<http::U
         .map_err(|e| serde::de::Error::custom(format!("invalid upstream url {text:?}: {e}")))
 }
 
-/// Checks that floodwall can forward to `url`: plain `http://` with a host,
-/// an optional non-zero port, and nothing else.
+/// Checks that floodwall can forward to `url`: `http://` or `https://`
+/// with a host, an optional non-zero port, and nothing else.
 pub(super) fn check_url(url: &http::Uri) -> Result<(), String> {
     match url.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "TLS to upstreams is not supported yet; use an http:// url (got \"{url}\")"
-            ))
-        }
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!(
-                "scheme must be http://, not {other}:// (got \"{url}\")"
+                "scheme must be http:// or https://, not {other}:// (got \"{url}\")"
             ))
         }
-        None => return Err(format!("must start with http:// (got \"{url}\")")),
+        None => {
+            return Err(format!(
+                "must start with http:// or https:// (got \"{url}\")"
+            ))
+        }
     }
     let Some(authority) = url.authority() else {
         return Err(format!(

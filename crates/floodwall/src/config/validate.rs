@@ -21,6 +21,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Each section on its own, in file order...
         self.server.validate()?;
+        if let Some(tls) = &self.server.tls {
+            tls.validate()?;
+        }
         self.log.validate()?;
         class::validate(&self.classes)?;
         upstream::validate(&self.upstreams)?;

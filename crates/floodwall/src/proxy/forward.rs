@@ -2,9 +2,9 @@
 
 use super::upload::Upload;
 use crate::config::UpstreamConfig;
+use crate::tls::{ArrivedOverTls, UpstreamConnector};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
@@ -17,19 +17,19 @@ pub struct Upstream {
     pub name: String,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
-    /// The pooled client; connections are kept alive and reused.
-    pub client: Client<HttpConnector, Upload>,
+    /// The pooled client; connections are kept alive and reused. Its
+    /// connector speaks TLS to an `https://` upstream (`tls/upstream.rs`).
+    pub client: Client<UpstreamConnector, Upload>,
     /// How long to wait for response headers.
     pub response_timeout: Duration,
 }
 
 impl Upstream {
-    /// A client for `cfg`, with its connect timeout and pool settings.
-    pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+    /// A client for `cfg`, with its connect timeout, TLS settings and pool
+    /// settings. Fails only for an `https://` upstream whose trust roots
+    /// cannot be loaded (its `ca_file`, or the system's).
+    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        let connector = UpstreamConnector::new(cfg)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
@@ -37,13 +37,13 @@ impl Upstream {
             .timer(TokioTimer::new())
             .build(connector);
         let parts = cfg.url.clone().into_parts();
-        Self {
+        Ok(Self {
             name: cfg.name.clone(),
             scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
             authority: parts.authority.expect("validated: upstream url has a host"),
             client,
             response_timeout: cfg.response_timeout,
-        }
+        })
     }
 
     /// Rewrites a canonical client request (`canonical.rs`) into the
@@ -52,6 +52,9 @@ impl Upstream {
     /// `X-Forwarded-For` / `X-Forwarded-Proto` added, and the Host kept so
     /// virtual hosting upstream still works. Path and Host are sent as they
     /// are: they are the values the request was routed on.
+    /// `X-Forwarded-Proto` is the scheme the client used (`https` when the
+    /// request arrived over TLS, see [`ArrivedOverTls`]), replacing any the
+    /// client sent.
     pub fn prepare<B>(&self, req: Request<B>, peer: SocketAddr) -> Request<B> {
         let (mut parts, body) = req.into_parts();
         let path = parts
@@ -68,9 +71,14 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         append_forwarded_for(&mut parts.headers, peer);
+        let proto = if parts.extensions.get::<ArrivedOverTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         parts.headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            HeaderValue::from_static(proto),
         );
         Request::from_parts(parts, body)
     }

@@ -19,6 +19,7 @@ pub mod stats;
 use crate::admin::Admin;
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
+use crate::tls::{ArrivedOverTls, TlsListener};
 use accept::Acceptor;
 use conn::{Shared, Timeouts};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -119,12 +120,14 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `proxy` and `admin` on `listeners` until [`Serving::shutdown`].
-/// `draining` is raised when shutdown begins, for `/readyz`.
+/// `draining` is raised when shutdown begins, for `/readyz`. With `tls`
+/// the proxy listener speaks TLS (the admin listener never does).
 pub(crate) fn serve(
     listeners: Listeners,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
     draining: Arc<AtomicBool>,
+    tls: Option<Arc<TlsListener>>,
     config: &ServerConfig,
 ) -> Serving {
     let (stop, stop_rx) = watch::channel(false);
@@ -150,6 +153,7 @@ pub(crate) fn serve(
         serve_proxy(
             Acceptor::new(proxy_listener, connections.proxy.clone()),
             proxy,
+            tls,
             timeouts,
             stop_rx,
             draining,
@@ -163,28 +167,46 @@ pub(crate) fn serve(
 }
 
 /// Serves one accepted client connection. The one place where an
-/// accepted stream becomes a served connection: a layer between the two
-/// (TLS) goes here, inside the connection's task, and hands
-/// [`conn::serve`] its stream instead. The watchdog's header clock starts
-/// in `conn::serve`, so a handshake here must be bounded on its own
-/// (by `shared.timeouts.header_read`).
+/// accepted stream becomes a served connection. With TLS, the handshake
+/// runs here, in the connection's own task, bounded by
+/// `header_read_timeout` (`TlsListener::accept`), so a silent client holds
+/// up nothing but its socket, and not for long; the watchdog's header clock
+/// then starts in `conn::serve`. Requests that arrived over TLS carry
+/// [`ArrivedOverTls`], for `X-Forwarded-Proto`.
 async fn serve_proxy_conn(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<TlsListener>>,
     shared: Arc<Shared>,
     slot: Slot,
 ) {
-    conn::serve(stream, shared, slot, move |req| {
-        let proxy = proxy.clone();
-        async move { proxy.handle(req, peer).await }
-    })
-    .await;
+    match tls {
+        None => {
+            conn::serve(stream, shared, slot, move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer).await }
+            })
+            .await
+        }
+        Some(tls) => {
+            let Some(stream) = tls.accept(stream, peer).await else {
+                return;
+            };
+            conn::serve(stream, shared, slot, move |mut req| {
+                req.extensions_mut().insert(ArrivedOverTls);
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer).await }
+            })
+            .await
+        }
+    }
 }
 
 async fn serve_proxy(
     mut acceptor: Acceptor,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<TlsListener>>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
     draining: Arc<AtomicBool>,
@@ -200,7 +222,14 @@ async fn serve_proxy(
     loop {
         tokio::select! {
             (stream, peer, slot) = acceptor.next() => {
-                conns.spawn(serve_proxy_conn(stream, peer, proxy.clone(), shared.clone(), slot));
+                conns.spawn(serve_proxy_conn(
+                    stream,
+                    peer,
+                    proxy.clone(),
+                    tls.clone(),
+                    shared.clone(),
+                    slot,
+                ));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = stop.changed() => break,
