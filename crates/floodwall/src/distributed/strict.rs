@@ -75,7 +75,21 @@ impl GlobalLimit {
         };
         let unavailable = || match shared.config.on_store_failure {
             StoreFailure::Closed => Err(Refused::StoreUnavailable),
-            StoreFailure::Local | StoreFailure::Open => {
+            // `local`: this replica's part of the global limit, as in lease
+            // mode, `max(1, global ÷ last known replica count)`, slots it
+            // already holds included. Admitting up to the whole local
+            // limit let three replicas hold up to three times the global
+            // limit whenever Redis answered slower than `store.timeout`.
+            StoreFailure::Local => {
+                let replicas = lock(&r.state).replicas.max(1);
+                let part = (r.global / replicas).max(1);
+                if r.held.fetch_add(1, Ordering::AcqRel) >= part {
+                    r.held.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Refused::GlobalLimitExceeded);
+                }
+                Ok(Some(slot(false)))
+            }
+            StoreFailure::Open => {
                 r.held.fetch_add(1, Ordering::AcqRel);
                 Ok(Some(slot(false)))
             }
