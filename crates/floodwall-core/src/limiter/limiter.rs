@@ -220,7 +220,7 @@ impl Limiter {
     /// beside its future.)
     pub fn try_acquire(self: &Arc<Self>, req: &Request<'_>) -> Result<Permit, Rejection> {
         let now = self.clock.now();
-        match self.decide(req.class, self.tenant_key(req.tenant), now, None) {
+        match self.decide(req.class, None, req.tenant, now, None) {
             Verdict::Admit(p) => Ok(p),
             Verdict::Refuse(r) => Err(r),
             Verdict::Queued(_) => unreachable!("no waker, no queue"),
@@ -237,14 +237,21 @@ impl Limiter {
     /// behind them rather than barging past (only its tenant cap may refuse
     /// it at once), and one that finds the gate full queues instead of
     /// being refused. Every refusal is counted here.
+    ///
+    /// The tenant comes as its key, or as its id (`try_acquire`), which is
+    /// hashed only if the tenants are being counted or the request is
+    /// refused: while nobody is refused, the id is not even hashed.
     #[inline]
     pub(super) fn decide(
         self: &Arc<Self>,
         class: ClassId,
         tenant: Option<TenantKey>,
+        id: Option<&str>,
         now: Nanos,
         waker: Option<&Waker>,
     ) -> Verdict {
+        let key = |id: &str| self.tenants.key(id);
+        let tenant = tenant.or_else(|| id.filter(|_| self.tenants.counting(now)).map(key));
         let waker = waker.filter(|_| self.queue.is_enabled());
         let reason = if let Some(waker) = waker.filter(|_| self.queue.depth() > 0) {
             if !self.tenant_over_cap(tenant, now) {
@@ -261,7 +268,10 @@ impl Limiter {
             Some(waker) if reason == Reason::WipLimitExceeded => {
                 self.enqueue(class, tenant, waker, now)
             }
-            _ => Verdict::Refuse(self.refuse(class, tenant, reason, now)),
+            _ => {
+                let tenant = tenant.or_else(|| id.map(key));
+                Verdict::Refuse(self.refuse(class, tenant, reason, now))
+            }
         }
     }
 

@@ -33,7 +33,7 @@
 //!   `floor(L × max_share)`, fixed, as before auto existed.
 //!
 //! In the simulated tenant flood (one tenant sending 80 % of twice the
-//! capacity, twenty sharing the rest) auto serves the twenty 99.3–99.6 % of
+//! capacity, twenty sharing the rest) auto serves the twenty 99.4–99.5 % of
 //! what they send with the upstream at 0.98–1.0 of its capacity behind
 //! AIMD; with no rule they got 49 %.
 //!
