@@ -128,7 +128,7 @@ impl Tenants {
 
     /// Whether a slot taken now is counted against its tenant. Always with
     /// a fixed share; with auto, only while someone was refused within the
-    /// window.
+    /// window or the tenants are contended.
     #[inline]
     pub(super) fn counting(&self, now: Nanos) -> bool {
         match self.share {
@@ -220,14 +220,16 @@ impl Tenants {
                 self.settled_from
                     .store(now.0.saturating_add(settle), Ordering::Relaxed);
             }
-            self.last_refusal.set(now);
+            // Refusals come in storms: skip the store while the mark is
+            // fresh, as the classes' marks do.
+            self.last_refusal.refresh(now, self.window / 8);
         }
         let entitled = match tenant {
             None => true,
             Some(k) => self.settled(now) && self.held(k) < self.cap(limit),
         };
         if entitled {
-            self.last_contention.set(now);
+            self.last_contention.refresh(now, self.window / 8);
         }
     }
 
