@@ -5,7 +5,11 @@
 //!
 //! `floodwall_aimd` is the same path with an adaptive limit, so a finished
 //! request also hands its sample to the algorithm (with a fixed baseline,
-//! so no baseline measurement runs during the bench).
+//! so no baseline measurement runs during the bench). `floodwall_tenant_auto`
+//! carries a tenant id at the default (automatic) tenant share, with nobody
+//! refused: the path every tenant-carrying request takes until the gate
+//! fills, which counts nothing. `floodwall_tenant` carries one under a fixed
+//! `max_share`, which counts every slot in the tenant table.
 //!
 //! Run: `cargo bench -p floodwall-core --bench admission`.
 
@@ -33,14 +37,14 @@ fn atomic_gate(counter: &AtomicUsize) -> bool {
     ok
 }
 
-fn limiter(tenants: bool) -> Arc<Limiter> {
-    limiter_with(tenants, FixedLimit::new(LIMIT))
+fn limiter(max_share: f64) -> Arc<Limiter> {
+    limiter_with(max_share, FixedLimit::new(LIMIT))
 }
 
-fn limiter_with(tenants: bool, limit: impl Limit) -> Arc<Limiter> {
+fn limiter_with(max_share: f64, limit: impl Limit) -> Arc<Limiter> {
     let cfg = LimiterConfig {
         tenant: TenantSpec {
-            max_share: if tenants { 0.5 } else { 1.0 },
+            max_share,
             ..TenantSpec::default()
         },
         ..LimiterConfig::default()
@@ -91,9 +95,9 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let sem = Arc::new(tokio::sync::Semaphore::new(LIMIT));
-    let fw = limiter(false);
-    let fw_tenant = limiter(true);
-    let fw_aimd = limiter_with(false, aimd());
+    let fw = limiter(TenantSpec::default().max_share);
+    let fw_tenant = limiter(0.5);
+    let fw_aimd = limiter_with(TenantSpec::default().max_share, aimd());
     let counter = AtomicUsize::new(0);
     let class = fw.class_id("interactive").unwrap();
     let plain = Request {
@@ -123,6 +127,9 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::from_parameter("floodwall"), |b| {
             b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw, &plain)))
+        });
+        g.bench_function(BenchmarkId::from_parameter("floodwall_tenant_auto"), |b| {
+            b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw, &with_tenant)))
         });
         g.bench_function(BenchmarkId::from_parameter("floodwall_tenant"), |b| {
             b.iter_custom(|n| contended(threads, n, || floodwall_once(&fw_tenant, &with_tenant)))

@@ -54,11 +54,20 @@
 //! Open-loop Poisson arrivals at `offered_rps`: clients keep coming whether
 //! or not they are refused, as they do in front of a gateway. A refusal
 //! costs nothing but is counted.
+//!
+//! By default every request is alike: one class, no tenant. A
+//! [`Scenario::mix`] splits the arrivals into [`Group`]s by weight, each
+//! with its own priority class and tenant ids (one tenant, a pool drawn
+//! from uniformly, or a fresh id per request as a hostile client sends),
+//! enforced by the limiter settings of [`Scenario::limiter`]; the trace
+//! then also counts, per group, what was offered and what was served
+//! ([`Trace::group`]), and how many entries the limiter's tenant table
+//! held ([`Point::tenants`]).
 
 use crate::clock::{duration_nanos, Clock, ManualClock, Nanos};
 use crate::limit::rng::Rng;
 use crate::limit::{Cause, Limit, Outcome};
-use crate::limiter::{ClassSpec, Limiter, LimiterConfig, Permit, Request};
+use crate::limiter::{ClassId, ClassSpec, Limiter, LimiterConfig, Permit, Request};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -137,6 +146,9 @@ pub enum Change {
     /// The load-independent noise now has this mean (see
     /// [`Backend::noise`]): a neighbour taking the CPU, a GC pause.
     Noise(Duration),
+    /// The group at this index of [`Scenario::mix`] now has this weight
+    /// (0: it has stopped sending).
+    Weight(usize, f64),
 }
 
 /// What to simulate.
@@ -154,11 +166,18 @@ pub struct Scenario {
     pub resolution: Duration,
     /// Seeds arrivals and jitter.
     pub seed: u64,
+    /// Who the arrivals are: each arrival belongs to one group, drawn by
+    /// weight. Empty: every request alike, of the first class and with no
+    /// tenant.
+    pub mix: Vec<Group>,
+    /// The limiter's settings. `None`: one class (`"sim"`, nothing
+    /// reserved) and every other setting at its default.
+    pub limiter: Option<LimiterConfig>,
 }
 
 impl Default for Scenario {
     /// The default backend offered twice its capacity for 60 s, traced
-    /// every 100 ms.
+    /// every 100 ms, every request alike.
     fn default() -> Self {
         let backend = Backend::default();
         Self {
@@ -168,7 +187,71 @@ impl Default for Scenario {
             changes: Vec::new(),
             resolution: Duration::from_millis(100),
             seed: 1,
+            mix: Vec::new(),
+            limiter: None,
         }
+    }
+}
+
+/// The tenant ids a [`Group`]'s requests carry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Tenants {
+    /// None: the request names no tenant.
+    #[default]
+    None,
+    /// One of these, drawn uniformly for each request.
+    Pool(Vec<String>),
+    /// An id no request carried before: a client inventing ids to get
+    /// past per-tenant accounting, or to fill the gateway's memory.
+    Fresh,
+}
+
+/// One part of the traffic (see [`Scenario::mix`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Its name in the trace.
+    pub name: String,
+    /// Its share of the arrivals, relative to the other groups' weights.
+    pub weight: f64,
+    /// The priority class its requests ask for, by name. `None`: the
+    /// first class.
+    pub class: Option<String>,
+    /// The tenant ids its requests carry.
+    pub tenants: Tenants,
+}
+
+impl Group {
+    /// A group of this weight, of the first class, with no tenant.
+    pub fn new(name: impl Into<String>, weight: f64) -> Self {
+        Self {
+            name: name.into(),
+            weight,
+            class: None,
+            tenants: Tenants::None,
+        }
+    }
+
+    /// Its requests ask for `class`.
+    pub fn class(mut self, class: impl Into<String>) -> Self {
+        self.class = Some(class.into());
+        self
+    }
+
+    /// Its requests all carry the tenant id `id`.
+    pub fn tenant(self, id: impl Into<String>) -> Self {
+        self.tenants(vec![id.into()])
+    }
+
+    /// Its requests carry one of `ids`, drawn uniformly.
+    pub fn tenants(mut self, ids: Vec<String>) -> Self {
+        self.tenants = Tenants::Pool(ids);
+        self
+    }
+
+    /// Each of its requests carries an id never used before.
+    pub fn fresh_tenants(mut self) -> Self {
+        self.tenants = Tenants::Fresh;
+        self
     }
 }
 
@@ -198,6 +281,9 @@ pub struct Point {
     pub cause: Option<Cause>,
     /// The baseline the limit's last decision used.
     pub baseline: Option<Duration>,
+    /// The most entries the limiter's tenant table held at any event of
+    /// the interval (see [`Limiter::tenants_tracked`]).
+    pub tenants: usize,
 }
 
 impl Point {
@@ -222,14 +308,96 @@ pub struct LimitStats {
     pub points: usize,
 }
 
+/// What one [`Group`] offered and got over one trace interval, in
+/// requests per second.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GroupPoint {
+    /// Time since the start, as the matching [`Point`]'s.
+    pub t: Duration,
+    /// Arrivals per second.
+    pub offered: f64,
+    /// Successes per second.
+    pub served: f64,
+    /// Refusals per second, all reasons.
+    pub rejected: f64,
+    /// Refusals per second for the tenant's cap (`tenant_limit_exceeded`).
+    pub tenant_rejected: f64,
+}
+
+/// One group's series, point for point with [`Trace::points`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupTrace {
+    /// The group's name.
+    pub name: String,
+    /// One point per `resolution`.
+    pub points: Vec<GroupPoint>,
+}
+
+impl GroupTrace {
+    /// Mean offered and served rates over `(from, to]`.
+    pub fn between(&self, from: Duration, to: Duration) -> Served {
+        let (mut offered, mut served, mut n) = (0.0, 0.0, 0usize);
+        for p in self.points.iter().filter(|p| p.t > from && p.t <= to) {
+            offered += p.offered;
+            served += p.served;
+            n += 1;
+        }
+        let n = n.max(1) as f64;
+        Served {
+            offered: offered / n,
+            served: served / n,
+        }
+    }
+}
+
+/// What a group offered and got over a stretch, in requests per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served {
+    /// Mean arrivals per second.
+    pub offered: f64,
+    /// Mean successes per second.
+    pub served: f64,
+}
+
+impl Served {
+    /// The fraction of the offered load that was served (1 when nothing
+    /// was offered).
+    pub fn ratio(&self) -> f64 {
+        if self.offered > 0.0 {
+            self.served / self.offered
+        } else {
+            1.0
+        }
+    }
+}
+
 /// The time series a simulation produces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
     /// One point per `resolution`.
     pub points: Vec<Point>,
+    /// Per group of [`Scenario::mix`], in its order; empty without a mix.
+    pub groups: Vec<GroupTrace>,
 }
 
 impl Trace {
+    /// The series of the group named `name`.
+    ///
+    /// # Panics
+    ///
+    /// If the scenario had no such group.
+    pub fn group(&self, name: &str) -> &GroupTrace {
+        self.groups
+            .iter()
+            .find(|g| g.name == name)
+            .unwrap_or_else(|| panic!("no group {name:?} in the mix"))
+    }
+
+    /// The largest tenant table over the whole run.
+    pub fn max_tenants(&self) -> usize {
+        self.points.iter().map(|p| p.tenants).max().unwrap_or(0)
+    }
+
     /// The points with `from < t ≤ to`.
     pub fn between(&self, from: Duration, to: Duration) -> impl Iterator<Item = &Point> {
         self.points.iter().filter(move |p| p.t > from && p.t <= to)
@@ -286,6 +454,7 @@ enum Event {
 
 struct Job {
     gen: u64,
+    group: usize,
     permit: Option<Permit>,
     admitted: u64,
     shed: bool,
@@ -299,6 +468,28 @@ struct Interval {
     latency_ns: u128,
     failed: u64,
     rejected: u64,
+    tenants: usize,
+    /// Per group: offered, served, rejected, rejected for the tenant cap.
+    groups: Vec<[u64; 4]>,
+}
+
+/// A [`Group`] resolved against the limiter.
+struct Source {
+    class: ClassId,
+    tenants: Tenants,
+    weight: f64,
+    /// Cumulative weight up to and including this group, over the total.
+    upto: f64,
+}
+
+/// Sets each source's cumulative share from the weights.
+fn reweigh(sources: &mut [Source]) {
+    let total: f64 = sources.iter().map(|s| s.weight).sum();
+    let mut upto = 0.0;
+    for s in sources {
+        upto += s.weight;
+        s.upto = if total > 0.0 { upto / total } else { 1.0 };
+    }
 }
 
 struct Sim<'a> {
@@ -315,6 +506,11 @@ struct Sim<'a> {
     backend: Backend,
     offered: f64,
     interval: Interval,
+    sources: Vec<Source>,
+    /// Fresh tenant ids handed out so far.
+    fresh: u64,
+    id: String,
+    groups: Vec<GroupTrace>,
 }
 
 impl Sim<'_> {
@@ -330,18 +526,77 @@ impl Sim<'_> {
         }
     }
 
+    /// Which group the next arrival belongs to, and its tenant id (in
+    /// `self.id`). Draws from the generator only with a mix, so a scenario
+    /// without one replays as it always did.
+    fn pick(&mut self) -> (usize, Option<ClassId>, bool) {
+        if self.sources.is_empty() {
+            return (0, None, false);
+        }
+        let g = if self.sources.len() == 1 {
+            0
+        } else {
+            let u = self.rng.unit();
+            self.sources
+                .iter()
+                .position(|s| u < s.upto)
+                .unwrap_or(self.sources.len() - 1)
+        };
+        let tenant = match &self.sources[g].tenants {
+            Tenants::None => false,
+            Tenants::Pool(ids) => {
+                let k = if ids.len() > 1 {
+                    ((self.rng.unit() * ids.len() as f64) as usize).min(ids.len() - 1)
+                } else {
+                    0
+                };
+                self.id.clear();
+                self.id.push_str(&ids[k]);
+                true
+            }
+            Tenants::Fresh => {
+                self.fresh += 1;
+                self.id = format!(
+                    "fresh-{:016x}",
+                    self.fresh.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                );
+                true
+            }
+        };
+        (g, Some(self.sources[g].class), tenant)
+    }
+
     fn arrive(&mut self, now: u64, req: &Request<'_>) {
         self.next_arrival(now);
-        let permit = match self.limiter.try_acquire(req) {
+        let (group, class, tenant) = self.pick();
+        let id = std::mem::take(&mut self.id);
+        let mixed = Request {
+            class: class.unwrap_or(req.class),
+            tenant: tenant.then_some(id.as_str()),
+        };
+        let admitted = self.limiter.try_acquire(&mixed);
+        self.id = id;
+        self.note_tenants();
+        if let Some(c) = self.interval.groups.get_mut(group) {
+            c[0] += 1;
+        }
+        let permit = match admitted {
             Ok(p) => p,
-            Err(_) => {
+            Err(r) => {
                 self.interval.rejected += 1;
+                if let Some(c) = self.interval.groups.get_mut(group) {
+                    c[2] += 1;
+                    if r.reason == crate::limiter::Reason::TenantLimitExceeded {
+                        c[3] += 1;
+                    }
+                }
                 return;
             }
         };
         let id = self.free.pop().unwrap_or_else(|| {
             self.jobs.push(Job {
                 gen: 0,
+                group: 0,
                 permit: None,
                 admitted: 0,
                 shed: false,
@@ -355,6 +610,7 @@ impl Sim<'_> {
             .is_some_and(|d| self.queue.len() > d);
         let job = &mut self.jobs[id];
         job.gen += 1;
+        job.group = group;
         job.permit = Some(permit);
         job.admitted = now;
         job.shed = shed;
@@ -403,9 +659,22 @@ impl Sim<'_> {
             if outcome == Outcome::Success {
                 self.interval.successes += 1;
                 self.interval.latency_ns += u128::from(now - job.admitted);
+                if let Some(c) = self.interval.groups.get_mut(job.group) {
+                    c[1] += 1;
+                }
             } else {
                 self.interval.failed += 1;
             }
+            self.note_tenants();
+        }
+    }
+
+    /// Keeps the interval's largest tenant table; only with a mix, since
+    /// only a mix carries tenant ids.
+    fn note_tenants(&mut self) {
+        if !self.sources.is_empty() {
+            let n = self.limiter.tenants_tracked();
+            self.interval.tenants = self.interval.tenants.max(n);
         }
     }
 
@@ -447,9 +716,27 @@ impl Sim<'_> {
     }
 
     fn point(&mut self, now: u64, tap: &impl Limit) -> Point {
-        let iv = std::mem::take(&mut self.interval);
+        let groups = vec![[0; 4]; self.sources.len()];
+        let iv = std::mem::replace(
+            &mut self.interval,
+            Interval {
+                groups,
+                ..Interval::default()
+            },
+        );
         let secs = self.scenario.resolution.as_secs_f64();
         let decision = tap.explain();
+        let t = Duration::from_nanos(now);
+        for (g, c) in self.groups.iter_mut().zip(&iv.groups) {
+            let rate = |n: u64| n as f64 / secs;
+            g.points.push(GroupPoint {
+                t,
+                offered: rate(c[0]),
+                served: rate(c[1]),
+                rejected: rate(c[2]),
+                tenant_rejected: rate(c[3]),
+            });
+        }
         Point {
             t: Duration::from_nanos(now),
             limit: self.limiter.limit(),
@@ -462,27 +749,60 @@ impl Sim<'_> {
             latency: Duration::from_nanos((iv.latency_ns / u128::from(iv.successes.max(1))) as u64),
             cause: decision.as_ref().map(|d| d.cause),
             baseline: decision.and_then(|d| d.baseline),
+            tenants: iv.tenants,
         }
     }
 }
 
-/// Runs `scenario` with `limit` enforced by a real [`Limiter`] (one class,
-/// no queue, no tenant caps) on a [`ManualClock`], and returns the trace.
+/// Runs `scenario` with `limit` enforced by a real [`Limiter`] (by default
+/// one class, no queue; see [`Scenario::limiter`]) on a [`ManualClock`],
+/// and returns the trace.
+///
+/// # Panics
+///
+/// If [`Scenario::limiter`] is invalid or a group names a class it does
+/// not have.
 pub fn run<L: Limit>(scenario: &Scenario, limit: L) -> Trace {
     // The limiter owns one handle, the trace reads `explain` through the
     // other.
     let tap = Arc::new(limit);
     let clock = Arc::new(ManualClock::new());
-    let config = LimiterConfig {
+    let config = scenario.limiter.clone().unwrap_or_else(|| LimiterConfig {
         classes: vec![ClassSpec::new("sim", 0.0)],
         ..LimiterConfig::default()
-    };
+    });
+    let first = config.classes.first().map(|c| c.name.clone());
     let limiter = Limiter::new(config, tap.clone(), clock.clone() as Arc<dyn Clock>)
-        .expect("a one-class config is valid");
+        .expect("the scenario's limiter config is valid");
+    let class_of = |name: Option<&str>| {
+        let name = name.or(first.as_deref()).expect("at least one class");
+        limiter
+            .class_id(name)
+            .unwrap_or_else(|| panic!("no class {name:?}"))
+    };
     let req = Request {
-        class: limiter.class_id("sim").expect("configured"),
+        class: class_of(None),
         tenant: None,
     };
+    let mut sources: Vec<Source> = scenario
+        .mix
+        .iter()
+        .map(|g| Source {
+            class: class_of(g.class.as_deref()),
+            tenants: g.tenants.clone(),
+            weight: g.weight.max(0.0),
+            upto: 0.0,
+        })
+        .collect();
+    reweigh(&mut sources);
+    let groups = scenario
+        .mix
+        .iter()
+        .map(|g| GroupTrace {
+            name: g.name.clone(),
+            points: Vec::new(),
+        })
+        .collect();
     let mut sim = Sim {
         scenario,
         rng: Rng::new(scenario.seed),
@@ -496,7 +816,14 @@ pub fn run<L: Limit>(scenario: &Scenario, limit: L) -> Trace {
         busy: 0,
         backend: scenario.backend,
         offered: scenario.offered_rps,
-        interval: Interval::default(),
+        interval: Interval {
+            groups: vec![[0; 4]; sources.len()],
+            ..Interval::default()
+        },
+        sources,
+        fresh: 0,
+        id: String::new(),
+        groups,
     };
     let end = duration_nanos(scenario.duration);
     let step = duration_nanos(scenario.resolution).max(1);
@@ -525,6 +852,12 @@ pub fn run<L: Limit>(scenario: &Scenario, limit: L) -> Trace {
                     Change::ServiceTime(s) => sim.backend.service_time = s,
                     Change::OfferedRps(r) => sim.offered = r,
                     Change::Noise(n) => sim.backend.noise = n,
+                    Change::Weight(g, w) => {
+                        if let Some(s) = sim.sources.get_mut(g) {
+                            s.weight = w.max(0.0);
+                        }
+                        reweigh(&mut sim.sources);
+                    }
                 }
                 sim.fill(now);
             }
@@ -532,7 +865,10 @@ pub fn run<L: Limit>(scenario: &Scenario, limit: L) -> Trace {
     }
     // Permits still held are dropped with the jobs, as Ignored: the run is
     // over, nothing more is learned.
-    Trace { points }
+    Trace {
+        points,
+        groups: sim.groups,
+    }
 }
 
 #[cfg(test)]

@@ -492,3 +492,81 @@ fn without_a_queue_acquire_answers_at_once_as_try_acquire_does() {
     drop(held);
     assert_eq!(l.inflight(), 0);
 }
+
+/// With no tenant setting (the automatic share): nothing is counted while
+/// nobody is refused; once a tenant within its share is refused, one over
+/// its share leaves the others their headroom (here one slot, since they
+/// hold none yet) and a light tenant takes it; and a tenant alone again
+/// gets the whole limit, its own refusals not counting as contention.
+#[test]
+fn at_the_defaults_a_heavy_tenant_leaves_room_and_a_lone_one_gets_everything() {
+    let (l, clock) = limiter(50, LimiterConfig::default());
+    let class = l.class_id("interactive").unwrap();
+    let t = |id| Request {
+        class,
+        tenant: Some(id),
+    };
+    // Requests usually take 10 ms.
+    for _ in 0..32 {
+        let mut p = l.try_acquire(&t("hot")).unwrap();
+        clock.advance(Duration::from_millis(10));
+        p.record(Outcome::Success);
+    }
+    // Uncontended: the table is never touched.
+    let hot = take(&l, t("hot"), 50);
+    assert_eq!(l.tenants_tracked(), 0);
+    assert!(!l.tenant_contended());
+    // Another tenant finds the gate full. The slots held were not counted,
+    // so that is not judged until two request durations have passed...
+    assert_eq!(
+        l.try_acquire(&t("small")).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    assert!(!l.tenant_contended());
+    // ...by when the uncounted requests have finished.
+    clock.advance(Duration::from_millis(25));
+    drop(hot);
+    let mut hot = take(&l, t("hot"), 50);
+    assert_eq!(l.tenant_inflight("hot"), 50, "counted since the refusal");
+    assert_eq!(
+        l.try_acquire(&t("small")).unwrap_err().reason,
+        Reason::WipLimitExceeded
+    );
+    assert!(
+        l.tenant_contended(),
+        "a tenant within its share was refused"
+    );
+    // The hot tenant, over its share, leaves the headroom free...
+    hot.truncate(45);
+    let mut more = Vec::new();
+    let refused = loop {
+        match l.try_acquire(&t("hot")) {
+            Ok(p) => more.push(p),
+            Err(r) => break r,
+        }
+    };
+    assert_eq!(refused.reason, Reason::TenantLimitExceeded);
+    assert_eq!(l.inflight(), 49);
+    assert_eq!(l.tenant_headroom("hot"), 1);
+    // ...which the light tenant takes.
+    let small = l.try_acquire(&t("small")).expect("the headroom is for it");
+    assert_eq!(l.tenants_tracked(), 2);
+    // The small tenant leaves; a window later the hot tenant is alone and
+    // may fill the gate, and finding it full is no contention.
+    drop(small);
+    clock.advance(Duration::from_millis(1100));
+    assert!(!l.tenant_contended());
+    let last = l.try_acquire(&t("hot")).expect("alone, the whole limit");
+    assert_eq!(l.inflight(), 50);
+    for _ in 0..3 {
+        assert_eq!(
+            l.try_acquire(&t("hot")).unwrap_err().reason,
+            Reason::WipLimitExceeded
+        );
+        clock.advance(Duration::from_millis(15));
+    }
+    assert!(!l.tenant_contended());
+    drop((hot, more, last));
+    assert_eq!(l.tenants_tracked(), 0);
+    assert_eq!(l.inflight(), 0);
+}

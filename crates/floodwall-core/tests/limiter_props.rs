@@ -100,6 +100,7 @@ proptest! {
                     let contended = l.tenant_contended();
                     let t_held = tenant.map_or(0, |t| l.tenant_inflight(t));
                     let cap = l.tenant_cap();
+                    let headroom = tenant.map_or(0, |t| l.tenant_headroom(t));
                     let queued = before.queue_depth;
                     let higher_wanting = before.classes[..class].iter().any(|h| h.wanting);
                     let room = if in_c < reserved {
@@ -110,7 +111,7 @@ proptest! {
                             && in_c + 1 + others_effective(&l, class) <= limit
                     };
                     let tenant_blocked = matches!((tenant, cap), (Some(_), Some(cap))
-                        if contended && t_held >= cap && before.inflight + 1 + cap > limit);
+                        if contended && t_held >= cap && before.inflight + 1 + headroom > limit);
                     match l.try_acquire(&Request { class: c, tenant }) {
                         Ok(permit) => {
                             prop_assert!(room && !tenant_blocked, "admitted without room");
@@ -123,8 +124,8 @@ proptest! {
                             }
                             if let (Some(t), Some(cap), true) = (tenant, cap, contended) {
                                 prop_assert!(
-                                    l.tenant_inflight(t) <= cap || after.inflight + cap <= limit,
-                                    "tenant over its cap took one of the last share of slots"
+                                    l.tenant_inflight(t) <= cap || after.inflight + headroom <= limit,
+                                    "tenant over its cap took a slot of the others' headroom"
                                 );
                             }
                             held.push(Held { permit, tenant });

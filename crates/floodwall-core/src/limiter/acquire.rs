@@ -66,7 +66,7 @@ impl Acquire {
 
     fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejection>> {
         let l = &self.limiter;
-        match l.decide(self.class, self.tenant, l.now(), Some(cx.waker())) {
+        match l.decide(self.class, self.tenant, None, l.now(), Some(cx.waker())) {
             Verdict::Admit(p) => Poll::Ready(Ok(p)),
             Verdict::Refuse(r) => Poll::Ready(Err(r)),
             Verdict::Queued(w) => {

@@ -23,20 +23,29 @@ impl ClassSpec {
     }
 }
 
-/// Per-tenant caps.
+/// Per-tenant fairness (see the limiter's `tenants.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantSpec {
-    /// The largest fraction of the limit one tenant may hold while others
-    /// are being refused or queued. `1.0` turns caps off.
+    /// The share of the limit one tenant may hold, before it must leave a
+    /// headroom for the others, while tenants contend. [`TenantSpec::AUTO`]
+    /// (`1.0`, the default) is the max-min fair share of the tenants holding
+    /// slots, with the headroom the others' slots say they need; a fraction
+    /// below 1.0 fixes share and headroom at that part of the limit.
     pub max_share: f64,
-    /// How long after a refusal of another party the cap stays enforced.
+    /// How long after a refusal of another party the rule stays enforced.
     pub contention_window: Duration,
+}
+
+impl TenantSpec {
+    /// The automatic share. `1.0`, because a fixed share of the whole limit
+    /// would never bind, so the value had no other use.
+    pub const AUTO: f64 = 1.0;
 }
 
 impl Default for TenantSpec {
     fn default() -> Self {
         Self {
-            max_share: 1.0,
+            max_share: Self::AUTO,
             contention_window: Duration::from_secs(1),
         }
     }
@@ -78,7 +87,7 @@ pub struct LimiterConfig {
     /// class's unused reserved slots are held for it; an idle class lends
     /// them out.
     pub class_idle_window: Duration,
-    /// Per-tenant caps.
+    /// Per-tenant fairness.
     pub tenant: TenantSpec,
     /// The wait queue.
     pub queue: QueueSpec,

@@ -5,11 +5,11 @@
 //!
 //! 1. total in-flight `≤ L` (a compare-and-swap, so never exceeded);
 //! 2. `c` is within its reserved slots, or may borrow beyond them: never an
-//!    active class's unused reservation, never while a higher class is
-//!    wanting, and not below the first class while an outside constraint
-//!    is set (`classes.rs`); and
-//! 3. its tenant, if it carries one, is not at its cap while caps are
-//!    enforced (`tenants.rs`).
+//!    active class's unused reservation, never into a wanting higher
+//!    class's headroom, and not below the first class while an outside
+//!    constraint is set (`classes.rs`, `headroom.rs`); and
+//! 3. its tenant, if it carries one, is within its share, or leaves the
+//!    other tenants their headroom, while tenants contend (`tenants.rs`).
 //!
 //! A refusal carries a suggested retry-after (`retry_after.rs`). With a
 //! queue, a request that finds no slot, or finds others already waiting,
@@ -23,8 +23,8 @@
 //! future alike.
 //!
 //! Admission takes no global lock: it is a handful of atomic operations on
-//! per-class counters (and, with tenant caps, one shard of the tenant
-//! table); only a request that queues takes the queue's lock. A finished
+//! per-class counters (and, while tenants are counted, one shard of the
+//! tenant table); only a request that queues takes the queue's lock. A finished
 //! request hands its sample to the algorithm without a lock too: an
 //! adaptive limit locks only when a window closes. Checks read
 //! counters that other threads may be changing; every thread counts itself
@@ -56,7 +56,7 @@ pub struct Request<'a> {
     /// Its priority class.
     pub class: ClassId,
     /// Its tenant id, if it carries one. Requests without a tenant are never
-    /// capped.
+    /// held back by the tenant rule.
     pub tenant: Option<&'a str>,
 }
 
@@ -82,8 +82,7 @@ pub struct Limiter {
     /// cache line (see `padded.rs`).
     inflight: Padded<AtomicUsize>,
     classes: Classes,
-    /// `None` when tenant caps are off.
-    tenants: Option<Tenants>,
+    tenants: Tenants,
     queue: WaitQueue,
     /// Written on every release (the smoothed rtt): its own cache line.
     retry_after: Padded<RetryAfter>,
@@ -183,21 +182,37 @@ impl Limiter {
         self.inflight.load(Ordering::Acquire)
     }
 
-    /// The most slots one tenant may hold under contention, if caps are on.
+    /// The count at which a tenant is over its share now (see
+    /// `tenants.rs`). Always `Some`; an `Option` for callers written when
+    /// tenant caps could be off.
     pub fn tenant_cap(&self) -> Option<usize> {
-        self.tenants.as_ref().map(|t| t.cap(self.limit()))
+        Some(self.tenants.cap(self.limit()))
     }
 
-    /// The slots `tenant` holds now (0 when caps are off).
+    /// The free slots `tenant`, once at its cap, must leave for the others
+    /// now: its cap with a fixed `max_share`; with the automatic share, what
+    /// the others' slots in flight say they need (see `headroom.rs`).
+    pub fn tenant_headroom(&self, tenant: &str) -> usize {
+        let held = self.tenant_inflight(tenant);
+        self.tenants.headroom(self.limit(), held, self.inflight())
+    }
+
+    /// The counted slots `tenant` holds now. With the automatic share,
+    /// slots are counted only while someone was refused within the
+    /// contention window, so this is 0 while nobody is.
     pub fn tenant_inflight(&self, tenant: &str) -> usize {
-        self.tenants.as_ref().map_or(0, |t| t.held(t.key(tenant)))
+        self.tenants.held(self.tenants.key(tenant))
     }
 
-    /// Whether tenant caps are enforced right now.
+    /// How many tenants the tenant table holds an entry for now: never more
+    /// than the requests in flight, whatever ids clients send.
+    pub fn tenants_tracked(&self) -> usize {
+        self.tenants.active()
+    }
+
+    /// Whether the tenant rule is enforced right now.
     pub fn tenant_contended(&self) -> bool {
-        self.tenants
-            .as_ref()
-            .is_some_and(|t| t.contended(self.clock.now()))
+        self.tenants.contended(self.clock.now())
     }
 
     /// Admits `req` now or refuses it; never waits, even with a queue.
@@ -205,7 +220,7 @@ impl Limiter {
     /// beside its future.)
     pub fn try_acquire(self: &Arc<Self>, req: &Request<'_>) -> Result<Permit, Rejection> {
         let now = self.clock.now();
-        match self.decide(req.class, self.tenant_key(req.tenant), now, None) {
+        match self.decide(req.class, None, req.tenant, now, None) {
             Verdict::Admit(p) => Ok(p),
             Verdict::Refuse(r) => Err(r),
             Verdict::Queued(_) => unreachable!("no waker, no queue"),
@@ -213,10 +228,7 @@ impl Limiter {
     }
 
     pub(super) fn tenant_key(&self, tenant: Option<&str>) -> Option<TenantKey> {
-        match (&self.tenants, tenant) {
-            (Some(t), Some(id)) => Some(t.key(id)),
-            _ => None,
-        }
+        tenant.map(|id| self.tenants.key(id))
     }
 
     /// The admission decision, the one for every entry point. With a
@@ -225,14 +237,21 @@ impl Limiter {
     /// behind them rather than barging past (only its tenant cap may refuse
     /// it at once), and one that finds the gate full queues instead of
     /// being refused. Every refusal is counted here.
+    ///
+    /// The tenant comes as its key, or as its id (`try_acquire`), which is
+    /// hashed only if the tenants are being counted or the request is
+    /// refused: while nobody is refused, the id is not even hashed.
     #[inline]
     pub(super) fn decide(
         self: &Arc<Self>,
         class: ClassId,
         tenant: Option<TenantKey>,
+        id: Option<&str>,
         now: Nanos,
         waker: Option<&Waker>,
     ) -> Verdict {
+        let key = |id: &str| self.tenants.key(id);
+        let tenant = tenant.or_else(|| id.filter(|_| self.tenants.counting(now)).map(key));
         let waker = waker.filter(|_| self.queue.is_enabled());
         let reason = if let Some(waker) = waker.filter(|_| self.queue.depth() > 0) {
             if !self.tenant_over_cap(tenant, now) {
@@ -249,7 +268,10 @@ impl Limiter {
             Some(waker) if reason == Reason::WipLimitExceeded => {
                 self.enqueue(class, tenant, waker, now)
             }
-            _ => Verdict::Refuse(self.refuse(class, tenant, reason, now)),
+            _ => {
+                let tenant = tenant.or_else(|| id.map(key));
+                Verdict::Refuse(self.refuse(class, tenant, reason, now))
+            }
         }
     }
 
@@ -261,26 +283,30 @@ impl Limiter {
         tenant: Option<TenantKey>,
         now: Nanos,
     ) -> Result<Permit, Reason> {
-        let inflight = self.admit_slot(class, tenant, now)?;
-        Ok(Permit::new(self.clone(), class, tenant, now, inflight))
+        let (inflight, counted) = self.admit_slot(class, tenant, now)?;
+        Ok(Permit::new(self.clone(), class, counted, now, inflight))
     }
 
     /// Takes a slot now or says why not, for [`Limiter::decide`] and for
-    /// the queue's grants; returns the requests in flight counting it. On
-    /// success every counter already includes the new slot, and the caller
-    /// wraps it in a permit; on failure nothing stays counted.
+    /// the queue's grants; returns the requests in flight counting it, and
+    /// the tenant if the slot was counted against it. On success every
+    /// counter already includes the new slot, and the caller wraps it in a
+    /// permit; on failure nothing stays counted.
     #[inline]
     fn admit_slot(
         &self,
         class: ClassId,
         tenant: Option<TenantKey>,
         now: Nanos,
-    ) -> Result<usize, Reason> {
+    ) -> Result<(usize, Option<TenantKey>), Reason> {
         self.classes.arrive(class, now);
         let limit = self.limit();
-        let cap = self.tenant_cap_now(limit, now);
-        if let (Some(t), Some(key)) = (&self.tenants, tenant) {
-            if t.over_cap(key, cap) {
+        // While nobody is being refused (automatic share), a tenant's slot
+        // is not counted: no table work on the uncontended path.
+        let tenant = tenant.filter(|_| self.tenants.counting(now));
+        let bound = self.tenant_bound(tenant, limit, now);
+        if let Some(key) = tenant {
+            if self.tenants.over(key, bound) {
                 return Err(Reason::TenantLimitExceeded);
             }
         }
@@ -294,20 +320,24 @@ impl Limiter {
             self.classes.leave(class);
             return Err(Reason::WipLimitExceeded);
         };
-        if !self
-            .classes
-            .may_hold(class, in_c, limit, || self.capacity.is_constrained(), now)
-        {
+        if !self.classes.may_hold(
+            class,
+            (in_c, before + 1),
+            limit,
+            || self.capacity.is_constrained(),
+            now,
+        ) {
             self.undo(class);
             return Err(Reason::WipLimitExceeded);
         }
-        if let (Some(t), Some(key)) = (&self.tenants, tenant) {
-            if !t.try_take(key, cap) {
+        if let Some(key) = tenant {
+            if !self.tenants.try_take(key, bound) {
                 self.undo(class);
                 return Err(Reason::TenantLimitExceeded);
             }
         }
-        Ok(before + 1)
+        self.classes.admitted(class, in_c);
+        Ok((before + 1, tenant))
     }
 
     fn undo(&self, class: ClassId) {
@@ -315,19 +345,21 @@ impl Limiter {
         self.classes.leave(class);
     }
 
-    /// The tenant cap that applies to a new admission now, if any.
+    /// The count at which `tenant` is refused now, if the tenant rule
+    /// applies to it.
     #[inline]
-    fn tenant_cap_now(&self, limit: usize, now: Nanos) -> Option<usize> {
-        self.tenants
-            .as_ref()?
-            .cap_now(limit, || self.inflight(), now)
+    fn tenant_bound(&self, tenant: Option<TenantKey>, limit: usize, now: Nanos) -> Option<usize> {
+        self.tenants.bound(tenant?, limit, || self.inflight(), now)
     }
 
-    /// Whether `tenant` is at its cap while caps are enforced.
+    /// Whether `tenant` is refused by the tenant rule now.
     fn tenant_over_cap(&self, tenant: Option<TenantKey>, now: Nanos) -> bool {
-        match (&self.tenants, tenant) {
-            (Some(t), Some(key)) => t.over_cap(key, self.tenant_cap_now(self.limit(), now)),
-            _ => false,
+        let tenant = tenant.filter(|_| self.tenants.counting(now));
+        match tenant {
+            Some(key) => self
+                .tenants
+                .over(key, self.tenant_bound(Some(key), self.limit(), now)),
+            None => false,
         }
     }
 
@@ -356,8 +388,8 @@ impl Limiter {
         self.queue.grant(
             || self.inflight() < self.limit(),
             |w| {
-                let inflight = self.admit_slot(w.class, w.tenant, now).ok()?;
-                Some(Permit::new(owner(), w.class, w.tenant, now, inflight))
+                let (inflight, counted) = self.admit_slot(w.class, w.tenant, now).ok()?;
+                Some(Permit::new(owner(), w.class, counted, now, inflight))
             },
         );
     }
@@ -382,12 +414,11 @@ impl Limiter {
     }
 
     /// A request was refused or queued for lack of a slot: its class is
-    /// wanting (lower classes stop borrowing), and if its tenant is within
-    /// its share, tenants are contended (caps apply).
+    /// wanting (lower classes leave it its headroom), and if its tenant is
+    /// within its share, tenants are contended (the tenant rule applies).
     fn note_wanting(&self, class: ClassId, tenant: Option<TenantKey>, now: Nanos) {
-        if let Some(t) = &self.tenants {
-            t.note_waiting(tenant, self.limit(), now);
-        }
+        self.tenants
+            .note_waiting(tenant, self.limit(), self.retry_after.rtt(), now);
         self.classes.note_wanting(class, now);
     }
 
@@ -440,19 +471,20 @@ impl Limiter {
     pub fn snapshot(&self) -> Snapshot {
         let now = self.clock.now();
         let limit = self.limit();
+        let inflight = self.inflight();
         Snapshot {
             algorithm: self.algorithm_name,
             limit,
-            inflight: self.inflight(),
+            inflight,
             queue_depth: self.queue.depth(),
-            tenants_active: self.tenants.as_ref().map_or(0, |t| t.active()),
+            tenants_active: self.tenants.active(),
             tenant_contended: self.tenant_contended(),
             ewma_rtt: self.retry_after.rtt(),
             algorithm_limit: self.algorithm_limit(),
             constraint: self.constraint(),
             share: self.share(),
             decision: self.explain(),
-            classes: self.classes.snapshot(limit, now),
+            classes: self.classes.snapshot(limit, inflight, now),
         }
     }
 }
@@ -463,8 +495,8 @@ impl Release for Limiter {
         let now = self.clock.now();
         self.inflight.fetch_sub(1, Ordering::SeqCst);
         self.classes.leave(permit.class);
-        if let (Some(t), Some(key)) = (&self.tenants, permit.tenant) {
-            t.give_back(key);
+        if let Some(key) = permit.tenant {
+            self.tenants.give_back(key);
         }
         let rtt = now.since(permit.start);
         let outcome = match permit.abandoned {

@@ -1,9 +1,11 @@
-//! Enforcement: permits, priority classes, tenant caps and the wait queue.
+//! Enforcement: permits, priority classes, tenant fairness and the wait
+//! queue.
 //!
 //! `limiter.rs` composes the parts and holds the one admission decision;
 //! each other file holds one part and knows nothing of the limiter:
 //! `capacity.rs` (the effective limit), `classes.rs` (reservations and
-//! borrowing), `tenants.rs` (tenant caps), `retry_after.rs` (the suggested
+//! borrowing), `tenants.rs` (tenant shares), `headroom.rs` (the free slots
+//! both keep for whoever they protect), `retry_after.rs` (the suggested
 //! wait), `queue.rs` (the waiters), `permit.rs`, `rejection.rs`,
 //! `snapshot.rs` and `config.rs`. `acquire.rs` holds the future that waits,
 //! on top of the limiter.
@@ -12,6 +14,7 @@ mod acquire;
 mod capacity;
 mod classes;
 mod config;
+mod headroom;
 #[allow(clippy::module_inception)]
 mod limiter;
 mod padded;

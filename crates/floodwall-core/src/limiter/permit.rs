@@ -29,6 +29,7 @@ pub(crate) trait Release: Send + Sync {
 pub struct Permit {
     owner: Arc<dyn Release>,
     pub(super) class: ClassId,
+    /// Its tenant, if the slot was counted against one.
     pub(super) tenant: Option<TenantKey>,
     pub(super) start: Nanos,
     /// Requests in flight once this one was admitted, for the sample.

@@ -32,7 +32,7 @@ enum WaiterState {
 pub(super) struct Waiter {
     /// The class it asks a slot for.
     pub(super) class: ClassId,
-    /// Its tenant, if caps are on and it carries one.
+    /// Its tenant, if it carries one.
     pub(super) tenant: Option<TenantKey>,
     state: Mutex<WaiterState>,
 }

@@ -16,7 +16,8 @@ pub struct ClassSnapshot {
     /// held).
     pub active: bool,
     /// Whether it was refused or queued for lack of a slot within the idle
-    /// window (lower classes may not borrow meanwhile).
+    /// window and the free slots are within its headroom: lower classes may
+    /// not borrow now.
     pub wanting: bool,
     /// Requests admitted since start.
     pub admitted: u64,
@@ -38,9 +39,10 @@ pub struct Snapshot {
     pub inflight: usize,
     /// Requests waiting in the queue.
     pub queue_depth: usize,
-    /// Tenants holding at least one slot.
+    /// Tenants holding at least one counted slot (entries in the tenant
+    /// table).
     pub tenants_active: usize,
-    /// Whether tenant caps are being enforced right now.
+    /// Whether the tenant rule is being enforced right now.
     pub tenant_contended: bool,
     /// The smoothed request duration the retry-after estimate uses.
     pub ewma_rtt: Duration,

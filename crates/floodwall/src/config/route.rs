@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use floodwall_core::limiter::TenantSpec;
+
 use super::check;
 use super::error::ConfigError;
 use super::limit::LimitConfig;
@@ -38,7 +40,7 @@ pub struct RouteConfig {
     /// (`[routes.queue]`).
     #[serde(default)]
     pub queue: QueueConfig,
-    /// How much of the limit one tenant may take (`[routes.tenant]`).
+    /// How the limit is shared between tenants (`[routes.tenant]`).
     #[serde(default)]
     pub tenant: TenantConfig,
 }
@@ -160,7 +162,7 @@ impl RouteConfig {
         if !(share > 0.0 && share <= 1.0) {
             return Err(ConfigError::invalid(
                 key("tenant.max_share"),
-                format!("must be greater than 0 and at most 1.0 (got {share})"),
+                format!("must be \"auto\", or greater than 0 and at most 1.0 (got {share})"),
             ));
         }
         check::positive_at_most(
@@ -216,11 +218,16 @@ pub enum QueueOrder {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantConfig {
-    /// The largest fraction of the route's limit one tenant may hold while
-    /// others are waiting, in (0, 1]. 1.0 means no cap.
+    /// How much of the route's limit one tenant may hold, while tenants
+    /// contend, before it must leave the others room: `"auto"` in TOML
+    /// (the default, [`TenantSpec::AUTO`] here: the max-min fair share of
+    /// the tenants holding slots), or a fixed fraction in (0, 1). `1.0`,
+    /// a share of the whole limit, would never bind, and is read as auto.
+    #[serde(deserialize_with = "share")]
     pub max_share: f64,
-    /// How recently another tenant must have been refused or queued for the
-    /// cap to apply. A tenant alone on the route may use the whole limit.
+    /// How recently a tenant within its share must have been refused or
+    /// queued for the rule to apply. A tenant alone on the route may use
+    /// the whole limit.
     #[serde(with = "humantime_serde")]
     pub contention_window: Duration,
 }
@@ -228,8 +235,52 @@ pub struct TenantConfig {
 impl Default for TenantConfig {
     fn default() -> Self {
         TenantConfig {
-            max_share: 1.0,
+            max_share: TenantSpec::AUTO,
             contention_window: Duration::from_secs(1),
         }
+    }
+}
+
+/// `max_share`: `"auto"` or a number (range-checked in validation, which
+/// names the key).
+fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(x) => Ok(x),
+        Raw::Text(s) if s == "auto" => Ok(TenantSpec::AUTO),
+        Raw::Text(s) => Err(serde::de::Error::custom(format!(
+            "max_share must be \"auto\" or a number, got {s:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+    use floodwall_core::limiter::TenantSpec;
+
+    fn with_tenant(keys: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(&format!(
+            "[[upstreams]]\nname = \"api\"\nurl = \"http://127.0.0.1:3000\"\n\n\
+             [[routes]]\nname = \"all\"\nupstream = \"api\"\n\n[routes.tenant]\n{keys}\n"
+        ))
+    }
+
+    #[test]
+    fn max_share_is_auto_by_default_by_name_or_a_fraction() {
+        let share = |keys| with_tenant(keys).unwrap().routes[0].tenant.max_share;
+        assert_eq!(share(""), TenantSpec::AUTO);
+        assert_eq!(share("max_share = \"auto\""), TenantSpec::AUTO);
+        assert_eq!(share("max_share = 0.25"), 0.25);
+        assert_eq!(share("max_share = 1"), TenantSpec::AUTO);
+        let err = with_tenant("max_share = \"fair\"").unwrap_err().to_string();
+        assert!(err.contains("\"auto\" or a number"), "{err}");
+        let err = with_tenant("max_share = 0.0").unwrap_err();
+        assert_eq!(err.key(), Some("routes[0].tenant.max_share"));
     }
 }
