@@ -1286,3 +1286,42 @@ fn a_priority_spike_serves_interactive_and_fills_the_upstream_with_batch_behind_
 fn a_priority_spike_serves_interactive_and_fills_the_upstream_with_batch_behind_a_fixed_limit() {
     priority_spike_wastes_nothing(FIXED);
 }
+
+// A cold start into 1.2x capacity (16 workers at 80 ms, 240 req/s): the
+// queue fills too slowly to reach `initial` during the open measurement,
+// but each request waits longer than the one before, so the measurement is
+// thrown away and a pinned one runs. The limit then settles near the knee,
+// as with a pinned start, not at the inflated baseline's 2-3 W.
+#[test]
+fn a_cold_start_into_a_slow_overload_still_finds_the_knee() {
+    let backend = Backend {
+        workers: 16,
+        service_time: Duration::from_millis(80),
+        ..Backend::default()
+    };
+    let s = Scenario {
+        offered_rps: 1.2 * backend.capacity_rps(),
+        backend,
+        duration: secs(30),
+        resolution: Duration::from_millis(250),
+        ..Scenario::default()
+    };
+    let t = simulate(Algo::Aimd, &s, None);
+    let l = t.limit(secs(15), secs(30));
+    let baseline = t
+        .between(secs(12), secs(13))
+        .find_map(|p| p.baseline)
+        .expect("a baseline by 12 s");
+    report(
+        "slow overload",
+        Algo::Aimd,
+        "15s..30s",
+        &l,
+        &format!("baseline at 12 s {baseline:.1?}"),
+    );
+    assert!(
+        baseline <= Duration::from_millis(92),
+        "the first baseline carries the queue: {baseline:?} for an 80 ms service time"
+    );
+    within(Algo::Aimd, "cold start into 1.2x", &l, (0.9, 1.4));
+}

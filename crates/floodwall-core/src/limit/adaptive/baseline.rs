@@ -250,6 +250,9 @@ pub(crate) struct Prober {
     open: Option<usize>,
     peak: usize,
     crowded: bool,
+    /// When each timed sample of an open measurement was admitted, beside
+    /// `timed`: to see a queue building.
+    admitted: Vec<u64>,
 }
 
 impl Prober {
@@ -266,6 +269,7 @@ impl Prober {
             open: None,
             peak: 0,
             crowded: false,
+            admitted: Vec::new(),
         }
     }
 
@@ -316,6 +320,7 @@ impl Prober {
         self.open = None;
         self.peak = 0;
         self.crowded = false;
+        self.admitted.clear();
     }
 
     /// Begins the first measurement of a cold start *open*: at the
@@ -331,6 +336,34 @@ impl Prober {
     pub(crate) fn begin_open(&mut self, now: Nanos, limit: usize) {
         self.begin(now);
         self.open = Some(limit);
+    }
+
+    /// Whether an open measurement's samples show a queue building: the
+    /// last quarter admitted (median) slower than the first quarter by
+    /// more than `shift`. Load a little above capacity fills a queue too
+    /// slowly to reach the limit within the measurement, but every request
+    /// then waits longer than the one before; unloaded, the quarters differ
+    /// by sampling noise only (two medians of 50 within about ±13 %).
+    fn queue_building(&self) -> bool {
+        let mut by_start: Vec<(u64, u64)> = self
+            .admitted
+            .iter()
+            .copied()
+            .zip(self.timed.iter().copied())
+            .collect();
+        if by_start.len() < 8 {
+            return false;
+        }
+        by_start.sort_unstable();
+        let q = by_start.len() / 4;
+        let median = |part: &[(u64, u64)]| {
+            let mut rtts: Vec<u64> = part.iter().map(|(_, rtt)| *rtt).collect();
+            rtts.sort_unstable();
+            rtts[rtts.len() / 2] as f64
+        };
+        let first = median(&by_start[..q]);
+        let last = median(&by_start[by_start.len() - q..]);
+        last > self.cfg.shift * first.max(1.0)
     }
 
     /// The most in flight any sample of the last open measurement saw.
@@ -355,6 +388,7 @@ impl Prober {
                 && self.timed.len() < self.wanted()
             {
                 self.timed.push(duration_nanos(s.rtt));
+                self.admitted.push(s.start.0);
             }
             return;
         }
@@ -371,6 +405,11 @@ impl Prober {
     /// Ends the probe if it is done at `now`; schedules the next one.
     pub(crate) fn finish(&mut self, now: Nanos) -> Option<ProbeEnd> {
         let since = self.since?;
+        let measured = self.timed.len() >= self.wanted()
+            || (now.since(since) >= self.cfg.max_duration && self.timed.len() >= 10);
+        if self.open.is_some() && measured && self.queue_building() {
+            self.crowded = true;
+        }
         if self.crowded {
             self.since = None;
             self.open = None;
@@ -641,5 +680,22 @@ mod tests {
         assert_eq!(p.finish(Nanos(1)), Some(ProbeEnd::Crowded));
         assert!(p.baseline().is_none());
         assert!(p.due(Nanos(2)));
+    }
+
+    #[test]
+    fn an_open_measurement_that_sees_latency_grow_is_crowded() {
+        let mut p = Prober::new(BaselineProbe {
+            samples: 8,
+            history: 2,
+            ..BaselineProbe::default()
+        });
+        // Far below the limit, but each request waits longer than the one
+        // before: a queue filling slowly.
+        p.begin_open(Nanos(0), 64);
+        for i in 0..16u64 {
+            p.offer(&s(i, 80 + 10 * i, 10), 3, Duration::ZERO);
+        }
+        assert_eq!(p.finish(Nanos(1)), Some(ProbeEnd::Crowded));
+        assert!(p.baseline().is_none());
     }
 }

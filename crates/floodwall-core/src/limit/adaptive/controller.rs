@@ -276,8 +276,8 @@ impl Controller {
                 Cause::Probed,
                 None,
                 format!(
-                    "cold start: the limit of {from:.0} was reached while measuring, \
-                     so a queue may have formed; measuring pinned at the floor"
+                    "cold start: the limit of {from:.0} was reached, or latency grew, \
+                     while measuring: a queue is forming; measuring pinned at the floor"
                 ),
             );
             // Back to the floor for good: slow start climbs from there.
