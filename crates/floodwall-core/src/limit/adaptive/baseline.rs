@@ -61,7 +61,9 @@
 //! unloaded latency. If a request is admitted with that limit full, demand
 //! may exceed what the upstream runs at once and a queue may be forming,
 //! so the measurement is thrown away and a pinned one runs instead, as
-//! before. An open measurement near capacity may carry a little queueing,
+//! before; the same when its last quarter of requests is slower than its
+//! first by more than `shift`, which is how load a little above capacity
+//! shows itself before any limit is reached. An open measurement near capacity may carry a little queueing,
 //! so the first pinned probe follows at a quarter of the interval.
 //!
 //! **A change of speed replaces the pool.** When a probe's median is more
