@@ -30,9 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The fixed limit of the "never binds" floodwall baseline: 64 connections
-/// can never have more than 64 requests in flight.
-pub const FIXED_LIMIT: usize = 1000;
+pub use super::scenario::FAST_UPSTREAM_FIXED_LIMIT as FIXED_LIMIT;
 
 /// Closed-loop connections.
 pub const CONNECTIONS: usize = 64;

@@ -8,6 +8,10 @@ use serde::Serialize;
 use std::ops::Range;
 use std::time::Duration;
 
+/// The fixed limit of fast-upstream's "never binds" floodwall baseline:
+/// 64 connections can never have more than 64 requests in flight.
+pub const FAST_UPSTREAM_FIXED_LIMIT: usize = 1000;
+
 /// A built-in scenario. Each takes 60 s or less.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -68,7 +72,7 @@ impl ScenarioName {
     /// contender is the "a gate that never binds" baseline.
     pub fn default_fixed_limit(self) -> usize {
         match self {
-            ScenarioName::FastUpstream => super::fast_upstream::FIXED_LIMIT,
+            ScenarioName::FastUpstream => FAST_UPSTREAM_FIXED_LIMIT,
             _ => 10,
         }
     }
