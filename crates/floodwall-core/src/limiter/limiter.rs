@@ -331,6 +331,11 @@ impl Limiter {
             return Err(Reason::WipLimitExceeded);
         }
         if let Some(key) = tenant {
+            // The bound again, from the in-flight count this admission
+            // itself moved: arrivals that read the count together above
+            // each get a distinct `before` here, so two cannot both pass
+            // the headroom test on the same count.
+            let bound = bound.and(self.tenants.bound(key, limit, || before, now));
             if !self.tenants.try_take(key, bound) {
                 self.undo(class);
                 return Err(Reason::TenantLimitExceeded);
