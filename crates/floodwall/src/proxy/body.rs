@@ -110,18 +110,19 @@ impl Finish {
 
     /// The upstream went silent mid-body: a drop.
     fn upstream_timed_out(&mut self) {
-        if let Some(mut permit) = self.permit.take() {
-            permit.record(Outcome::Dropped);
-            self.duration.observe(self.started.elapsed().as_secs_f64());
-            drop(permit);
-            self.slot.take();
-        }
+        self.release(Outcome::Dropped);
     }
 
     /// The upstream finished (`ok`) or failed mid-body: record, release.
     fn upstream_done(&mut self, ok: bool) {
+        self.release(if ok { self.outcome } else { Outcome::Error });
+    }
+
+    /// Records `outcome`, observes the duration and frees the slot (and
+    /// the global one), once.
+    fn release(&mut self, outcome: Outcome) {
         if let Some(mut permit) = self.permit.take() {
-            permit.record(if ok { self.outcome } else { Outcome::Error });
+            permit.record(outcome);
             self.duration.observe(self.started.elapsed().as_secs_f64());
             drop(permit);
             self.slot.take();
