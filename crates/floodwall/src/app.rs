@@ -70,7 +70,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let upstreams: HashMap<&str, Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|u| Ok((u.name.as_str(), Arc::new(Upstream::new(u)?))))
+        .map(|u| {
+            Ok((
+                u.name.as_str(),
+                Arc::new(Upstream::new(u, config.server.worker_count())?),
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     let mut distributed = config.store.as_ref().map(Distributed::new).transpose()?;
     let mut routes = Vec::with_capacity(config.routes.len());

@@ -43,6 +43,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("server", "keepalive_timeout", Kind::Duration),
     ("server", "max_connections", Kind::Int),
     ("server", "admin_max_connections", Kind::Int),
+    ("server", "workers", Kind::Int),
     ("server", "class_idle_window", Kind::Duration),
     ("server", "body_timeout", Kind::Duration),
     ("server", "body_min_rate", Kind::Int),

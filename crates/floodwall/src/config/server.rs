@@ -105,7 +105,18 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// TLS on the proxy listener (`server.tls`); plain HTTP without it.
     pub tls: Option<TlsConfig>,
+    /// How many threads serve the proxy port, each with its own
+    /// single-threaded runtime, its own `SO_REUSEPORT` listener and its
+    /// own upstream connections (nginx's `worker_processes`, Pingora's
+    /// threads). Unset: one per core the process may use. See
+    /// `docs/architecture.md`, "Workers", for why not one work-stealing
+    /// runtime.
+    pub workers: Option<usize>,
 }
+
+/// The most proxy workers accepted: far beyond any machine's cores, and a
+/// thread and a listener each.
+const MAX_WORKERS: usize = 1024;
 
 /// The most any of the buffer keys accepts: 1 GiB.
 const MAX_BUFFER: u64 = 1 << 30;
@@ -148,11 +159,24 @@ impl Default for ServerConfig {
             response_buffer_total: 128 << 20,
             send_timeout: Duration::from_secs(30),
             tls: None,
+            workers: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The proxy workers to start: `workers`, else one per core this
+    /// process may run on (the scheduler affinity and cgroup quota, as
+    /// [`std::thread::available_parallelism`] reads them).
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_WORKERS)
+        })
+    }
+
     /// Checks `[server]` on its own: distinct listeners, usable timeouts
     /// and headers. Whether `default_class` names a class is checked with
     /// the other references ([`super::validate`]).
@@ -174,6 +198,9 @@ impl ServerConfig {
             self.keepalive_timeout,
             check::HOUR,
         )?;
+        if let Some(n) = self.workers {
+            check::count("server.workers", n, 1, MAX_WORKERS)?;
+        }
         if let Some(n) = self.max_connections {
             check::count("server.max_connections", n, 1, check::MAX_COUNT)?;
         }

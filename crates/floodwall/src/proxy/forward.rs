@@ -7,43 +7,71 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// One upstream: its address and a pooled keep-alive client.
+thread_local! {
+    /// Which proxy worker this thread is (`server/workers.rs`); 0 on any
+    /// other thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as proxy worker `index`, so that the requests
+/// it forwards use that worker's own upstream connections.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// One upstream: its address and a pooled keep-alive client per worker.
 #[derive(Debug)]
 pub struct Upstream {
     /// The upstream name.
     pub name: String,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
-    /// The pooled client; connections are kept alive and reused. Its
-    /// connector speaks TLS to an `https://` upstream (`tls/upstream.rs`).
-    pub client: Client<UpstreamConnector, Upload>,
+    /// One pooled client per proxy worker; connections are kept alive and
+    /// reused. Per worker because a connection's task runs on the runtime
+    /// that opened it: a worker using another's connection would wake that
+    /// worker's thread for every request. The connector speaks TLS to an
+    /// `https://` upstream (`tls/upstream.rs`).
+    clients: Box<[Client<UpstreamConnector, Upload>]>,
     /// How long to wait for response headers.
     pub response_timeout: Duration,
 }
 
 impl Upstream {
-    /// A client for `cfg`, with its connect timeout, TLS settings and pool
-    /// settings. Fails only for an `https://` upstream whose trust roots
-    /// cannot be loaded (its `ca_file`, or the system's).
-    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+    /// Clients for `cfg`, one per each of `workers` proxy workers, with its
+    /// connect timeout, TLS settings and pool settings
+    /// (`pool_max_idle_per_host` applies to each). Fails only for an
+    /// `https://` upstream whose trust roots cannot be loaded (its
+    /// `ca_file`, or the system's).
+    pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
         let connector = UpstreamConnector::new(cfg)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(cfg.pool_idle_timeout)
+                    .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         let parts = cfg.url.clone().into_parts();
         Ok(Self {
             name: cfg.name.clone(),
             scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
             authority: parts.authority.expect("validated: upstream url has a host"),
-            client,
+            clients,
             response_timeout: cfg.response_timeout,
         })
+    }
+
+    /// The calling worker's client.
+    pub fn client(&self) -> &Client<UpstreamConnector, Upload> {
+        let i = WORKER.with(Cell::get);
+        &self.clients[i % self.clients.len()]
     }
 
     /// Rewrites a canonical client request (`canonical.rs`) into the
@@ -100,6 +128,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers and every header the `Connection` header
 /// names. `Transfer-Encoding` is left to hyper, which re-frames the body.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these, and each `remove` of an absent
+    // header is still a hash and a probe: look once, over the few headers
+    // there are, and remove only what is there.
+    let any = headers
+        .keys()
+        .any(|k| k == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(k));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -114,7 +151,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    use std::io::Write;
     let name = HeaderName::from_static("x-forwarded-for");
+    // The common case, a client that sent none: the peer's address alone,
+    // formatted on the stack (an IPv6 address prints in at most 39 bytes).
+    if !headers.contains_key(&name) {
+        let mut buf = [0u8; 48];
+        let mut at = &mut buf[..];
+        if write!(at, "{}", peer.ip()).is_ok() {
+            let n = 48 - at.len();
+            if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
+                headers.insert(name, v);
+            }
+        }
+        return;
+    }
     // A client may send the header on several lines; all of them are the
     // chain so far, in order (RFC 9110 §5.3).
     let mut chain: Vec<&str> = headers
@@ -151,6 +202,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "transfer-encoding alone is removed too");
+    }
+
+    #[test]
+    fn forwarded_for_of_an_ipv6_peer() {
+        let mut h = HeaderMap::new();
+        // The longest an address prints: eight full groups.
+        let peer: SocketAddr = "[fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
+            .parse()
+            .unwrap();
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod service;
 pub mod upload;
 
 pub use body::{Body, BoxError, ResponseLimits};
-pub use forward::Upstream;
+pub use forward::{enter_worker, Upstream};
 pub use refusals::RefusalCounters;
 pub use respond::Refusal;
 pub use route::Route;

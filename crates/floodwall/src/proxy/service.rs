@@ -152,7 +152,7 @@ impl Proxy {
         };
         let response = tokio::select! {
             biased;
-            r = upstream.client.request(outbound) => match r {
+            r = upstream.client().request(outbound) => match r {
                 Ok(resp) => resp,
                 // The upload failed, not the upstream: the client's fault,
                 // recorded as nothing.

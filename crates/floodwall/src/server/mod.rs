@@ -7,6 +7,8 @@
 //!   accept errors counted, logged once a second and backed off;
 //! - `conn.rs`: one connection, served by hyper, closed by a watchdog when
 //!   its headers are late or it has been idle too long;
+//! - `workers.rs`: the proxy's worker threads, one runtime and one
+//!   `SO_REUSEPORT` listener each;
 //! - [`stats`]: the counters `/metrics` renders.
 //!
 //! "The connection budget" in `docs/architecture.md` tells the whole story.
@@ -15,6 +17,7 @@ mod accept;
 mod budget;
 mod conn;
 pub mod stats;
+mod workers;
 
 use crate::admin::Admin;
 use crate::config::ServerConfig;
@@ -32,16 +35,19 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use workers::Worker;
 
 /// How long admin connections may finish what they are doing once the
 /// proxy has drained; a scrape takes milliseconds.
 const ADMIN_DRAIN: Duration = Duration::from_secs(1);
 
 /// Both listeners, bound, with the connection budget they will serve
-/// under.
+/// under: the proxy port once per worker (`workers.rs`), the admin port
+/// once.
 #[derive(Debug)]
 pub(crate) struct Listeners {
-    proxy: TcpListener,
+    proxy: Vec<std::net::TcpListener>,
+    proxy_addr: SocketAddr,
     admin: TcpListener,
     connections: Arc<Connections>,
 }
@@ -61,9 +67,9 @@ impl Listeners {
             admin_max_connections = plan.admin,
             "connection budget"
         );
-        let proxy = TcpListener::bind(config.listen)
-            .await
+        let proxy = workers::bind_reuseport(config.listen, config.worker_count())
             .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.listen))?;
+        let proxy_addr = proxy[0].local_addr()?;
         let admin = TcpListener::bind(config.admin)
             .await
             .map_err(|e| anyhow::anyhow!("server.admin {}: {e}", config.admin))?;
@@ -74,6 +80,7 @@ impl Listeners {
         });
         Ok(Self {
             proxy,
+            proxy_addr,
             admin,
             connections,
         })
@@ -81,7 +88,7 @@ impl Listeners {
 
     /// The bound (proxy, admin) addresses: useful with port 0.
     pub(crate) fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
-        Ok((self.proxy.local_addr()?, self.admin.local_addr()?))
+        Ok((self.proxy_addr, self.admin.local_addr()?))
     }
 
     /// Both listeners' counters, for the admin endpoints.
@@ -138,9 +145,10 @@ pub(crate) fn serve(
     };
     let drain_timeout = config.drain_timeout;
     let Listeners {
-        proxy: proxy_listener,
+        proxy: proxy_listeners,
         admin: admin_listener,
         connections,
+        ..
     } = listeners;
     let task = tokio::spawn(async move {
         let (admin_stop, admin_stop_rx) = watch::channel(false);
@@ -150,16 +158,45 @@ pub(crate) fn serve(
             timeouts,
             admin_stop_rx,
         ));
-        serve_proxy(
-            Acceptor::new(proxy_listener, connections.proxy.clone()),
-            proxy,
-            tls,
-            timeouts,
-            stop_rx,
-            draining,
-            drain_timeout,
-        )
-        .await;
+        // One worker per proxy listener, each accepting, serving and
+        // draining its own connections; the admin port closes once every
+        // worker has drained.
+        let mut workers = Vec::with_capacity(proxy_listeners.len());
+        for (i, listener) in proxy_listeners.into_iter().enumerate() {
+            let (proxy, tls, stop, draining) = (
+                proxy.clone(),
+                tls.clone(),
+                stop_rx.clone(),
+                draining.clone(),
+            );
+            let stats = connections.proxy.clone();
+            let started = Worker::start(i, move || async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(worker = i, error = %e, "proxy worker cannot listen");
+                        return;
+                    }
+                };
+                serve_proxy(
+                    Acceptor::new(listener, stats),
+                    proxy,
+                    tls,
+                    timeouts,
+                    stop,
+                    draining,
+                    drain_timeout,
+                )
+                .await
+            });
+            match started {
+                Ok(w) => workers.push(w),
+                Err(e) => tracing::error!(worker = i, error = %e, "cannot start a proxy worker"),
+            }
+        }
+        for w in workers {
+            w.finished().await;
+        }
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
     });
