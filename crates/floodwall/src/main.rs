@@ -139,7 +139,13 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     floodwall::telemetry::init(&config.log.level, config.log.format);
-    let running = floodwall::app::start(config).await?;
+    // With a file, a reload (SIGHUP, POST /reload) reads it again with the
+    // same flags over it.
+    let reload: Option<Box<floodwall::reload::LoadFn>> = args.config.is_some().then(|| {
+        let args = std::sync::Arc::new(args);
+        Box::new(move || load(&args)) as Box<floodwall::reload::LoadFn>
+    });
+    let running = floodwall::app::start_reloadable(config, reload).await?;
     // One machine-readable line on stdout once both ports are bound; logs go
     // to stderr.
     let mut out = std::io::stdout().lock();
@@ -157,11 +163,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received"); break }
-            // SIGHUP re-reads the TLS certificate files (not the config
-            // file); a failed reload keeps the current ones and is logged.
+            // SIGHUP re-reads the TLS certificate files and the config
+            // file; a failed reload of either keeps what runs and is
+            // logged (and, for the config, counted and shown on /status).
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP received: reloading the TLS certificate");
+                tracing::info!("SIGHUP received: reloading the TLS certificate and the config");
                 let _ = running.reload_tls();
+                let _ = running.reload();
             }
         }
     }

@@ -20,6 +20,7 @@
 //! `docs/config.md`.
 
 mod adaptive;
+mod admin;
 mod check;
 mod class;
 mod error;
@@ -34,6 +35,7 @@ mod tls;
 mod upstream;
 mod validate;
 
+pub use admin::{AdminConfig, AdminTokens, READ_TOKEN_ENV, TOKEN_ENV};
 pub use adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
 pub(crate) use check::redact_url;
 pub use class::ClassConfig;
