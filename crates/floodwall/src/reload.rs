@@ -32,7 +32,7 @@
 //! is refused, naming the key.
 
 use crate::admin::auth::Auth;
-use crate::admin::reload::{ReloadError, ReloadStats};
+use crate::admin::reload::{scrub, ReloadError, ReloadStats};
 use crate::config::{Config, RouteConfig, ServerConfig};
 use crate::distributed::Distributed;
 use crate::probe::{self, ProbeSet};
@@ -114,7 +114,10 @@ impl Reloader {
     /// Re-reads and applies the config; see the module doc. Returns what
     /// changed, one line each (also logged), or why nothing did.
     pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
-        let result = self.try_reload();
+        let result = self.try_reload().map_err(|e| match e {
+            ReloadError::Refused(m) => ReloadError::Refused(scrub(&m)),
+            e => e,
+        });
         match &result {
             Ok(changes) if changes.is_empty() => {
                 tracing::info!("config reloaded: nothing changed")
@@ -148,8 +151,7 @@ impl Reloader {
                         None => format!("upstream {}: added", u.name),
                     });
                     Arc::new(
-                        Upstream::new(u)
-                            .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
+                        Upstream::new(u).map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
                     )
                 }
             };
@@ -221,8 +223,8 @@ impl Reloader {
         if self.distributed.is_some() {
             distributed_keeps(old, &new, &rebuilt_limiters).map_err(refused)?;
         }
-        let table = RouteTable::new(&new, routes.clone())
-            .map_err(|e| refused(format!("server: {e:#}")))?;
+        let table =
+            RouteTable::new(&new, routes.clone()).map_err(|e| refused(format!("server: {e:#}")))?;
         let probes_change = new.probes != old.probes
             || (!new.probes.is_empty() && new.upstreams != old.upstreams)
             || !same_limiters(&running, &routes);

@@ -84,7 +84,10 @@ async fn the_page_shows_the_live_limit_and_five_minutes_of_charts_in_chromium() 
     // The SVG namespace is a name, not a fetch.
     let html = html.replace("\"http://www.w3.org/2000/svg\"", "");
     for outside in ["http://", "https://", "//cdn", "<link", "src=\""] {
-        assert!(!html.contains(outside), "the page fetches from outside: {outside}");
+        assert!(
+            !html.contains(outside),
+            "the page fetches from outside: {outside}"
+        );
     }
 
     // Wait for history to build up, then open it.
@@ -95,7 +98,12 @@ async fn the_page_shows_the_live_limit_and_five_minutes_of_charts_in_chromium() 
     .await;
     let dir = temp_dir("page");
     let url = format!("http://{}/", fw.admin_addr);
-    let dom = headless(&url, &dir.join("profile-dom"), Duration::from_secs(3), &["--dump-dom"]);
+    let dom = headless(
+        &url,
+        &dir.join("profile-dom"),
+        Duration::from_secs(3),
+        &["--dump-dom"],
+    );
 
     let shown: usize = attr_after(&dom, "id=\"limit-api\"", "data-limit")
         .unwrap_or_else(|| panic!("no limit in the DOM:\n{dom}"))
@@ -129,11 +137,18 @@ async fn the_page_shows_the_live_limit_and_five_minutes_of_charts_in_chromium() 
         &[&format!("--screenshot={}", shot.display())],
     );
     let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
     println!("screenshot: {} ({} bytes)", shot.display(), png.len());
 
     let (statuses, errors) = load.stop().await;
     assert!(errors.is_empty(), "{errors:?}");
-    assert!(statuses.contains_key(&503), "the gate refused: {statuses:?}");
+    assert!(
+        statuses.contains_key(&503),
+        "the gate refused: {statuses:?}"
+    );
     fw.shutdown().await;
 }

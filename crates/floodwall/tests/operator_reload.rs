@@ -140,10 +140,7 @@ async fn sighup_under_load_keeps_every_limit_and_fails_nothing() {
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        good.replace(
-            &format!("value = {PINNED}"),
-            "value = 0",
-        ),
+        good.replace(&format!("value = {PINNED}"), "value = 0"),
     )
     .unwrap();
     signal(fw.pid(), "HUP");
@@ -175,10 +172,17 @@ async fn sighup_under_load_keeps_every_limit_and_fails_nothing() {
         ("learned", &learned_statuses, &learned_errors),
     ] {
         assert!(errors.is_empty(), "{name}: {errors:?}");
-        assert_eq!(statuses.keys().collect::<Vec<_>>(), [&200], "{name}: {statuses:?}");
+        assert_eq!(
+            statuses.keys().collect::<Vec<_>>(),
+            [&200],
+            "{name}: {statuses:?}"
+        );
     }
     let peak = pinned_peak.load(Ordering::Relaxed);
-    assert!(peak <= PINNED, "pinned peak {peak} > {PINNED} across the reload");
+    assert!(
+        peak <= PINNED,
+        "pinned peak {peak} > {PINNED} across the reload"
+    );
     assert!(peak >= PINNED - 1, "the load filled the limit ({peak})");
 
     // No cold start: after the reload the learned limit never fell back
@@ -234,17 +238,17 @@ async fn post_reload_needs_the_token_and_listener_changes_are_refused() {
     let r = admin(Method::POST, fw.admin, "/reload", None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let body = String::from_utf8_lossy(&r.body);
-    assert!(body.contains("token_file") && body.contains("Authorization: Bearer"), "{body}");
+    assert!(
+        body.contains("token_file") && body.contains("Authorization: Bearer"),
+        "{body}"
+    );
     let r = admin(Method::POST, fw.admin, "/reload", Some(token)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "no token to match");
     drop(fw);
 
     // With a token file.
     let with = dir.join("with.toml");
-    let with_token = format!(
-        "{base}[admin]\ntoken_file = \"{}\"\n",
-        token_file.display()
-    );
+    let with_token = format!("{base}[admin]\ntoken_file = \"{}\"\n", token_file.display());
     std::fs::write(&with, &with_token).unwrap();
     let fw = spawn_binary(&["--config", with.to_str().unwrap()]);
     assert!(
@@ -256,14 +260,21 @@ async fn post_reload_needs_the_token_and_listener_changes_are_refused() {
         let r = admin(Method::POST, fw.admin, "/reload", wrong).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{wrong:?}");
     }
-    assert_eq!(reloads(fw.admin).await, (0, 0), "refused requests reload nothing");
+    assert_eq!(
+        reloads(fw.admin).await,
+        (0, 0),
+        "refused requests reload nothing"
+    );
 
     // The limit changes in place.
     std::fs::write(&with, with_token.replace("value = 4", "value = 9")).unwrap();
     let r = admin(Method::POST, fw.admin, "/reload", Some(token)).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     let changes = r.json()["changes"].to_string();
-    assert!(changes.contains("fixed limit 4 -> 9, in place"), "{changes}");
+    assert!(
+        changes.contains("fixed limit 4 -> 9, in place"),
+        "{changes}"
+    );
     assert_eq!(route(&status_json(fw.admin).await, "r")["limit"], 9);
 
     // A listener change is refused with the key and a clear reason.

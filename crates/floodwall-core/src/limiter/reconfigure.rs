@@ -31,9 +31,9 @@ mod tests {
     use crate::clock::{ManualClock, Nanos};
     use crate::limit::{Limit, Sample};
     use crate::limiter::{ClassId, Limiter, LimiterConfig, QueueSpec, Request};
+    use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::future::Future;
     use std::task::{Context, Poll, Waker};
 
     /// A fixed limit an operator can change, as the gateway's reload does.

@@ -130,8 +130,15 @@ mod tests {
         });
         let bearer = |t: &str| format!("Bearer {t}");
         assert!(auth.check(&req(Some(&bearer(&w))), Access::Write).is_ok());
-        assert!(auth.check(&req(Some(&format!("bearer  {w} "))), Access::Write).is_ok());
-        for bad in [None, Some(bearer(&r)), Some(bearer(&w[1..])), Some(w.clone())] {
+        assert!(auth
+            .check(&req(Some(&format!("bearer  {w} "))), Access::Write)
+            .is_ok());
+        for bad in [
+            None,
+            Some(bearer(&r)),
+            Some(bearer(&w[1..])),
+            Some(w.clone()),
+        ] {
             let denied = auth.check(&req(bad.as_deref()), Access::Write).unwrap_err();
             assert_eq!(denied.status, StatusCode::UNAUTHORIZED, "{bad:?}");
         }

@@ -24,11 +24,11 @@ use crate::proxy::{Body, Proxy, RefusalCounters};
 use crate::server::stats::Connections;
 use auth::{Access, Auth};
 use history::History;
-use reload::{ReloadError, ReloadFn, ReloadStats};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use metrics::{to_prometheus_text, OPENMETRICS, PROMETHEUS_TEXT};
 use prometheus_client::metrics::histogram::Histogram;
+use reload::{ReloadError, ReloadFn, ReloadStats};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -141,8 +141,7 @@ impl Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found: try /, /metrics, /healthz, /readyz, /status or /history.json\n"
-                    .into(),
+                "not found: try /, /metrics, /healthz, /readyz, /status or /history.json\n".into(),
             ),
         }
     }

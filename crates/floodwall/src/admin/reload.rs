@@ -31,9 +31,9 @@ pub enum ReloadError {
 impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReloadError::NoFile => f.write_str(
-                "floodwall was started without --config: there is no file to re-read",
-            ),
+            ReloadError::NoFile => {
+                f.write_str("floodwall was started without --config: there is no file to re-read")
+            }
             ReloadError::Refused(m) => write!(f, "{m} (the running config is unchanged)"),
         }
     }
@@ -148,4 +148,78 @@ impl ReloadStats {
 pub fn append_metrics(text: &str, block: &str) -> String {
     let body = text.trim_end().trim_end_matches("# EOF");
     format!("{body}{}\n# EOF\n", block.trim_start())
+}
+
+/// `text` with anything that looks like a secret replaced by `***`: the
+/// user and password of every `scheme://user:pass@host` URL, and the value
+/// of every libpq `password=` keyword. A refused reload's message quotes
+/// the offending line of the file (TOML errors show it), which may be the
+/// line holding the Redis URL or the PostgreSQL DSN; this runs over the
+/// message before it is logged, counted or shown.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // URLs: from each "://" to the next '@' before any space, quote or '/'.
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '/' | '>'))
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    // libpq keyword/value DSNs.
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.to_ascii_lowercase().find("password") {
+        let (head, tail) = rest.split_at(i + "password".len());
+        scrubbed.push_str(head);
+        let after_eq = tail.trim_start();
+        if let Some(value) = after_eq.strip_prefix('=') {
+            let value = value.trim_start();
+            let (quoted, body) = match value.strip_prefix('\'') {
+                Some(b) => (true, b),
+                None => (false, value),
+            };
+            let end = if quoted {
+                body.find('\'').map_or(body.len(), |e| e + 1)
+            } else {
+                body.find(|c: char| c.is_whitespace() || c == '"')
+                    .unwrap_or(body.len())
+            };
+            scrubbed.push_str("=***");
+            rest = &body[end..];
+        } else {
+            rest = tail;
+        }
+    }
+    scrubbed.push_str(rest);
+    scrubbed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn secrets_are_scrubbed_from_messages() {
+        assert_eq!(
+            scrub("url = \"redis://:hunter2@127.0.0.1:6379/0\" bad"),
+            "url = \"redis://***@127.0.0.1:6379/0\" bad"
+        );
+        assert_eq!(scrub("http://127.0.0.1:1/x"), "http://127.0.0.1:1/x");
+        assert_eq!(
+            scrub("dsn = \"host=h password=hunter2 user=u\""),
+            "dsn = \"host=h password=*** user=u\""
+        );
+        assert_eq!(scrub("password = 'hun ter2' user=u"), "password=*** user=u");
+        assert_eq!(scrub("no password here"), "no password here");
+    }
 }

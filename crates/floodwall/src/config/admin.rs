@@ -90,7 +90,11 @@ impl AdminConfig {
         };
         Ok(AdminTokens {
             write: one("admin.token_file", &self.token_file, TOKEN_ENV)?,
-            read: one("admin.read_token_file", &self.read_token_file, READ_TOKEN_ENV)?,
+            read: one(
+                "admin.read_token_file",
+                &self.read_token_file,
+                READ_TOKEN_ENV,
+            )?,
         })
     }
 }

@@ -35,8 +35,8 @@ mod tls;
 mod upstream;
 mod validate;
 
-pub use admin::{AdminConfig, AdminTokens, READ_TOKEN_ENV, TOKEN_ENV};
 pub use adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
+pub use admin::{AdminConfig, AdminTokens, READ_TOKEN_ENV, TOKEN_ENV};
 pub(crate) use check::redact_url;
 pub use class::ClassConfig;
 pub use error::ConfigError;

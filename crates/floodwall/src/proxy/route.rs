@@ -186,7 +186,9 @@ impl Route {
         let refusals = if names(&limiter.limiter) == names(&self.limiter) {
             self.refusals.clone()
         } else {
-            Arc::new(RefusalCounters::new(limiter.limiter.snapshot().classes.len()))
+            Arc::new(RefusalCounters::new(
+                limiter.limiter.snapshot().classes.len(),
+            ))
         };
         Self::assemble(config, rc, limiter, upstream, self.global.clone(), refusals)
     }

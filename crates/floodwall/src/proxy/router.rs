@@ -12,10 +12,10 @@ use super::canonical::host_name;
 use super::respond::Refusal;
 use super::route::Route;
 use crate::config::Config;
+use arc_swap::ArcSwap;
 use floodwall_core::ClassId;
 use http::header::HOST;
 use http::{HeaderName, Request};
-use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 /// The result of classifying one request.

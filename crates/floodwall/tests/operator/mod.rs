@@ -89,12 +89,7 @@ pub fn signal(pid: u32, signal: &str) {
 }
 
 /// An admin request with an optional bearer token.
-pub async fn admin(
-    method: Method,
-    addr: SocketAddr,
-    path: &str,
-    token: Option<&str>,
-) -> Reply {
+pub async fn admin(method: Method, addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
