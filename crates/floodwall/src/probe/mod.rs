@@ -44,6 +44,7 @@ pub mod flag_file;
 pub mod latency;
 pub mod memory;
 pub mod postgres;
+pub mod reporter;
 mod runner;
 mod set;
 mod snapshot;
