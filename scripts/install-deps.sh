@@ -19,6 +19,10 @@ fi
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# headless Chromium, which the status page test opens the page in.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# nginx, which the backlog flag test puts in front of an upstream.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

@@ -1,12 +1,16 @@
 //! Start-up, in one readable order: routes → distributed → probes →
 //! listeners. Everything per route is built here, with the route, and
-//! handed to whoever needs it; nothing is looked up by name later.
+//! handed to whoever needs it; nothing is looked up by name later (a
+//! reload, `reload.rs`, hands the kept parts to the routes it rebuilds).
 
+use crate::admin::auth::Auth;
+use crate::admin::history::History;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::distributed::Distributed;
 use crate::probe::{self, ProbeSet};
 use crate::proxy::{Proxy, Route, Router, Upstream};
+use crate::reload::{LoadFn, Parts, Reloader};
 use crate::server::{self, Listeners, Serving};
 use crate::tls::TlsListener;
 use floodwall_core::MonotonicClock;
@@ -26,12 +30,23 @@ pub struct Running {
     pub proxy: Arc<Proxy>,
     /// The bottleneck probes (`[[probes]]`), for in-process inspection.
     pub probes: Arc<ProbeSet>,
+    /// The admin endpoints' state, for in-process inspection.
+    pub admin: Arc<Admin>,
     distributed: Option<Arc<Distributed>>,
     tls: Option<Arc<TlsListener>>,
+    reloader: Arc<Reloader>,
+    history: tokio::task::JoinHandle<()>,
     serving: Serving,
 }
 
 impl Running {
+    /// Re-reads the config file and applies it, or changes nothing and
+    /// says why (what `floodwall serve` does on SIGHUP, with
+    /// [`Running::reload_tls`], and `POST /reload`); see [`crate::reload`].
+    pub fn reload(&self) -> Result<Vec<String>, crate::admin::reload::ReloadError> {
+        self.reloader.reload()
+    }
+
     /// Re-reads `server.tls.cert` and `server.tls.key` (what `floodwall
     /// serve` does on SIGHUP): new handshakes get the new certificate,
     /// connections already up keep theirs. If the files do not load, the
@@ -49,6 +64,7 @@ impl Running {
     /// listener last; then stop the probes (lowering their flag files) and
     /// leave the global limits.
     pub async fn shutdown(self) {
+        self.history.abort();
         self.serving.shutdown().await;
         self.probes.stop().await;
         if let Some(d) = &self.distributed {
@@ -59,20 +75,31 @@ impl Running {
 
 /// Starts a floodwall for `config`: the same start-up as `floodwall serve`.
 /// Returns once both listeners are bound, so the addresses are usable
-/// immediately. Must be called inside a tokio runtime.
+/// immediately. Must be called inside a tokio runtime. There is no file
+/// to reload from; see [`start_reloadable`].
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_reloadable(config, None).await
+}
+
+/// [`start`], with `load` to read the config again on a reload (the file
+/// and the same flags: `floodwall serve --config`).
+pub async fn start_reloadable(
+    config: Config,
+    load: Option<Box<LoadFn>>,
+) -> anyhow::Result<Running> {
     config.validate()?;
+    let tokens = config.admin.tokens()?;
     let clock = Arc::new(MonotonicClock::new());
 
     // 1. Routes, each built with everything it owns: its limiter, its
     //    upstream's pooled client, and in distributed mode its handle on
     //    its part of the global limit (the client connects lazily).
-    let upstreams: HashMap<&str, Arc<Upstream>> = config
+    let upstreams: HashMap<String, Arc<Upstream>> = config
         .upstreams
         .iter()
         .map(|u| {
             Ok((
-                u.name.as_str(),
+                u.name.clone(),
                 Arc::new(Upstream::new(u, config.server.worker_count())?),
             ))
         })
@@ -81,7 +108,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, rc) in config.routes.iter().enumerate() {
         let limiter = Route::limiter(&config, i, clock.clone())?;
-        let global = distributed.as_mut().map(|d| d.join(rc, limiter.clone()));
+        let global = distributed
+            .as_mut()
+            .map(|d| d.join(rc, limiter.limiter.clone()));
         let upstream = upstreams
             .get(rc.upstream.as_str())
             .ok_or_else(|| {
@@ -127,22 +156,58 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listeners = Listeners::bind(&config.server).await?;
     let (proxy_addr, admin_addr) = listeners.addrs()?;
     let draining = Arc::new(AtomicBool::new(false));
+    let auth = Arc::new(Auth::new(tokens));
+    if !config.server.admin.ip().is_loopback() && !auth.reads_protected() {
+        tracing::warn!(admin = %config.server.admin, "the admin port is not on loopback and reads need no token: set admin.read_token_file");
+    }
+    let server_config = config.server.clone();
+    let reloader = Arc::new(Reloader::new(
+        config,
+        Parts {
+            proxy: proxy.clone(),
+            probes: probes.clone(),
+            distributed: distributed.clone(),
+            auth: auth.clone(),
+            clock,
+            upstreams,
+        },
+        load,
+    ));
     let admin = Arc::new(Admin {
-        routes: routes.to_vec(),
+        proxy: proxy.clone(),
         unrouted: proxy.unrouted.clone(),
         request_duration: proxy.request_duration.clone(),
         probes: probes.clone(),
         distributed: distributed.clone(),
         draining: draining.clone(),
         connections: listeners.connections(),
+        auth,
+        history: Arc::new(History::new()),
+        reloads: reloader.stats(),
+        reload: {
+            let reloader = reloader.clone();
+            Arc::new(move || reloader.reload())
+        },
+    });
+    // 5. The history the status page charts: one point a second.
+    let history = tokio::spawn({
+        let admin = admin.clone();
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                admin.sample_history();
+            }
+        }
     });
     let serving = server::serve(
         listeners,
         proxy.clone(),
-        admin,
+        admin.clone(),
         draining,
         tls.clone(),
-        &config.server,
+        &server_config,
     );
     tracing::info!(%proxy_addr, %admin_addr, tls = tls.is_some(), "floodwall listening");
     Ok(Running {
@@ -150,8 +215,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_addr,
         proxy,
         probes,
+        admin,
         distributed,
         tls,
+        reloader,
+        history,
         serving,
     })
 }

@@ -18,6 +18,8 @@
 //!   counters ([`server::stats`]) are a leaf that `admin` renders.
 //! - [`tls`]: TLS on the proxy listener and to `https://` upstreams
 //!   (rustls).
+//! - [`reload`]: SIGHUP and `POST /reload` re-read the config file and
+//!   apply it whole or not at all, keeping each kept route's limiter.
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
 //!
 //! Layers import downwards only: `app` → `server` → `admin` → `proxy` →
@@ -34,6 +36,7 @@ pub mod config;
 pub mod distributed;
 pub mod probe;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -30,6 +30,68 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Only watch a server's accept backlog and keep a flag file that
+    /// nginx answers 503 from while it is too deep (the backlog_reporter
+    /// gem, for any server on a TCP port). Stops on SIGTERM or SIGINT,
+    /// removing the flag.
+    BacklogReporter(ReporterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReporterArgs {
+    /// The TCP port the watched server listens on (on this host).
+    #[arg(long)]
+    listen_port: u16,
+    /// The flag file: present while the backlog is too deep. An absolute
+    /// path, the one nginx checks with `if (-f …)`.
+    #[arg(long)]
+    flag: PathBuf,
+    /// Raise the flag from this many connections waiting to be accepted.
+    #[arg(long, default_value_t = 16)]
+    max_backlog: usize,
+    /// Lower it again at this many or fewer [default: half of max-backlog].
+    #[arg(long)]
+    recover_backlog: Option<usize>,
+    /// How often to read the backlog.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
+}
+
+async fn backlog_reporter(args: ReporterArgs) -> anyhow::Result<()> {
+    floodwall::telemetry::init("info", LogFormat::Text);
+    if args.max_backlog == 0 || args.listen_port == 0 {
+        anyhow::bail!("--max-backlog and --listen-port must be at least 1");
+    }
+    if args.recover_backlog.is_some_and(|r| r >= args.max_backlog) {
+        anyhow::bail!("--recover-backlog must be below --max-backlog");
+    }
+    if !args.flag.is_absolute() {
+        anyhow::bail!(
+            "--flag must be an absolute path (got {})",
+            args.flag.display()
+        );
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let config = floodwall::probe::reporter::ReporterConfig {
+        port: args.listen_port,
+        flag: args.flag,
+        max_backlog: args.max_backlog,
+        recover_backlog: args.recover_backlog,
+        interval: args.interval,
+    };
+    println!(
+        "floodwall backlog-reporter port={} flag={}",
+        config.port,
+        config.flag.display()
+    );
+    floodwall::probe::reporter::run(config, stop).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,7 +201,13 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
     floodwall::telemetry::init(&config.log.level, config.log.format);
-    let running = floodwall::app::start(config).await?;
+    // With a file, a reload (SIGHUP, POST /reload) reads it again with the
+    // same flags over it.
+    let reload: Option<Box<floodwall::reload::LoadFn>> = args.config.is_some().then(|| {
+        let args = std::sync::Arc::new(args);
+        Box::new(move || load(&args)) as Box<floodwall::reload::LoadFn>
+    });
+    let running = floodwall::app::start_reloadable(config, reload).await?;
     // One machine-readable line on stdout once both ports are bound; logs go
     // to stderr.
     let mut out = std::io::stdout().lock();
@@ -157,11 +225,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received"); break }
-            // SIGHUP re-reads the TLS certificate files (not the config
-            // file); a failed reload keeps the current ones and is logged.
+            // SIGHUP re-reads the TLS certificate files and the config
+            // file; a failed reload of either keeps what runs and is
+            // logged (and, for the config, counted and shown on /status).
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP received: reloading the TLS certificate");
+                tracing::info!("SIGHUP received: reloading the TLS certificate and the config");
                 let _ = running.reload_tls();
+                let _ = running.reload();
             }
         }
     }
@@ -180,6 +250,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::BacklogReporter(args) => runtime.block_on(backlog_reporter(args)),
         Command::Check { file } => Config::load(&file)
             .map(|c| {
                 println!(

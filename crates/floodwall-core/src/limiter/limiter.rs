@@ -527,3 +527,8 @@ impl Release for Limiter {
         }
     }
 }
+
+// Reconfiguration (`Limiter::refresh_limit`) lives in its own file, a child
+// of this module so it can reach the limiter's parts.
+#[path = "reconfigure.rs"]
+mod reconfigure;

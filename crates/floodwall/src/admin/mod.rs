@@ -1,32 +1,43 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! The admin listener: the status page `/`, `/history.json`, `/metrics`,
+//! `/healthz`, `/readyz`, `/status`, and `POST /reload`.
 //!
 //! It has its own address so that floodwall's own figures stay reachable
 //! when the proxy port is saturated, and so that nothing on it is ever
-//! exposed through the proxy. It owns no state: it holds handles on what
-//! it shows (the routes, the probes, distributed mode, the draining flag)
-//! and renders their snapshots, `/status` in [`status`], `/metrics` in
-//! [`metrics`].
+//! exposed through the proxy. It binds loopback by default. It holds
+//! handles on what it shows (the proxy's route table, the probes,
+//! distributed mode, the draining flag) and renders their snapshots,
+//! `/status` in [`status`], `/metrics` in [`metrics`], the page from
+//! [`page`] and the per-second [`history`]. Who may do what is [`auth`]'s:
+//! mutating endpoints need the admin token, reads a read token if one is
+//! configured. A reload's results are counted in [`reload`].
 
+pub mod auth;
+pub mod history;
 pub mod metrics;
+pub mod page;
+pub mod reload;
 pub mod status;
 
 use crate::distributed::Distributed;
 use crate::probe::ProbeSet;
-use crate::proxy::{Body, RefusalCounters, Route};
+use crate::proxy::{Body, Proxy, RefusalCounters};
 use crate::server::stats::Connections;
+use auth::{Access, Auth};
+use history::History;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use metrics::{to_prometheus_text, OPENMETRICS, PROMETHEUS_TEXT};
 use prometheus_client::metrics::histogram::Histogram;
+use reload::{ReloadError, ReloadFn, ReloadStats};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What the admin endpoints show.
-#[derive(Debug)]
 pub struct Admin {
-    /// The routes, in match order.
-    pub routes: Vec<Arc<Route>>,
+    /// The proxy, whose route table (which a reload replaces) is read at
+    /// every request.
+    pub proxy: Arc<Proxy>,
     /// Refusals of requests that matched no route.
     pub unrouted: Arc<RefusalCounters>,
     /// The duration histogram of admitted requests.
@@ -40,6 +51,22 @@ pub struct Admin {
     pub draining: Arc<AtomicBool>,
     /// Both listeners' connection counters.
     pub connections: Arc<Connections>,
+    /// The tokens.
+    pub auth: Arc<Auth>,
+    /// The last five minutes, for the page and `/history.json`.
+    pub history: Arc<History>,
+    /// Reload results.
+    pub reloads: Arc<ReloadStats>,
+    /// Performs a reload (`POST /reload`).
+    pub reload: Arc<ReloadFn>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("routes", &self.proxy.router.routes().len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
@@ -57,14 +84,35 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 impl Admin {
     /// Serves one admin request.
     pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        let path = req.uri().path();
+        if path == "/reload" {
+            return self.post_reload(req);
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
-                "GET only\n".into(),
+                "GET only (POST for /reload)\n".into(),
             );
         }
-        match req.uri().path() {
+        // Health checks stay open: load balancers and orchestrators probe
+        // them without credentials.
+        if !matches!(path, "/healthz" | "/readyz") {
+            if let Err(denied) = self.auth.check(req, Access::Read) {
+                return reply(denied.status, "text/plain", denied.message.into());
+            }
+        }
+        match path {
+            "/" | "/index.html" => reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page::PAGE.to_owned(),
+            ),
+            "/history.json" => reply(
+                StatusCode::OK,
+                "application/json",
+                self.history.document().to_string(),
+            ),
             "/metrics" => {
                 let text = self.metrics();
                 let wants_openmetrics = req
@@ -93,25 +141,72 @@ impl Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found: try /metrics, /healthz, /readyz or /status\n".into(),
+                "not found: try /, /metrics, /healthz, /readyz, /status or /history.json\n".into(),
             ),
         }
     }
 
+    /// `POST /reload`: re-reads the config file, with the admin token.
+    fn post_reload<B>(&self, req: &Request<B>) -> Response<Body> {
+        if req.method() != Method::POST {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "POST only\n".into(),
+            );
+        }
+        if let Err(denied) = self.auth.check(req, Access::Write) {
+            return reply(denied.status, "text/plain", denied.message.into());
+        }
+        let (status, body) = match (self.reload)() {
+            Ok(changes) => (
+                StatusCode::OK,
+                serde_json::json!({ "ok": true, "changes": changes }),
+            ),
+            Err(e) => (
+                match e {
+                    ReloadError::NoFile => StatusCode::CONFLICT,
+                    ReloadError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                },
+                serde_json::json!({ "ok": false, "error": e.to_string() }),
+            ),
+        };
+        reply(status, "application/json", body.to_string() + "\n")
+    }
+
     /// The `/status` document.
     pub fn status(&self) -> Value {
-        status::document(
-            &self.routes,
+        let mut doc = status::document(
+            &self.proxy.router.routes(),
             &self.probes,
             self.distributed.as_ref().map(|d| d.snapshot()).as_ref(),
             self.draining.load(Ordering::Acquire),
-        )
+        );
+        doc["reload"] = self.reloads.status();
+        doc["admin"] = serde_json::json!({
+            "reads_protected": self.auth.reads_protected(),
+        });
+        doc
+    }
+
+    /// Takes one point of the history now (once a second, from `app.rs`).
+    pub fn sample_history(&self) {
+        self.history.sample(
+            &self.proxy.router.routes(),
+            &self.unrouted,
+            &self.request_duration,
+        );
     }
 
     /// The `/metrics` exposition, in OpenMetrics text.
     pub fn metrics(&self) -> String {
+        let text = self.metrics_without_reloads();
+        reload::append_metrics(&text, &self.reloads.metrics())
+    }
+
+    fn metrics_without_reloads(&self) -> String {
         metrics::render(&metrics::Sources {
-            routes: &self.routes,
+            routes: &self.proxy.router.routes(),
             unrouted: &self.unrouted,
             request_duration: &self.request_duration,
             probes: &self.probes.snapshot(),

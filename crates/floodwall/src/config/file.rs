@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::admin::AdminConfig;
 use super::class::{self, ClassConfig};
 use super::error::ConfigError;
 use super::limit::LimitConfig;
@@ -26,6 +27,10 @@ pub struct Config {
     /// Log level and format (`[log]`).
     #[serde(default)]
     pub log: LogConfig,
+    /// Who may use the admin port (`[admin]`): the tokens of mutating
+    /// endpoints and, optionally, of reads.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Priority classes (`[[classes]]`), highest priority first. When the
     /// limit is tight, a class's `reserved` share is kept free for it, so
     /// interactive traffic is not starved by batch jobs.
@@ -99,6 +104,7 @@ impl Config {
                 ..ServerConfig::default()
             },
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
             classes: class::default_classes(),
             upstreams: vec![UpstreamConfig::new(NAME, upstream)],
             routes: vec![RouteConfig {

@@ -20,6 +20,7 @@
 //! `docs/config.md`.
 
 mod adaptive;
+mod admin;
 mod check;
 mod class;
 mod error;
@@ -35,6 +36,7 @@ mod upstream;
 mod validate;
 
 pub use adaptive::{AdaptiveConfig, AimdKeys, GradientKeys, VegasKeys, WipKeys};
+pub use admin::{AdminConfig, AdminTokens, READ_TOKEN_ENV, TOKEN_ENV};
 pub(crate) use check::redact_url;
 pub use class::ClassConfig;
 pub use error::ConfigError;

@@ -190,6 +190,12 @@ pub struct ProbeConfig {
     /// backlog: saturated when this many connections wait to be accepted.
     #[serde(default)]
     pub max_backlog: Option<usize>,
+    /// backlog: once saturated, it stays so (and its flag file stays
+    /// raised) until the backlog falls to this or below, so a backlog
+    /// hovering at the threshold does not flap the flag. Default: half of
+    /// `max_backlog`.
+    #[serde(default)]
+    pub recover_backlog: Option<usize>,
 
     /// latency: saturated when smoothed latency exceeds the baseline by this
     /// factor.
@@ -222,6 +228,7 @@ impl ProbeConfig {
             port: None,
             upstream: None,
             max_backlog: None,
+            recover_backlog: None,
             multiplier: None,
             baseline_half_life: None,
         }
@@ -387,6 +394,11 @@ impl ProbeConfig {
                 self.max_backlog.is_some(),
                 ProbeKind::Backlog,
             ),
+            (
+                "recover_backlog",
+                self.recover_backlog.is_some(),
+                ProbeKind::Backlog,
+            ),
             ("multiplier", self.multiplier.is_some(), ProbeKind::Latency),
             (
                 "baseline_half_life",
@@ -470,6 +482,15 @@ impl ProbeConfig {
                 }
                 if self.max_backlog == Some(0) {
                     return bad("max_backlog", "must be at least 1".into());
+                }
+                let max = self.max_backlog.unwrap_or(DEFAULT_MAX_BACKLOG);
+                if let Some(r) = self.recover_backlog {
+                    if r >= max {
+                        return bad(
+                            "recover_backlog",
+                            format!("must be below max_backlog ({max}), or the flag never holds (got {r})"),
+                        );
+                    }
                 }
                 if let Some(n) = self.max_backlog {
                     check::count(&key("max_backlog"), n, 1, check::MAX_COUNT)?;

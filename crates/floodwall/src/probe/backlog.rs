@@ -86,6 +86,9 @@ fn parse_addr(hex: &str) -> Option<IpAddr> {
 pub struct BacklogProbe {
     port: u16,
     max_backlog: usize,
+    /// Once saturated, healthy again only at or below this.
+    recover_backlog: usize,
+    saturated: bool,
     /// `/proc/net`, or a directory of captured files in tests.
     proc_net: PathBuf,
 }
@@ -94,9 +97,21 @@ impl BacklogProbe {
     /// A probe of the sockets listening on `port` (the resolved
     /// `port`/`upstream` of `config`).
     pub fn new(config: &ProbeConfig, port: u16) -> Self {
+        let max_backlog = config.max_backlog.unwrap_or(DEFAULT_MAX_BACKLOG);
+        Self::with_thresholds(port, max_backlog, config.recover_backlog)
+    }
+
+    /// A probe of `port`, saturated from `max_backlog` queued connections
+    /// until the queue falls to `recover_backlog` (default half of
+    /// `max_backlog`): the hysteresis that keeps a flag file from flapping.
+    pub fn with_thresholds(port: u16, max_backlog: usize, recover_backlog: Option<usize>) -> Self {
         Self {
             port,
-            max_backlog: config.max_backlog.unwrap_or(DEFAULT_MAX_BACKLOG),
+            max_backlog,
+            recover_backlog: recover_backlog
+                .unwrap_or(max_backlog / 2)
+                .min(max_backlog.saturating_sub(1)),
+            saturated: false,
             proc_net: PathBuf::from("/proc/net"),
         }
     }
@@ -149,7 +164,12 @@ impl Probe for BacklogProbe {
             "backlog={backlog} max_backlog={} port={}",
             self.max_backlog, self.port
         );
-        Ok(if backlog >= self.max_backlog as u64 {
+        self.saturated = if self.saturated {
+            backlog > self.recover_backlog as u64
+        } else {
+            backlog >= self.max_backlog as u64
+        };
+        Ok(if self.saturated {
             Reading::saturated(detail)
         } else {
             Reading::healthy(detail)
@@ -239,5 +259,23 @@ mod tests {
         assert!(e.contains("nothing listens on port 1"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
         std::fs::remove_dir_all(dir4).unwrap();
+    }
+
+    #[tokio::test]
+    async fn once_saturated_it_holds_until_the_backlog_falls_to_recover_backlog() {
+        let dir =
+            std::env::temp_dir().join(format!("floodwall-backlog-hyst-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut p = BacklogProbe::with_thresholds(8080, 8, None).with_proc_net(&dir);
+        let mut seen = Vec::new();
+        for backlog in [7u64, 8, 5, 4, 7, 9] {
+            let line = format!(
+                "  sl  local_address rem_address   st tx_queue rx_queue\n   0: 0100007F:1F90 00000000:0000 0A 00000000:{backlog:08X} 00:00000000 00000000     0        0 1 1\n"
+            );
+            std::fs::write(dir.join("tcp"), line).unwrap();
+            seen.push(p.check().await.unwrap().saturated);
+        }
+        assert_eq!(seen, [false, true, true, false, false, true]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -44,6 +44,7 @@ pub mod flag_file;
 pub mod latency;
 pub mod memory;
 pub mod postgres;
+pub mod reporter;
 mod runner;
 mod set;
 mod snapshot;
@@ -77,6 +78,42 @@ pub fn start(
     routes: Vec<(String, Arc<Limiter>)>,
 ) -> anyhow::Result<Arc<ProbeSet>> {
     let set = ProbeSet::new(routes.clone());
+    populate(&set, config, routes)?;
+    Ok(Arc::new(set))
+}
+
+/// Stops `set`'s probes and starts `config.probes` over `routes` in it (a
+/// config reload; see [`ProbeSet::restart`]). Every probe is built first,
+/// so one that cannot work here fails the reload before anything stops.
+pub fn restart(
+    set: &ProbeSet,
+    config: &Config,
+    routes: Vec<(String, Arc<Limiter>)>,
+) -> anyhow::Result<()> {
+    buildable(config)?;
+    set.restart(|s| populate(s, config, routes.clone()), routes.clone())
+}
+
+/// Whether every probe of `config` can be built here, building and
+/// dropping each without starting it.
+pub fn buildable(config: &Config) -> anyhow::Result<()> {
+    for (i, p) in config.probes.iter().enumerate() {
+        let context = |e: String| anyhow::anyhow!("probes[{i}] ({}): {e}", p.name());
+        match p.kind {
+            ProbeKind::Postgres => drop(PostgresProbe::new(p).map_err(context)?),
+            ProbeKind::Memory => drop(MemoryProbe::new(p).map_err(context)?),
+            ProbeKind::Backlog => drop(p.backlog_port(&config.upstreams).map_err(context)?),
+            ProbeKind::Latency => {}
+        }
+    }
+    Ok(())
+}
+
+fn populate(
+    set: &ProbeSet,
+    config: &Config,
+    routes: Vec<(String, Arc<Limiter>)>,
+) -> anyhow::Result<()> {
     for (i, p) in config.probes.iter().enumerate() {
         let context = |e: String| anyhow::anyhow!("probes[{i}] ({}): {e}", p.name());
         match p.kind {
@@ -89,5 +126,5 @@ pub fn start(
             ProbeKind::Latency => set.add(p, LatencyProbe::new(p, routes.clone())),
         }
     }
-    Ok(Arc::new(set))
+    Ok(())
 }

@@ -20,9 +20,14 @@ use crate::config::ProbeConfig;
 /// Dropping the set stops its tasks too (their stop channel closes).
 #[derive(Debug)]
 pub struct ProbeSet {
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    /// Replaced whole by [`ProbeSet::restart`] (a config reload); the
+    /// tasks hold their own handle on the one they were started with.
+    shared: Mutex<Arc<Shared>>,
+    stop: Mutex<watch::Sender<bool>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// After a restart: turns true once the previous tasks have ended, so
+    /// a new task never runs beside the old one it replaces.
+    after: Mutex<Option<watch::Receiver<bool>>>,
 }
 
 impl ProbeSet {
@@ -31,17 +36,54 @@ impl ProbeSet {
     /// probes with [`ProbeSet::add`].
     pub fn new(routes: Vec<(String, Arc<Limiter>)>) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                routes: routes
-                    .into_iter()
-                    .map(|(name, limiter)| ConstrainedRoute { name, limiter })
-                    .collect(),
-                probes: Mutex::new(Vec::new()),
-                origin: tokio::time::Instant::now(),
-            }),
-            stop: watch::channel(false).0,
+            shared: Mutex::new(Self::shared_over(routes)),
+            stop: Mutex::new(watch::channel(false).0),
             tasks: Mutex::new(Vec::new()),
+            after: Mutex::new(None),
         }
+    }
+
+    fn shared_over(routes: Vec<(String, Arc<Limiter>)>) -> Arc<Shared> {
+        Arc::new(Shared {
+            routes: routes
+                .into_iter()
+                .map(|(name, limiter)| ConstrainedRoute { name, limiter })
+                .collect(),
+            probes: Mutex::new(Vec::new()),
+            origin: tokio::time::Instant::now(),
+        })
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        lock(&self.shared).clone()
+    }
+
+    /// Stops every probe and starts `start` again over `routes`: what a
+    /// config reload does when the probes or the routes they constrain
+    /// changed. The new tasks start once the old ones have ended (and
+    /// lowered their flag files), so an old and a new task never hold one
+    /// flag file; each new probe's hysteresis starts over, and the
+    /// constraints the old ones left on kept limiters stay until the new
+    /// probe's first check. Returns at once; must be called inside a
+    /// tokio runtime.
+    pub(crate) fn restart(
+        &self,
+        start: impl FnOnce(&ProbeSet) -> anyhow::Result<()>,
+        routes: Vec<(String, Arc<Limiter>)>,
+    ) -> anyhow::Result<()> {
+        lock(&self.stop).send_replace(true);
+        let old = std::mem::take(&mut *lock(&self.tasks));
+        let (ended, after) = watch::channel(false);
+        tokio::spawn(async move {
+            for task in old {
+                let _ = task.await;
+            }
+            let _ = ended.send(true);
+        });
+        *lock(&self.after) = Some(after);
+        *lock(&self.shared) = Self::shared_over(routes);
+        *lock(&self.stop) = watch::channel(false).0;
+        start(self)
     }
 
     /// Starts `probe` on its own task with the common settings of `config`
@@ -51,13 +93,20 @@ impl ProbeSet {
     pub fn add<P: Probe>(&self, config: &ProbeConfig, probe: P) {
         let state = self.register(config);
         let flag = config.flag_file.as_ref().map(FlagFile::new);
-        let task = tokio::spawn(runner::run(
+        let run = runner::run(
             probe,
             state,
-            self.shared.clone(),
+            self.shared(),
             flag,
-            self.stop.subscribe(),
-        ));
+            lock(&self.stop).subscribe(),
+        );
+        let after = lock(&self.after).clone();
+        let task = tokio::spawn(async move {
+            if let Some(mut after) = after {
+                let _ = after.wait_for(|ended| *ended).await;
+            }
+            run.await
+        });
         lock(&self.tasks).push(task);
     }
 
@@ -81,12 +130,12 @@ impl ProbeSet {
                 health: Health::Starting,
                 detail: String::new(),
                 last_error: None,
-                constraints: vec![Constraint::new(params); self.shared.routes.len()],
+                constraints: vec![Constraint::new(params); self.shared().routes.len()],
                 flag_raised: false,
                 checks: 0,
             }),
         });
-        lock(&self.shared.probes).push(state.clone());
+        lock(&self.shared().probes).push(state.clone());
         state
     }
 
@@ -98,16 +147,16 @@ impl ProbeSet {
         probe: &ProbeState,
         result: Result<super::check::Reading, super::check::ProbeError>,
     ) {
-        self.shared.record(probe, result);
+        self.shared().record(probe, result);
     }
 
     fn probes(&self) -> Vec<Arc<ProbeState>> {
-        lock(&self.shared.probes).clone()
+        lock(&self.shared().probes).clone()
     }
 
     /// Whether no probe is configured.
     pub fn is_empty(&self) -> bool {
-        lock(&self.shared.probes).is_empty()
+        lock(&self.shared().probes).is_empty()
     }
 
     /// Stops every probe task and waits for them: each lowers its flag
@@ -115,7 +164,7 @@ impl ProbeSet {
     /// answering 503. Constraints stay as they are; the limiters are going
     /// away too.
     pub async fn stop(&self) {
-        self.stop.send_replace(true);
+        lock(&self.stop).send_replace(true);
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for task in tasks {
             let _ = task.await;
@@ -129,8 +178,8 @@ impl ProbeSet {
     /// limiter the probes do not constrain. The route is found by its
     /// limiter itself, the handle the set was given, not by name.
     pub fn limited_by(&self, limiter: &Limiter) -> Option<String> {
-        let i = self
-            .shared
+        let shared = self.shared();
+        let i = shared
             .routes
             .iter()
             .position(|r| std::ptr::eq(Arc::as_ptr(&r.limiter), limiter))?;
@@ -160,6 +209,7 @@ impl ProbeSet {
     /// Every probe now, in the order they were added: plain data that
     /// `/status` and `/metrics` render.
     pub fn snapshot(&self) -> Vec<ProbeSnapshot> {
+        let shared = self.shared();
         self.probes()
             .iter()
             .map(|p| {
@@ -167,7 +217,7 @@ impl ProbeSet {
                 let constraints = st
                     .constraints
                     .iter()
-                    .zip(&self.shared.routes)
+                    .zip(&shared.routes)
                     .map(|(c, route)| RouteConstraint {
                         route: route.name.clone(),
                         value: c.value(),

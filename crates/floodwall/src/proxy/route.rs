@@ -3,10 +3,11 @@
 
 use super::forward::Upstream;
 use super::refusals::RefusalCounters;
-use crate::config::{Config, QueueOrder as CfgOrder, RouteConfig};
+use crate::config::{Config, LimitConfig, QueueOrder as CfgOrder, RouteConfig};
 use crate::distributed::GlobalLimit;
 use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};
-use floodwall_core::{ClassId, Clock, Limiter};
+use floodwall_core::{ClassId, Clock, Limit, Limiter, Nanos, Sample};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,45 @@ pub struct Route {
     /// Distributed mode (`[store]`): this route's part of the limit shared
     /// with the other replicas.
     pub global: Option<GlobalLimit>,
-    /// Refusals the limiter does not count, by class and reason.
-    pub refusals: RefusalCounters,
+    /// Refusals the limiter does not count, by class and reason; shared
+    /// with the route a reload rebuilds from this one, so they keep counting.
+    pub refusals: Arc<RefusalCounters>,
+    /// A fixed limit's value, which a reload changes in place.
+    fixed: Option<Arc<ReloadableFixed>>,
+}
+
+/// A fixed limit whose value a reload can change without a new limiter:
+/// [`FixedLimit`](floodwall_core::FixedLimit) with the value in an atomic.
+/// The limiter never samples it (it is not adaptive), so the value is read
+/// only when [`Limiter::refresh_limit`] is called.
+#[derive(Debug)]
+struct ReloadableFixed(AtomicUsize);
+
+impl Limit for ReloadableFixed {
+    fn limit(&self) -> usize {
+        self.0.load(Ordering::Acquire).max(1)
+    }
+
+    fn on_sample(&self, _now: Nanos, _sample: &Sample) -> usize {
+        self.limit()
+    }
+
+    fn name(&self) -> &'static str {
+        "fixed"
+    }
+
+    fn is_adaptive(&self) -> bool {
+        false
+    }
+}
+
+/// A route's limiter and, for a fixed limit, the handle that changes its
+/// value in place.
+#[derive(Debug, Clone)]
+pub struct RouteLimiter {
+    /// The limiter itself.
+    pub limiter: Arc<Limiter>,
+    fixed: Option<Arc<ReloadableFixed>>,
 }
 
 fn limiter_config(config: &Config, route: &RouteConfig) -> LimiterConfig {
@@ -60,33 +98,112 @@ fn limiter_config(config: &Config, route: &RouteConfig) -> LimiterConfig {
     }
 }
 
+/// Whether the limiter built for `old` can be kept for `new` (both
+/// routes of their configs): the same classes, queue, tenant and timing
+/// settings, and the same limit, or a fixed one whose value alone changed
+/// ([`Route::set_fixed_limit`]). `Err` says what differs, for the log.
+pub fn limiter_carries(
+    old: (&Config, &RouteConfig),
+    new: (&Config, &RouteConfig),
+) -> Result<(), String> {
+    if limiter_config(old.0, old.1) != limiter_config(new.0, new.1) {
+        return Err("its classes, queue, tenant or class/retry timing changed".into());
+    }
+    match (&old.1.limit, &new.1.limit) {
+        (a, b) if a == b => Ok(()),
+        (LimitConfig::Fixed { .. }, LimitConfig::Fixed { .. }) => Ok(()),
+        (a, b) if a.algorithm() != b.algorithm() => Err(format!(
+            "its algorithm changed from {} to {}",
+            a.algorithm(),
+            b.algorithm()
+        )),
+        (a, _) => Err(format!("its {} settings changed", a.algorithm())),
+    }
+}
+
 impl Route {
     /// The limiter of `config.routes[index]`, from a validated config.
     pub fn limiter(
         config: &Config,
         index: usize,
         clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Arc<Limiter>> {
+    ) -> anyhow::Result<RouteLimiter> {
         let r = &config.routes[index];
+        let lc = limiter_config(config, r);
+        if let LimitConfig::Fixed { value } = r.limit {
+            let fixed = Arc::new(ReloadableFixed(AtomicUsize::new(value)));
+            return Ok(RouteLimiter {
+                limiter: Limiter::new(lc, fixed.clone(), clock)?,
+                fixed: Some(fixed),
+            });
+        }
         // Decorrelate baseline probes across replicas and routes.
         let seed = u64::from(std::process::id()) << 16 ^ (index as u64) ^ clock.now().0;
         let limit = r
             .limit
             .build(&format!("routes[{index}].limit."), seed)
             .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(Limiter::new(limiter_config(config, r), limit, clock)?)
+        Ok(RouteLimiter {
+            limiter: Limiter::new(lc, limit, clock)?,
+            fixed: None,
+        })
     }
 
     /// The route of `rc` with the parts built for it.
     pub fn new(
         config: &Config,
         rc: &RouteConfig,
-        limiter: Arc<Limiter>,
+        limiter: RouteLimiter,
         upstream: Arc<Upstream>,
         global: Option<GlobalLimit>,
     ) -> anyhow::Result<Self> {
+        let classes = limiter.limiter.snapshot().classes.len();
+        Self::assemble(
+            config,
+            rc,
+            limiter,
+            upstream,
+            global,
+            Arc::new(RefusalCounters::new(classes)),
+        )
+    }
+
+    /// This route rebuilt for `rc` of a reloaded `config`, on `limiter`
+    /// (this route's own, kept, or a new one) and `upstream`: it keeps its
+    /// part of the global limit (the store lease) and, when the classes are
+    /// the same, its refusal counters. Requests that hold this route finish
+    /// on its parts; the rebuilt route takes every new one.
+    pub fn rebuilt(
+        &self,
+        config: &Config,
+        rc: &RouteConfig,
+        limiter: RouteLimiter,
+        upstream: Arc<Upstream>,
+    ) -> anyhow::Result<Self> {
+        let names = |l: &Limiter| -> Vec<String> {
+            l.snapshot().classes.into_iter().map(|c| c.name).collect()
+        };
+        let refusals = if names(&limiter.limiter) == names(&self.limiter) {
+            self.refusals.clone()
+        } else {
+            Arc::new(RefusalCounters::new(
+                limiter.limiter.snapshot().classes.len(),
+            ))
+        };
+        Self::assemble(config, rc, limiter, upstream, self.global.clone(), refusals)
+    }
+
+    fn assemble(
+        config: &Config,
+        rc: &RouteConfig,
+        limiter: RouteLimiter,
+        upstream: Arc<Upstream>,
+        global: Option<GlobalLimit>,
+        refusals: Arc<RefusalCounters>,
+    ) -> anyhow::Result<Self> {
         let class_name = rc.class.as_deref().unwrap_or(&config.server.default_class);
         let default_class = limiter
+            .limiter
             .class_id(class_name)
             .ok_or_else(|| anyhow::anyhow!("routes: no class named {class_name:?}"))?;
         Ok(Self {
@@ -95,10 +212,31 @@ impl Route {
             prefix: rc.path_prefix.clone(),
             default_class,
             upstream,
-            refusals: RefusalCounters::new(limiter.snapshot().classes.len()),
-            limiter,
+            refusals,
+            limiter: limiter.limiter,
+            fixed: limiter.fixed,
             queue_timeout: (rc.queue.capacity > 0).then_some(rc.queue.timeout),
             global,
         })
+    }
+
+    /// This route's limiter, to keep across a reload.
+    pub fn kept_limiter(&self) -> RouteLimiter {
+        RouteLimiter {
+            limiter: self.limiter.clone(),
+            fixed: self.fixed.clone(),
+        }
+    }
+
+    /// Sets a fixed limit's value in place, effective at once (a reload of
+    /// `--limit` or `limit.value`); false if this route's limit is not
+    /// fixed.
+    pub fn set_fixed_limit(&self, value: usize) -> bool {
+        let Some(fixed) = &self.fixed else {
+            return false;
+        };
+        fixed.0.store(value, Ordering::Release);
+        self.limiter.refresh_limit();
+        true
     }
 }
