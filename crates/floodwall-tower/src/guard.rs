@@ -3,8 +3,24 @@
 //! For calls that are not tower services (a database query, a cache get),
 //! wrap the future:
 //!
-//! ```ignore
-//! let rows = db_guard.run(client.query("SELECT ...", &[])).await?;
+//! ```
+//! use floodwall_core::bulkhead::Capacity;
+//! use floodwall_core::{Breaker, BreakerConfig, Bulkhead, MonotonicClock};
+//! use floodwall_tower::Guard;
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let clock = Arc::new(MonotonicClock::new());
+//! let db_guard = Guard::new("postgres", "postgres")
+//!     .breaker(Breaker::new("postgres", BreakerConfig::default(), clock)?)
+//!     .bulkhead(Bulkhead::new("postgres", Capacity::Tickets(8))?);
+//! # let query = async { Ok::<_, std::io::Error>(vec![1, 2, 3]) };
+//! // With tokio-postgres: db_guard.run(client.query("SELECT ...", &[])).await?
+//! let rows = db_guard.run(query).await?;
+//! assert_eq!(rows.len(), 3);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! A call passes two checks, cheapest refusal first:
