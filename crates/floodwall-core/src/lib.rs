@@ -14,17 +14,29 @@
 //! - [`clock`]: injected time, so all of the above is tested without
 //!   sleeping.
 //!
+//! For what a service calls rather than what calls it, two outbound
+//! primitives on the same clock: [`breaker`] (Semian's circuit breaker,
+//! with backoff and a rate mode) and [`bulkhead`] (a ticket cap that
+//! refuses at once). [`respond`] is the one map
+//! from any refusal to its HTTP status, headers and body, shared by the
+//! gateway and `floodwall-tower`.
+//!
 //! The crate depends on no runtime: the queue's future is a plain
 //! [`std::future::Future`] and timeouts belong to the caller.
 
 #![forbid(unsafe_code)]
 
+pub mod breaker;
+pub mod bulkhead;
 pub mod clock;
 pub mod limit;
 pub mod limiter;
+pub mod respond;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 
+pub use breaker::{Breaker, BreakerConfig, CircuitOpen};
+pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
 pub use limit::{
     Adaptive, AimdConfig, AimdLimit, Baseline, BaselineProbe, Cause, Decision, Failures,

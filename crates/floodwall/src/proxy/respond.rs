@@ -1,14 +1,21 @@
-//! Every response floodwall makes itself, decided in one place.
+//! Every response floodwall makes itself.
 //!
-//! Read [`Refusal::status`] and [`respond`] top to bottom to know what a
-//! client sees for each reason; `docs/metrics.md` lists the same table.
+//! The proxy's refusals are a superset of the engine's: [`Refusal`] adds
+//! the reasons only a proxy has (a dead upstream, a bad host, Redis
+//! saying no) to the limiter's. Their statuses are decided here, in
+//! [`Refusal::status`]; everything else, the status of the engine's own
+//! reasons and the shape of every refusal response (headers, jittered
+//! `Retry-After`, JSON body), is `floodwall_core::respond`, the one map the
+//! proxy and `floodwall-tower` share, so both answer byte for byte alike.
+//! `docs/metrics.md` lists the same table.
 
 use super::body::Body;
 use super::canonical::Malformed;
 use super::upload::Fault;
 use crate::distributed;
-use floodwall_core::{Reason, Rejection};
-use http::{header, HeaderValue, Response, StatusCode};
+use floodwall_core::respond::{self as shared, Answer};
+use floodwall_core::Rejection;
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use std::time::Duration;
 
@@ -85,11 +92,7 @@ impl From<distributed::Refused> for Refusal {
     }
 }
 
-/// The header naming the reason on every response floodwall makes.
-pub const REASON_HEADER: &str = "x-floodwall-reason";
-/// The jittered retry delay in milliseconds, for clients that can use more
-/// precision than `Retry-After`'s whole seconds.
-pub const RETRY_AFTER_MS_HEADER: &str = "x-floodwall-retry-after-ms";
+pub use floodwall_core::respond::{REASON_HEADER, RETRY_AFTER_MS_HEADER};
 
 impl Refusal {
     /// The wire name of the reason.
@@ -98,7 +101,7 @@ impl Refusal {
             Refusal::Rejected(r) => r.reason.as_str(),
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
-            Refusal::InvalidTenantId => "invalid_tenant_id",
+            Refusal::InvalidTenantId => Answer::invalid_tenant_id().reason,
             Refusal::NoRoute => "no_route",
             Refusal::MissingHost => "missing_host",
             Refusal::DuplicateHost => "duplicate_host",
@@ -118,16 +121,12 @@ impl Refusal {
     /// slow to send one), 501 for what floodwall does not do.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::Rejected(r) => match r.reason {
-                Reason::TenantLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-                Reason::WipLimitExceeded | Reason::QueueFull | Reason::QueueTimeout => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            },
+            // The engine's reasons: the shared map decides.
+            Refusal::Rejected(r) => shared::status_of(r.reason),
+            Refusal::InvalidTenantId => Answer::invalid_tenant_id().status,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::InvalidTenantId
-            | Refusal::MissingHost
+            Refusal::MissingHost
             | Refusal::DuplicateHost
             | Refusal::InvalidHost
             | Refusal::InvalidPath
@@ -157,50 +156,31 @@ impl Refusal {
 
 /// Spreads `d` uniformly over `[0.5 d, 1.5 d]`, so that clients refused
 /// together do not come back together (the "Retry Storm Paradox" of the
-/// Phoenix WIP-gate article).
+/// Phoenix WIP-gate article): the shared [`shared::jitter`] with a fresh
+/// draw.
 pub fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64())
+    shared::jitter(d, fastrand::f64())
 }
 
 /// The response for `refusal`: status, `X-Floodwall-Reason`, `Retry-After`
 /// (whole seconds, at least 1, jittered) where retrying can help, and a JSON
-/// body `{"error": ..., "reason": ...}`.
+/// body `{"error": ..., "reason": ...}`, all from the shared map.
 pub fn respond(refusal: &Refusal) -> Response<Body> {
-    let status = refusal.status();
-    let reason = refusal.reason();
-    let error = status
-        .canonical_reason()
-        .unwrap_or("error")
-        .to_ascii_lowercase()
-        .replace(' ', "_");
-    let body = format!("{{\"error\":\"{error}\",\"reason\":\"{reason}\"}}\n");
-    let mut resp = Response::new(
-        http_body_util::Full::new(bytes::Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(REASON_HEADER, HeaderValue::from_static(reason));
-    if let Some(d) = refusal.retry_after() {
-        let d = jitter(d);
-        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        h.insert(
-            RETRY_AFTER_MS_HEADER,
-            HeaderValue::from(d.as_millis() as u64),
-        );
-    }
-    resp
+    Answer::new(refusal.status(), refusal.reason(), refusal.retry_after()).response(
+        fastrand::f64(),
+        |bytes| {
+            http_body_util::Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use floodwall_core::Reason;
+    use http::header;
 
     fn rejected(reason: Reason) -> Refusal {
         Refusal::Rejected(Rejection {
