@@ -38,6 +38,30 @@ enum Command {
     /// each plain and with TLS, same backend, same fixed rate, same run
     /// (needs nginx and a built `floodwall` binary).
     Tls(TlsArgs),
+    /// Load one URL open loop at a fixed rate and print its latency as one
+    /// JSON line: the generator as a process of its own, for scripts that
+    /// compare gates started outside (bench/overhead.sh).
+    Load(LoadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The URL to load.
+    url: http::Uri,
+    /// Requests per second, scheduled open loop.
+    #[arg(long, default_value_t = 5000.0)]
+    rate: f64,
+    /// Seconds loaded at the rate before measuring (not counted); 0
+    /// measures from the first request: a cold start.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: std::time::Duration,
+    /// Seconds measured after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// At most this many keep-alive connections (requests on the wire);
+    /// unset, a new connection whenever all are busy.
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -300,6 +324,41 @@ async fn tls(args: TlsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    use floodwall_bench::loadgen::{self, LoadConfig, Phase, Schedule};
+    let mut cfg = LoadConfig::new(
+        args.url,
+        Schedule {
+            phases: vec![Phase {
+                duration: args.warmup + args.duration,
+                rate_rps: args.rate,
+            }],
+        },
+    );
+    cfg.client_timeout = std::time::Duration::from_secs(2);
+    cfg.max_connections = args.connections;
+    let res = loadgen::run(cfg).await?;
+    let warm = args.warmup.as_secs() as usize;
+    let sum = res.summary(warm..);
+    let sent = sum.totals.sent.max(1) as f64;
+    let ms = |q| res.success_latency(warm.., q).map(|d| d.as_secs_f64() * 1000.0);
+    let first3 = res.summary(..3);
+    let out = serde_json::json!({
+        "rate": args.rate,
+        "sent": sum.totals.sent,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "p999_ms": ms(0.999),
+        "percent_failed": 100.0 * (sent - sum.totals.ok as f64) / sent,
+        "first_3s_p99_ms": res.success_latency(..3, 0.99).map(|d| d.as_secs_f64() * 1000.0),
+        "first_3s_percent_failed": 100.0
+            * (first3.totals.sent as f64 - first3.totals.ok as f64)
+            / (first3.totals.sent.max(1) as f64),
+    });
+    println!("{out}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -314,6 +373,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Distributed(args) => runtime.block_on(distributed(args)),
         Command::Tls(args) => runtime.block_on(tls(args)),
+        Command::Load(args) => runtime.block_on(load(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
