@@ -125,7 +125,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin = Arc::new(Admin {
         routes: routes.to_vec(),
         unrouted: proxy.unrouted.clone(),
-        request_duration: proxy.request_duration.clone(),
         probes: probes.clone(),
         distributed: distributed.clone(),
         draining: draining.clone(),

@@ -17,7 +17,6 @@ use crate::server::stats::Connections;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use metrics::{to_prometheus_text, OPENMETRICS, PROMETHEUS_TEXT};
-use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,8 +28,6 @@ pub struct Admin {
     pub routes: Vec<Arc<Route>>,
     /// Refusals of requests that matched no route.
     pub unrouted: Arc<RefusalCounters>,
-    /// The duration histogram of admitted requests.
-    pub request_duration: Histogram,
     /// The bottleneck probes.
     pub probes: Arc<ProbeSet>,
     /// Distributed mode (`[store]`), if configured.
@@ -113,7 +110,6 @@ impl Admin {
         metrics::render(&metrics::Sources {
             routes: &self.routes,
             unrouted: &self.unrouted,
-            request_duration: &self.request_duration,
             probes: &self.probes.snapshot(),
             distributed: self.distributed.as_ref().map(|d| d.snapshot()).as_ref(),
             connections: Some(&self.connections.snapshot()),
@@ -130,7 +126,6 @@ mod tests {
     use crate::probe::{Probe, ProbeError, ProbeSet, Reading};
     use crate::proxy::RefusalCounters;
     use floodwall_core::{FixedLimit, Limiter, LimiterConfig, ManualClock};
-    use prometheus_client::metrics::histogram::Histogram;
     use serde_json::Value;
     use std::future::Future;
     use std::sync::{Arc, Mutex, MutexGuard};
@@ -175,7 +170,6 @@ mod tests {
         metrics::render(&metrics::Sources {
             routes: &[],
             unrouted: &RefusalCounters::new(1),
-            request_duration: &Histogram::new([1.0]),
             probes: &set.snapshot(),
             distributed: None,
             connections: None,

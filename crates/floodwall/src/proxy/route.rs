@@ -3,6 +3,7 @@
 
 use super::forward::Upstream;
 use super::refusals::RefusalCounters;
+use super::series::RouteSeries;
 use crate::config::{Config, QueueOrder as CfgOrder, RouteConfig};
 use crate::distributed::GlobalLimit;
 use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};
@@ -32,6 +33,9 @@ pub struct Route {
     pub global: Option<GlobalLimit>,
     /// Refusals the limiter does not count, by class and reason.
     pub refusals: RefusalCounters,
+    /// Its request-duration histograms by class and what else `/metrics`
+    /// needs of it, created here so the request path only clones a handle.
+    pub series: RouteSeries,
 }
 
 fn limiter_config(config: &Config, route: &RouteConfig) -> LimiterConfig {
@@ -96,6 +100,7 @@ impl Route {
             default_class,
             upstream,
             refusals: RefusalCounters::new(limiter.snapshot().classes.len()),
+            series: RouteSeries::new(limiter.snapshot().classes.len(), rc.limit.floor()),
             limiter,
             queue_timeout: (rc.queue.capacity > 0).then_some(rc.queue.timeout),
             global,
