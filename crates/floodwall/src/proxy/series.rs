@@ -100,7 +100,6 @@ impl RouteSeries {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
