@@ -527,11 +527,14 @@ pub fn documented_metrics() -> BTreeSet<String> {
         .collect()
 }
 
+/// A query and what it belongs to (a panel's title, a variable's name).
+pub type Named = (String, String);
+
 /// Every PromQL expression in a Grafana dashboard: panel targets (rows'
 /// panels too) as (panel title, expr), and the template variables' queries
 /// as (variable name, query).
-pub fn dashboard_queries(dashboard: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
-    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+pub fn dashboard_queries(dashboard: &Value) -> (Vec<Named>, Vec<Named>) {
+    fn walk(panels: &Value, out: &mut Vec<Named>) {
         for p in panels.as_array().into_iter().flatten() {
             let title = p["title"].as_str().unwrap_or("").to_owned();
             for t in p["targets"].as_array().into_iter().flatten() {
@@ -647,4 +650,45 @@ pub fn exposed_metrics(text: &str) -> BTreeSet<String> {
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(|n| family_of(n).to_owned())
         .collect()
+}
+
+/// The ScaledObject in deploy/keda/.
+pub fn scaled_object_path() -> PathBuf {
+    repo_root().join("deploy/keda/scaledobject.yaml")
+}
+
+/// The Prometheus query of the ScaledObject's trigger: the block scalar
+/// after its `query: |-` line (the file writes it so; this fails loudly if
+/// it ever does not).
+pub fn keda_query() -> String {
+    let text = std::fs::read_to_string(scaled_object_path()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == "query: |-")
+        .expect("the ScaledObject writes its query as `query: |-` and a block");
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let own = indent(lines[at]);
+    let body: Vec<&str> = lines[at + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || indent(l) > own)
+        .map(|l| l.trim())
+        .collect();
+    let q = body.join("\n").trim().to_owned();
+    assert!(!q.is_empty(), "empty KEDA query");
+    q
+}
+
+/// `expr` with the dashboard's template variables replaced by one real
+/// value each: `$job` the scrape job, `$instance` the floodwall's admin
+/// address, `$route` a route, and Grafana's `$__rate_interval` a window of
+/// several scrapes.
+pub fn substitute(expr: &str, instance: SocketAddr, route: &str) -> String {
+    expr.replace("$__rate_interval", "30s")
+        .replace("${job}", "floodwall")
+        .replace("$job", "floodwall")
+        .replace("${instance}", &instance.to_string())
+        .replace("$instance", &instance.to_string())
+        .replace("${route}", route)
+        .replace("$route", route)
 }
