@@ -19,6 +19,8 @@
 //! - [`tls`]: TLS on the proxy listener and to `https://` upstreams
 //!   (rustls).
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
+//! - [`report`]: `floodwall report`, the unplanned-work tax of a period
+//!   read from Prometheus (a client of its API, beside the gateway).
 //!
 //! Layers import downwards only: `app` → `server` → `admin` → `proxy` →
 //! `probe`, `distributed`, `tls` → `config`; `server::stats` imports
@@ -34,6 +36,7 @@ pub mod config;
 pub mod distributed;
 pub mod probe;
 pub mod proxy;
+pub mod report;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -1,4 +1,4 @@
-//! The `floodwall` command: `serve`, `check`.
+//! The `floodwall` command: `serve`, `check`, `report`, `plan`.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +30,10 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// The unplanned-work tax of a period, from Prometheus: requests,
+    /// rejections, incident windows, time at the floor and limited by each
+    /// probe, the cost, and what to do about it.
+    Report(floodwall::report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(Into::into),
+        Command::Report(args) => runtime.block_on(floodwall::report::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
