@@ -20,7 +20,8 @@
 //!   (rustls).
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
 //! - [`report`]: `floodwall report`, the unplanned-work tax of a period
-//!   read from Prometheus (a client of its API, beside the gateway).
+//!   read from Prometheus (a client of its API, beside the gateway);
+//!   [`plan`]: `floodwall plan`, pool and limit sizing (pure arithmetic).
 //!
 //! Layers import downwards only: `app` → `server` → `admin` → `proxy` →
 //! `probe`, `distributed`, `tls` → `config`; `server::stats` imports
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod distributed;
+pub mod plan;
 pub mod probe;
 pub mod proxy;
 pub mod report;

@@ -34,6 +34,10 @@ enum Command {
     /// rejections, incident windows, time at the floor and limited by each
     /// probe, the cost, and what to do about it.
     Report(floodwall::report::ReportArgs),
+    /// PgBouncer pool sizes and floodwall limits for a fleet sharing one
+    /// PostgreSQL: the arithmetic, warnings, a pgbouncer.ini fragment and
+    /// the floodwall TOML.
+    Plan(floodwall::plan::PlanArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,6 +200,7 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Command::Report(args) => runtime.block_on(floodwall::report::run(args)),
+        Command::Plan(args) => floodwall::plan::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
