@@ -52,7 +52,6 @@ fn run_as() -> Option<(u32, u32)> {
 
 /// A pgbouncer on the generated ini; killed on drop.
 struct PgBouncer {
-    port: u16,
     child: Child,
     dir: PathBuf,
 }
@@ -87,7 +86,6 @@ impl PgBouncer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run pgbouncer: {e} (scripts/install-deps.sh)"));
         let b = PgBouncer {
-            port,
             child,
             dir: dir.to_owned(),
         };
