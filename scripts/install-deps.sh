@@ -7,6 +7,9 @@
 # distributed-mode tests, which start one throwaway redis-server per test.
 # curl (with HTTP/2) as the TLS client of the TLS tests, and ca-certificates,
 # the system roots an https:// upstream without ca_file is verified against.
+# The prometheus server itself (same package as promtool) for the tests that
+# scrape a real floodwall; pgbouncer in front of a throwaway PostgreSQL for
+# the `floodwall plan` test.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -16,6 +19,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
@@ -25,6 +30,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 
 if [ ${#need[@]} -gt 0 ]; then
+  # One package may be named twice (promtool and prometheus): dedupe.
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "install-deps: installing ${need[*]}"
@@ -39,3 +46,4 @@ echo "install-deps: promtool $(promtool --version 2>&1 | head -1 | awk '{print $
 initdb_bin=$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
 echo "install-deps: $("$initdb_bin" --version)"
 echo "install-deps: $(redis-server --version | awk '{print $1, $2, $3}')"
+echo "install-deps: $(pgbouncer --version | head -1)"

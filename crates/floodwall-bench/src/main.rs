@@ -341,7 +341,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let warm = args.warmup.as_secs() as usize;
     let sum = res.summary(warm..);
     let sent = sum.totals.sent.max(1) as f64;
-    let ms = |q| res.success_latency(warm.., q).map(|d| d.as_secs_f64() * 1000.0);
+    let ms = |q| {
+        res.success_latency(warm.., q)
+            .map(|d| d.as_secs_f64() * 1000.0)
+    };
     let first3 = res.summary(..3);
     let out = serde_json::json!({
         "rate": args.rate,

@@ -176,7 +176,6 @@ pub async fn start_reloadable(
     let admin = Arc::new(Admin {
         proxy: proxy.clone(),
         unrouted: proxy.unrouted.clone(),
-        request_duration: proxy.request_duration.clone(),
         probes: probes.clone(),
         distributed: distributed.clone(),
         draining: draining.clone(),

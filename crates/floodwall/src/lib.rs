@@ -21,6 +21,9 @@
 //! - [`reload`]: SIGHUP and `POST /reload` re-read the config file and
 //!   apply it whole or not at all, keeping each kept route's limiter.
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
+//! - [`report`]: `floodwall report`, the unplanned-work tax of a period
+//!   read from Prometheus (a client of its API, beside the gateway);
+//!   [`plan`]: `floodwall plan`, pool and limit sizing (pure arithmetic).
 //!
 //! Layers import downwards only: `app` → `server` → `admin` → `proxy` →
 //! `probe`, `distributed`, `tls` → `config`; `server::stats` imports
@@ -34,9 +37,11 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod distributed;
+pub mod plan;
 pub mod probe;
 pub mod proxy;
 pub mod reload;
+pub mod report;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

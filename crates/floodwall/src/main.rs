@@ -1,4 +1,4 @@
-//! The `floodwall` command: `serve`, `check`.
+//! The `floodwall` command: `serve`, `check`, `report`, `plan`.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +35,14 @@ enum Command {
     /// gem, for any server on a TCP port). Stops on SIGTERM or SIGINT,
     /// removing the flag.
     BacklogReporter(ReporterArgs),
+    /// The unplanned-work tax of a period, from Prometheus: requests,
+    /// rejections, incident windows, time at the floor and limited by each
+    /// probe, the cost, and what to do about it.
+    Report(floodwall::report::ReportArgs),
+    /// PgBouncer pool sizes and floodwall limits for a fleet sharing one
+    /// PostgreSQL: the arithmetic, warnings, a pgbouncer.ini fragment and
+    /// the floodwall TOML.
+    Plan(floodwall::plan::PlanArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -262,6 +270,8 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(Into::into),
+        Command::Report(args) => runtime.block_on(floodwall::report::run(args)),
+        Command::Plan(args) => floodwall::plan::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

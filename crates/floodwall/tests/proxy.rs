@@ -644,19 +644,23 @@ async fn metrics_parse_and_count() {
         1.0
     );
     assert_eq!(sum(&scrape, "floodwall_queue_depth", &[]), 0.0);
-    let histogram = scrape
+    // One histogram per route and class: 4 interactive + 1 batch.
+    let mut total = 0.0;
+    for histogram in scrape
         .samples
         .iter()
-        .find(|s| s.metric == "floodwall_request_duration_seconds")
-        .unwrap();
-    let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {
-        panic!("request_duration is not a histogram: {histogram:?}");
-    };
-    let total = buckets
-        .iter()
-        .find(|b| b.less_than.is_infinite())
-        .expect("+Inf bucket")
-        .count;
+        .filter(|s| s.metric == "floodwall_request_duration_seconds")
+    {
+        let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {
+            panic!("request_duration is not a histogram: {histogram:?}");
+        };
+        assert_eq!(histogram.labels.get("route"), Some("default"));
+        total += buckets
+            .iter()
+            .find(|b| b.less_than.is_infinite())
+            .expect("+Inf bucket")
+            .count;
+    }
     assert_eq!(total, 5.0, "every served request is timed");
 
     let text = metrics_text(admin).await;

@@ -88,10 +88,21 @@ impl History {
         Self::default()
     }
 
-    /// Takes one point now from `routes`, the unrouted refusals and the
-    /// duration histogram.
-    pub fn sample(&self, routes: &[Arc<Route>], unrouted: &RefusalCounters, duration: &Histogram) {
-        self.sample_at(now_ms(), routes, unrouted, duration);
+    /// Takes one point now from `routes` (their duration histograms
+    /// summed) and the unrouted refusals.
+    pub fn sample(&self, routes: &[Arc<Route>], unrouted: &RefusalCounters) {
+        let mut sum: Vec<(f64, u64)> = Vec::new();
+        for h in routes.iter().flat_map(|r| r.series.durations()) {
+            let b = buckets(h);
+            if sum.is_empty() {
+                sum = b;
+            } else {
+                for (acc, (_, n)) in sum.iter_mut().zip(b) {
+                    acc.1 += n;
+                }
+            }
+        }
+        self.sample_at(now_ms(), routes, unrouted, sum);
     }
 
     fn sample_at(
@@ -99,7 +110,7 @@ impl History {
         t: u64,
         routes: &[Arc<Route>],
         unrouted: &RefusalCounters,
-        duration: &Histogram,
+        buckets: Vec<(f64, u64)>,
     ) {
         let mut refused: HashMap<&'static str, u64> = HashMap::new();
         let mut points = Vec::with_capacity(routes.len());
@@ -124,7 +135,6 @@ impl History {
         for (_, reason, n) in unrouted.counts() {
             *refused.entry(reason).or_default() += n;
         }
-        let buckets = buckets(duration);
         let mut last = lock(&self.last);
         let point = match last.as_ref() {
             // The first sample only sets the totals to count from. A
@@ -253,20 +263,20 @@ mod tests {
         let h = Histogram::new([0.01, 0.1]);
         let unrouted = RefusalCounters::new(1);
         let history = History::new();
-        history.sample_at(1_000, &[], &unrouted, &h);
+        history.sample_at(1_000, &[], &unrouted, buckets(&h));
         assert!(history.points().is_empty(), "the first sample is a base");
         for _ in 0..10 {
             h.observe(0.005);
         }
         unrouted.count(0, &crate::proxy::Refusal::NoRoute);
         unrouted.count(0, &crate::proxy::Refusal::NoRoute);
-        history.sample_at(3_000, &[], &unrouted, &h);
+        history.sample_at(3_000, &[], &unrouted, buckets(&h));
         let p = &history.points()[0];
         assert_eq!(p.finished, 5.0);
         assert_eq!(p.refused.values().copied().collect::<Vec<_>>(), [1.0]);
         assert!(p.p50_ms.unwrap() <= 10.0);
         for i in 0..400 {
-            history.sample_at(4_000 + i * 1000, &[], &unrouted, &h);
+            history.sample_at(4_000 + i * 1000, &[], &unrouted, buckets(&h));
         }
         let points = history.points();
         assert_eq!(points.len(), CAPACITY);

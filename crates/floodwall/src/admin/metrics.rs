@@ -3,22 +3,58 @@
 //! Limiter figures (in flight, limits, outcomes, limiter rejections) are
 //! read from each limiter's snapshot, so the hot path pays nothing for them
 //! and `/metrics` and `/status` can never disagree. Only the duration
-//! histogram and the atomic counters of the other refusals (on each route,
-//! and on the proxy for unrouted requests) are written as they happen.
+//! histograms (one per route and class, created with the route in
+//! `proxy::RouteSeries`, so a request clones a handle and formats no label) and
+//! the atomic counters of the other refusals (on each route, and on the
+//! proxy for unrouted requests) are written as they happen.
 //! `docs/metrics.md` describes every series.
+//!
+//! ## Effective load
+//!
+//! `floodwall_effective_load{route}` is the demand on the gate as a share
+//! of its limit, the signal an autoscaler needs (the "Adaptive
+//! Concurrency Sharding" article scales on a load factor combining "queue
+//! depth and concurrency utilization"):
+//!
+//! ```text
+//! effective_load = (W + Q + R × d) / max(C, 1)
+//! ```
+//!
+//! where `W` is the requests in flight, `Q` the requests queued, `R` the
+//! refusals per second since the previous reading (every refusal of the
+//! gate: no slot, tenant over its share, queue full or timed out, global
+//! limit, store down), `d` the smoothed request duration and `C` the
+//! route's effective limit. `R × d` is Little's law: the slots the refused
+//! requests would have held had they been admitted. Utilization alone
+//! (`W / C`) stops at 1 exactly when the autoscaler most needs to know how
+//! far past saturation the demand is; with the refused term, 3× the
+//! capacity reads about 3. Before any request has completed `d` is 0 and
+//! the term is too (the gate is then full, so the gauge reads at least 1
+//! anyway). A client that retries at once without honouring `Retry-After`
+//! counts once per attempt: that is the load the gate really sees.
+//!
+//! The refusal rate needs two readings, so each route's `RouteSeries`
+//! keeps the last one; a reading less than `proxy::series::LOAD_SPAN` (1 s) after the
+//! previous reuses its rate, so two scrapers close together do not make it
+//! noisy. The first scrape after start has no rate yet and reads `(W + Q) /
+//! C`. Each replica exposes its own value (its own `C`: in distributed mode
+//! its share); Prometheus adds the `instance`.
 
 use crate::distributed::DistributedSnapshot;
 use crate::probe::{Health, ProbeSnapshot};
 use crate::proxy::{RefusalCounters, Route};
 use crate::server::stats::{ConnectionsSnapshot, Timeout};
 use floodwall_core::{Outcome, Reason};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The content type of the OpenMetrics exposition, served to scrapers that
 /// ask for it (Prometheus does).
@@ -120,6 +156,41 @@ struct ConstraintLabels {
     route: String,
 }
 
+/// The demand on a gate as a share of its limit (see the module doc):
+/// `(inflight + queued + refused_per_second × rtt) / max(limit, 1)`.
+pub fn effective_load(
+    inflight: usize,
+    queued: usize,
+    refused_per_second: f64,
+    rtt: Duration,
+    limit: usize,
+) -> f64 {
+    let refused_slots = refused_per_second.max(0.0) * rtt.as_secs_f64();
+    (inflight as f64 + queued as f64 + refused_slots) / limit.max(1) as f64
+}
+
+/// Every route's duration histograms as one family, encoded from the
+/// handles the routes own (a `Family` would own its metrics).
+#[derive(Debug)]
+struct Durations(Vec<(ClassLabels, Histogram)>);
+
+impl EncodeMetric for Durations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            h.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The refusals of the distributed layer that mean "no capacity", which
+/// the effective load counts with the limiter's own.
+const GATE_REFUSALS: [&str; 2] = ["global_limit_exceeded", "store_unavailable"];
+
 /// What one exposition is rendered from.
 #[derive(Debug)]
 pub struct Sources<'a> {
@@ -127,8 +198,6 @@ pub struct Sources<'a> {
     pub routes: &'a [Arc<Route>],
     /// Refusals of requests that matched no route.
     pub unrouted: &'a RefusalCounters,
-    /// The duration histogram of admitted requests.
-    pub request_duration: &'a Histogram,
     /// The probes now.
     pub probes: &'a [ProbeSnapshot],
     /// Distributed mode now, if configured.
@@ -165,6 +234,9 @@ fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
     let tenants = Family::<RouteLabels, Gauge>::default();
     let requests = Family::<OutcomeLabels, Counter>::default();
     let rejections = Family::<ReasonLabels, Counter>::default();
+    let limit_min = Family::<RouteLabels, Gauge>::default();
+    let load = Family::<RouteLabels, Gauge<f64, AtomicU64>>::default();
+    let mut durations = Vec::new();
 
     for route in sources.routes {
         let s = route.limiter.snapshot();
@@ -172,6 +244,22 @@ fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
             route: route.name.clone(),
         };
         limit.get_or_create(&r).set(s.limit as i64);
+        limit_min.get_or_create(&r).set(route.series.floor() as i64);
+        let refused: u64 = s.classes.iter().flat_map(|c| c.rejections).sum::<u64>()
+            + route
+                .refusals
+                .counts()
+                .filter(|(_, reason, _)| GATE_REFUSALS.contains(reason))
+                .map(|(_, _, n)| n)
+                .sum::<u64>();
+        let rate = route.series.refusal_rate(refused);
+        load.get_or_create(&r).set(effective_load(
+            s.inflight,
+            s.queue_depth,
+            rate,
+            s.ewma_rtt,
+            s.limit,
+        ));
         algorithm
             .get_or_create(&AlgorithmLabels {
                 route: route.name.clone(),
@@ -197,6 +285,9 @@ fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
                 .get_or_create(&l)
                 .set(s.limit.saturating_sub(others_held) as i64);
             wip_reserved.get_or_create(&l).set(c.reserved as i64);
+            if let Some(class) = route.limiter.class_id(&c.name) {
+                durations.push((l.clone(), route.series.duration(class).clone()));
+            }
             for o in Outcome::ALL {
                 requests
                     .get_or_create(&OutcomeLabels {
@@ -287,11 +378,21 @@ fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
         "Requests floodwall answered itself, by reason",
         rejections,
     );
+    reg.register(
+        "floodwall_limit_min",
+        "The floor of the route's algorithm (min; a fixed limit's value)",
+        limit_min,
+    );
+    reg.register(
+        "floodwall_effective_load",
+        "Demand on the gate as a share of its limit: (in flight + queued + refused/s x smoothed duration) / limit; above 1 while refusing",
+        load,
+    );
     reg.register_with_unit(
         "floodwall_request_duration",
-        "Admitted requests from arrival to the end of the response body",
+        "Admitted requests from arrival until the upstream finished the response body, by route and class",
         Unit::Seconds,
-        sources.request_duration.clone(),
+        Durations(durations),
     );
 }
 
@@ -478,4 +579,25 @@ fn register_connections(registry: &mut Registry, c: &ConnectionsSnapshot) {
         "The soft open-files limit in force, after start-up raised it to the hard limit",
         fd_limit,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::effective_load;
+    use std::time::Duration;
+
+    #[test]
+    fn effective_load_keeps_rising_past_saturation() {
+        let d = Duration::from_millis(50);
+        // Half full, nothing refused.
+        assert_eq!(effective_load(5, 0, 0.0, d, 10), 0.5);
+        // Full, queue of 5: 1.5.
+        assert_eq!(effective_load(10, 5, 0.0, d, 10), 1.5);
+        // Full and refusing 400/s of 50 ms requests: 20 more slots' worth
+        // of demand, 3x the limit.
+        assert!((effective_load(10, 0, 400.0, d, 10) - 3.0).abs() < 1e-9);
+        // A limit of 0 (a share of nothing) is read as 1, never a division
+        // by zero.
+        assert_eq!(effective_load(0, 2, 0.0, d, 0), 2.0);
+    }
 }

@@ -27,7 +27,6 @@ use history::History;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use metrics::{to_prometheus_text, OPENMETRICS, PROMETHEUS_TEXT};
-use prometheus_client::metrics::histogram::Histogram;
 use reload::{ReloadError, ReloadFn, ReloadStats};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +39,6 @@ pub struct Admin {
     pub proxy: Arc<Proxy>,
     /// Refusals of requests that matched no route.
     pub unrouted: Arc<RefusalCounters>,
-    /// The duration histogram of admitted requests.
-    pub request_duration: Histogram,
     /// The bottleneck probes.
     pub probes: Arc<ProbeSet>,
     /// Distributed mode (`[store]`), if configured.
@@ -191,11 +188,8 @@ impl Admin {
 
     /// Takes one point of the history now (once a second, from `app.rs`).
     pub fn sample_history(&self) {
-        self.history.sample(
-            &self.proxy.router.routes(),
-            &self.unrouted,
-            &self.request_duration,
-        );
+        self.history
+            .sample(&self.proxy.router.routes(), &self.unrouted);
     }
 
     /// The `/metrics` exposition, in OpenMetrics text.
@@ -208,7 +202,6 @@ impl Admin {
         metrics::render(&metrics::Sources {
             routes: &self.proxy.router.routes(),
             unrouted: &self.unrouted,
-            request_duration: &self.request_duration,
             probes: &self.probes.snapshot(),
             distributed: self.distributed.as_ref().map(|d| d.snapshot()).as_ref(),
             connections: Some(&self.connections.snapshot()),
@@ -225,7 +218,6 @@ mod tests {
     use crate::probe::{Probe, ProbeError, ProbeSet, Reading};
     use crate::proxy::RefusalCounters;
     use floodwall_core::{FixedLimit, Limiter, LimiterConfig, ManualClock};
-    use prometheus_client::metrics::histogram::Histogram;
     use serde_json::Value;
     use std::future::Future;
     use std::sync::{Arc, Mutex, MutexGuard};
@@ -270,7 +262,6 @@ mod tests {
         metrics::render(&metrics::Sources {
             routes: &[],
             unrouted: &RefusalCounters::new(1),
-            request_duration: &Histogram::new([1.0]),
             probes: &set.snapshot(),
             distributed: None,
             connections: None,

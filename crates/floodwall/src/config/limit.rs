@@ -94,6 +94,20 @@ impl LimitConfig {
         }
     }
 
+    /// The lowest the algorithm itself ever sets the limit: a fixed
+    /// limit's value, an adaptive limit's `min` (probes and shares may cap
+    /// it lower). `/metrics` shows it, so an alert can tell a limit held at
+    /// its floor by a sick upstream from one that is merely low.
+    pub fn floor(&self) -> usize {
+        match self {
+            LimitConfig::Fixed { value } => *value,
+            LimitConfig::Aimd(a) => a.min,
+            LimitConfig::Gradient(a) => a.min,
+            LimitConfig::Vegas(a) => a.min,
+            LimitConfig::Wip(a) => a.min,
+        }
+    }
+
     /// Checks the limit by building it (see the module doc). The probe
     /// seed only staggers baseline probes in time, which does not change
     /// what is valid, so any will do.

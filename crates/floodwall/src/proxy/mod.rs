@@ -18,6 +18,7 @@ mod refusals;
 pub mod respond;
 mod route;
 mod router;
+mod series;
 mod service;
 pub mod upload;
 
@@ -27,5 +28,6 @@ pub use refusals::RefusalCounters;
 pub use respond::Refusal;
 pub use route::{limiter_carries as route_limiter_carries, Route, RouteLimiter};
 pub use router::{Classified, RouteTable, Router};
+pub use series::{duration_histogram, RouteSeries, LOAD_SPAN};
 pub use service::Proxy;
 pub use upload::UploadLimits;

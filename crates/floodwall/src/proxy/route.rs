@@ -3,6 +3,7 @@
 
 use super::forward::Upstream;
 use super::refusals::RefusalCounters;
+use super::series::RouteSeries;
 use crate::config::{Config, LimitConfig, QueueOrder as CfgOrder, RouteConfig};
 use crate::distributed::GlobalLimit;
 use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};
@@ -34,6 +35,11 @@ pub struct Route {
     /// Refusals the limiter does not count, by class and reason; shared
     /// with the route a reload rebuilds from this one, so they keep counting.
     pub refusals: Arc<RefusalCounters>,
+    /// Its request-duration histograms by class and what else `/metrics`
+    /// needs of it, created with the route so the request path only clones
+    /// a handle; shared with a reloaded route of the same classes and
+    /// floor, so its histograms keep counting.
+    pub series: Arc<RouteSeries>,
     /// A fixed limit's value, which a reload changes in place.
     fixed: Option<Arc<ReloadableFixed>>,
 }
@@ -165,6 +171,7 @@ impl Route {
             upstream,
             global,
             Arc::new(RefusalCounters::new(classes)),
+            Arc::new(RouteSeries::new(classes, rc.limit.floor())),
         )
     }
 
@@ -183,14 +190,27 @@ impl Route {
         let names = |l: &Limiter| -> Vec<String> {
             l.snapshot().classes.into_iter().map(|c| c.name).collect()
         };
-        let refusals = if names(&limiter.limiter) == names(&self.limiter) {
+        let same_classes = names(&limiter.limiter) == names(&self.limiter);
+        let classes = limiter.limiter.snapshot().classes.len();
+        let refusals = if same_classes {
             self.refusals.clone()
         } else {
-            Arc::new(RefusalCounters::new(
-                limiter.limiter.snapshot().classes.len(),
-            ))
+            Arc::new(RefusalCounters::new(classes))
         };
-        Self::assemble(config, rc, limiter, upstream, self.global.clone(), refusals)
+        let series = if same_classes && self.series.floor() == rc.limit.floor() {
+            self.series.clone()
+        } else {
+            Arc::new(RouteSeries::new(classes, rc.limit.floor()))
+        };
+        Self::assemble(
+            config,
+            rc,
+            limiter,
+            upstream,
+            self.global.clone(),
+            refusals,
+            series,
+        )
     }
 
     fn assemble(
@@ -200,6 +220,7 @@ impl Route {
         upstream: Arc<Upstream>,
         global: Option<GlobalLimit>,
         refusals: Arc<RefusalCounters>,
+        series: Arc<RouteSeries>,
     ) -> anyhow::Result<Self> {
         let class_name = rc.class.as_deref().unwrap_or(&config.server.default_class);
         let default_class = limiter
@@ -213,6 +234,7 @@ impl Route {
             default_class,
             upstream,
             refusals,
+            series,
             limiter: limiter.limiter,
             fixed: limiter.fixed,
             queue_timeout: (rc.queue.capacity > 0).then_some(rc.queue.timeout),

@@ -10,7 +10,6 @@ use super::upload::{Fault, Upload, UploadLimits};
 use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +22,6 @@ pub struct Proxy {
     pub router: Router,
     /// Refusals of requests that matched no route (one row).
     pub unrouted: Arc<RefusalCounters>,
-    /// Time from arrival until the upstream finished its response body,
-    /// for admitted requests, over every route.
-    pub request_duration: Histogram,
     uploads: UploadLimits,
     responses: ResponseLimits,
 }
@@ -54,12 +50,11 @@ fn outcome_of(status: StatusCode) -> Outcome {
 
 impl Proxy {
     /// A proxy over `router`'s routes, holding clients to `uploads` and
-    /// `responses`. Duration buckets run from 0.5 ms to about 33 s.
+    /// `responses`.
     pub fn new(router: Router, uploads: UploadLimits, responses: ResponseLimits) -> Self {
         Self {
             router,
             unrouted: Arc::new(RefusalCounters::new(1)),
-            request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 17)),
             uploads,
             responses,
         }
@@ -185,7 +180,7 @@ impl Proxy {
             permit,
             outcome,
             started,
-            self.request_duration.clone(),
+            route.series.duration(class).clone(),
             slot,
         );
         Response::from_parts(
