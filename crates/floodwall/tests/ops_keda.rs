@@ -1,8 +1,9 @@
 //! The KEDA ScaledObject of deploy/keda/, validated by `check-jsonschema`
-//! (PyPI) against KEDA's own CRD schema, the shared
-//! `shared/schemas/keda-scaledobject.json` (found in an ancestor of the
-//! repository, or at `$FLOODWALL_KEDA_SCHEMA`), which refuses unknown keys
-//! such as a misspelt `cooldownperiod` that Kubernetes would drop silently.
+//! (PyPI) against KEDA's own CRD schema, `deploy/keda/scaledobject.schema.json`
+//! (the `openAPIV3Schema` of kedacore/keda's
+//! `config/crd/bases/keda.sh_scaledobjects.yaml`, made strict; or the file
+//! at `$FLOODWALL_KEDA_SCHEMA`), which refuses unknown keys such as a
+//! misspelt `cooldownperiod` that Kubernetes would drop silently.
 //!
 //! `check-jsonschema` is installed with pip into a venv cached under cargo's
 //! target dir (about 4 s the first time, nothing after). The query itself is
@@ -20,16 +21,9 @@ fn schema() -> PathBuf {
     if let Some(p) = std::env::var_os("FLOODWALL_KEDA_SCHEMA") {
         return p.into();
     }
-    let root = ops::repo_root().canonicalize().unwrap();
-    root.ancestors()
-        .map(|d| d.join("shared/schemas/keda-scaledobject.json"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "shared/schemas/keda-scaledobject.json not found above {}; set FLOODWALL_KEDA_SCHEMA",
-                root.display()
-            )
-        })
+    let p = ops::repo_root().join("deploy/keda/scaledobject.schema.json");
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
 }
 
 /// The venv's bin dir, with check-jsonschema installed.
