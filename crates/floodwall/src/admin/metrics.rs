@@ -78,7 +78,8 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         .collect();
     let mut out = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
+        // A blank line is not valid in either format; never pass one on.
+        if line.is_empty() || line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
         let meta = ["# HELP ", "# TYPE "]

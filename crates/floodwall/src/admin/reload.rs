@@ -146,8 +146,10 @@ impl ReloadStats {
 /// `block` (OpenMetrics lines without `# EOF`) inserted before the closing
 /// `# EOF` of `text`.
 pub fn append_metrics(text: &str, block: &str) -> String {
-    let body = text.trim_end().trim_end_matches("# EOF");
-    format!("{body}{}\n# EOF\n", block.trim_start())
+    // No blank line may be left between the two: Prometheus' text parser
+    // refuses one ("\n" is not a valid start token) and marks the target down.
+    let body = text.trim_end().trim_end_matches("# EOF").trim_end();
+    format!("{body}\n{}\n# EOF\n", block.trim())
 }
 
 /// `text` with anything that looks like a secret replaced by `***`: the
@@ -206,7 +208,31 @@ pub fn scrub(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::scrub;
+    use super::{append_metrics, scrub, ReloadStats};
+    use crate::admin::metrics::to_prometheus_text;
+
+    /// The reload families joined to the main exposition leave no blank
+    /// line in either format: Prometheus 2.x's text parser refuses one and
+    /// marks the whole target down.
+    #[test]
+    fn appended_reload_metrics_leave_no_blank_line() {
+        let main = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# EOF\n";
+        let joined = append_metrics(main, &ReloadStats::default().metrics());
+        assert!(
+            joined.ends_with("floodwall_config_last_reload_successful 1\n# EOF\n"),
+            "{joined}"
+        );
+        assert!(!joined.contains("\n\n"), "{joined:?}");
+        let classic = to_prometheus_text(&joined);
+        assert!(
+            !classic.contains("\n\n") && !classic.contains("# EOF"),
+            "{classic:?}"
+        );
+        assert!(
+            classic.contains("\na_total 1\n# HELP floodwall_config_reloads_total"),
+            "{classic}"
+        );
+    }
 
     #[test]
     fn secrets_are_scrubbed_from_messages() {
