@@ -904,6 +904,18 @@ fn gradient_refuses_nothing_in_front_of_a_fast_upstream_that_is_not_the_bottlene
     assert!(refused < 0.001, "refused {:.2}%", refused * 100.0);
 }
 
+#[test]
+fn vegas_refuses_nothing_in_front_of_a_fast_upstream_that_is_not_the_bottleneck() {
+    let refused = fast_upstream(Algo::Vegas);
+    assert!(refused < 0.001, "refused {:.2}%", refused * 100.0);
+}
+
+#[test]
+fn wip_refuses_nothing_in_front_of_a_fast_upstream_that_is_not_the_bottleneck() {
+    let refused = fast_upstream(Algo::Wip);
+    assert!(refused < 0.001, "refused {:.2}%", refused * 100.0);
+}
+
 // ---------------------------------------------------------------------------
 // Cold start under a steady 0.8x load: 16 workers at 11.5 ms (about 1,390
 // req/s), offered 0.8 of that from the first instant, as when floodwall

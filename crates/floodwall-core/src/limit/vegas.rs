@@ -10,6 +10,8 @@
 //!   queue < 3 × D   (below alpha)              → L + D
 //!   queue > 6 × D   (above beta)               → L − D
 //!   otherwise       (between alpha and beta)   → hold
+//! but while rtt − rtt_noload < min_queue_delay (2 ms), a queue estimate at
+//! or above alpha counts as below it                 → L + D
 //! ```
 //!
 //! Why the queue: with L requests in flight and the upstream serving W of
@@ -29,6 +31,18 @@
 //! every `probeMultiplier × limit` samples, and under sustained load that is
 //! a loaded RTT, so the queue estimate reads zero and the limit grows
 //! (Netflix concurrency-limits issue #165).
+//!
+//! **Never less than 2 ms of queueing** (`min_queue_delay`, as in aimd and
+//! gradient). The estimate is a ratio of RTTs, so at a 0.3 ms baseline
+//! 0.15 ms of scheduling noise reads as a third of the limit queued: in the
+//! fast-upstream simulation (64 workers at 0.3 ms, a quarter loaded, with
+//! bursts of CPU noise) Vegas without the floor refused 40 % of what an
+//! idle upstream could serve. Under the floor, a window whose mean waited
+//! less than 2 ms over the baseline is not a queue worth holding or
+//! shrinking for: it grows by D, the step below alpha, so it still finds a
+//! fast bottleneck's limit from above the floor rather than racing past it
+//! by beta. At baselines of 10 ms and more the floor is under a fifth of a
+//! service time and the band decides, as before.
 //!
 //! **Defaults** (Netflix `VegasLimit`): alpha 3·D, beta 6·D, threshold D,
 //! increase D, decrease D, with D the integer log10 of L, at least 1
@@ -67,6 +81,9 @@ pub struct VegasConfig {
     /// Threshold = `threshold × D`: at or below it nothing queues and the
     /// limit grows by beta. Default 1.
     pub threshold: f64,
+    /// Mean queueing (window mean minus `rtt_noload`) below this is never a
+    /// reason to hold or shrink. Default 2 ms; see the module doc.
+    pub min_queue_delay: std::time::Duration,
 }
 
 impl Default for VegasConfig {
@@ -85,6 +102,7 @@ impl Default for VegasConfig {
             alpha: 3.0,
             beta: 6.0,
             threshold: 1.0,
+            min_queue_delay: std::time::Duration::from_millis(2),
         }
     }
 }
@@ -102,6 +120,12 @@ impl VegasConfig {
                     "need 0 ≤ threshold ≤ alpha < beta, got threshold {}, alpha {}, beta {}",
                     self.threshold, self.alpha, self.beta
                 ),
+            ));
+        }
+        if self.min_queue_delay > std::time::Duration::from_secs(60) {
+            return Err(LimitConfigError::new(
+                format!("{prefix}min_queue_delay"),
+                format!("must be at most 60s, got {:?}", self.min_queue_delay),
             ));
         }
         Ok(())
@@ -168,9 +192,17 @@ impl Rule for Vegas {
             ms(noload),
             ms(rtt)
         );
+        let waited = rtt.saturating_sub(noload);
         let (step, cause, how) = if queue <= threshold {
             let how = format!("≤ threshold {threshold:.1} → +beta {beta:.1}");
             (Step::Increase(limit + beta), Cause::Healthy, how)
+        } else if queue >= alpha && waited < self.cfg.min_queue_delay {
+            let how = format!(
+                "but waited {} < {} → +{d:.1}",
+                ms(waited),
+                ms(self.cfg.min_queue_delay)
+            );
+            (Step::Increase(limit + d), Cause::Healthy, how)
         } else if queue < alpha {
             let how = format!("< alpha {alpha:.1} → +{d:.1}");
             (Step::Increase(limit + d), Cause::Healthy, how)
@@ -232,6 +264,30 @@ mod tests {
         assert_eq!(l.explain().unwrap().cause, Cause::Steady);
         // queue = 27 × (1 − 10/20) = 13.5 > beta 6 → −D.
         assert_eq!(us(&l, &mut f, 20_000), 26.0);
+        assert_eq!(l.explain().unwrap().cause, Cause::Latency);
+    }
+
+    #[test]
+    fn less_than_the_floor_of_queueing_is_not_a_queue() {
+        let l = VegasLimit::new(VegasConfig {
+            shaping: ShapingConfig {
+                slow_start: false,
+                min: 20,
+                ramp_up: Duration::ZERO,
+                stable_for: Duration::ZERO,
+                ..ShapingConfig::default()
+            },
+            baseline: Baseline::Fixed(Duration::from_micros(300)),
+            ..VegasConfig::default()
+        })
+        .unwrap();
+        let mut f = Feeder::new();
+        // L = 20 at a 0.3 ms baseline, a 1.2 ms mean: the ratio says 15 of
+        // 20 are queued (above beta), but each waited 0.9 ms: grow by D.
+        assert_eq!(us(&l, &mut f, 1_200), 21.0);
+        assert!(l.explain().unwrap().detail.contains("waited"));
+        // 2.5 ms of waiting is past the floor: the band decides again.
+        assert_eq!(us(&l, &mut f, 2_800), 20.0);
         assert_eq!(l.explain().unwrap().cause, Cause::Latency);
     }
 }

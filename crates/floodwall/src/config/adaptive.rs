@@ -221,6 +221,9 @@ pub struct VegasKeys {
     pub beta: Option<f64>,
     /// Below this queue estimate, grow fast.
     pub threshold: Option<f64>,
+    /// Mean queueing below this never holds or shrinks the limit.
+    #[serde(with = "humantime_serde", default)]
+    pub min_queue_delay: Option<Duration>,
 }
 
 /// The keys of `algorithm = "wip"` alone.
@@ -229,6 +232,9 @@ pub struct VegasKeys {
 pub struct WipKeys {
     /// Halve while latency is above multiplier × baseline.
     pub multiplier: Option<f64>,
+    /// Halve only if latency is also this much above the baseline.
+    #[serde(with = "humantime_serde", default)]
+    pub min_queue_delay: Option<Duration>,
 }
 
 /// The bounds of an algorithm's own keys, on top of core's checks (which
@@ -251,15 +257,7 @@ impl RuleBounds for AimdKeys {
         if let Some(x) = self.increase {
             check::factor_above(&format!("{prefix}increase"), x, 1.0, MAX_INCREASE)?;
         }
-        if let Some(d) = self.min_queue_delay {
-            check::duration(
-                &format!("{prefix}min_queue_delay"),
-                d,
-                Duration::ZERO,
-                Duration::from_secs(60),
-            )?;
-        }
-        Ok(())
+        check_min_queue_delay(prefix, self.min_queue_delay)
     }
 }
 
@@ -271,15 +269,7 @@ impl RuleBounds for GradientKeys {
         if let Some(x) = self.smoothing {
             check::factor_above(&format!("{prefix}smoothing"), x, 0.0, 1.0)?;
         }
-        if let Some(d) = self.min_queue_delay {
-            check::duration(
-                &format!("{prefix}min_queue_delay"),
-                d,
-                Duration::ZERO,
-                Duration::from_secs(60),
-            )?;
-        }
-        Ok(())
+        check_min_queue_delay(prefix, self.min_queue_delay)
     }
 }
 
@@ -294,7 +284,7 @@ impl RuleBounds for VegasKeys {
                 check::float(&format!("{prefix}{k}"), x, 0.0, MAX_VEGAS)?;
             }
         }
-        Ok(())
+        check_min_queue_delay(prefix, self.min_queue_delay)
     }
 }
 
@@ -303,7 +293,20 @@ impl RuleBounds for WipKeys {
         if let Some(x) = self.multiplier {
             check::factor_above(&format!("{prefix}multiplier"), x, 1.0, MAX_LATENCY_FACTOR)?;
         }
-        Ok(())
+        check_min_queue_delay(prefix, self.min_queue_delay)
+    }
+}
+
+/// `min_queue_delay`, which every adaptive rule has: 0 (no floor) to 60 s.
+fn check_min_queue_delay(prefix: &str, d: Option<Duration>) -> Result<(), ConfigError> {
+    match d {
+        Some(d) => check::duration(
+            &format!("{prefix}min_queue_delay"),
+            d,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        ),
+        None => Ok(()),
     }
 }
 
@@ -409,7 +412,7 @@ mod tests {
                 "min_queue_delay"
             ]
         );
-        assert_eq!(keys_of::<WipKeys>(), ["multiplier"]);
+        assert_eq!(keys_of::<WipKeys>(), ["multiplier", "min_queue_delay"]);
         assert!(every_rule_key().contains(&"smoothing"));
         assert_eq!(
             every_rule_key()

@@ -199,6 +199,9 @@ impl LimitConfig {
                 if let Some(x) = r.threshold {
                     c.threshold = x;
                 }
+                if let Some(d) = r.min_queue_delay {
+                    c.min_queue_delay = d;
+                }
                 Box::new(VegasLimit::new(c).map_err(err)?)
             }
             LimitConfig::Wip(a) => {
@@ -212,6 +215,9 @@ impl LimitConfig {
                 };
                 if let Some(x) = a.rule.multiplier {
                     c.multiplier = x;
+                }
+                if let Some(d) = a.rule.min_queue_delay {
+                    c.min_queue_delay = d;
                 }
                 Box::new(WipLimit::new(c).map_err(err)?)
             }
