@@ -45,3 +45,4 @@ pub mod report;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod top;

@@ -43,6 +43,9 @@ enum Command {
     /// PostgreSQL: the arithmetic, warnings, a pgbouncer.ini fragment and
     /// the floodwall TOML.
     Plan(floodwall::plan::PlanArgs),
+    /// The status page's figures in the terminal, redrawn every second
+    /// (`q` quits); `--once` prints one screen as text.
+    Top(floodwall::top::TopArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -272,6 +275,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Report(args) => runtime.block_on(floodwall::report::run(args)),
         Command::Plan(args) => floodwall::plan::run(args),
+        Command::Top(args) => runtime.block_on(floodwall::top::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
