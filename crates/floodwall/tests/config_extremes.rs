@@ -128,6 +128,9 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("probe:latency", "multiplier", Kind::Float),
     ("probe:latency", "baseline_half_life", Kind::Duration),
     ("probe:latency", "cooldown", Kind::Duration),
+    ("probe:gate", "saturated_at", Kind::Float),
+    ("probe:gate", "recover_at", Kind::Float),
+    ("probe:gate", "interval", Kind::Duration),
     ("store", "url", Kind::Str),
     ("store", "lease_ttl", Kind::Duration),
     ("store", "renew_interval", Kind::Duration),
@@ -250,6 +253,10 @@ fn config_with(place: &str, key: &str, value: &str) -> String {
                         "dsn = \"host=127.0.0.1 port={port} user=x dbname=x connect_timeout=1\"\n"
                     ),
                     "memory" if key != "max_bytes" => "max_bytes = \"1GiB\"\n".to_owned(),
+                    "gate" => format!(
+                        "flag_file = \"{}/fw-extremes-gate.flag\"\n",
+                        std::env::temp_dir().display()
+                    ),
                     _ => String::new(),
                 };
                 tables = format!("[[probes]]\nkind = \"{kind}\"\n{dsn}{line}\n")

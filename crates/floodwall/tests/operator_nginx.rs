@@ -229,3 +229,83 @@ async fn nginx_answers_503_from_the_flag_while_the_backlog_is_full() {
     assert!(!flag.exists());
     drop(nginx);
 }
+
+/// The same flag driven by the gate's own saturation (`kind = "gate"`),
+/// for an nginx that fronts floodwall: while floodwall's gate is full and
+/// refusing, nginx answers 503 from the flag without relaying; once the
+/// load stops the flag goes and nginx proxies again. The gate probe never
+/// touches the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_answers_503_from_the_flag_while_the_gate_is_full() {
+    let dir = temp_dir("nginx-gate");
+    let flag = dir.join("gate.flag");
+    let up = Upstream::start(Duration::from_millis(300)).await;
+    let fw = start(config_from_toml(
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[[upstreams]]
+name = "app"
+url = "{{upstream}}"
+
+[[routes]]
+name = "api"
+upstream = "app"
+limit = {{ algorithm = "fixed", value = 4 }}
+
+[[probes]]
+kind = "gate"
+interval = "50ms"
+flag_file = "{}"
+"#,
+            flag.display()
+        ),
+        &up.uri(),
+    ))
+    .await;
+    let (nginx, port) = start_nginx(&dir, fw.proxy_addr.port(), &flag);
+    let nginx_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let r = admin(Method::GET, nginx_addr, "/before", None).await;
+    assert_eq!(r.status.as_u16(), 200, "nginx proxies to floodwall: {r:?}");
+    assert!(!flag.exists());
+
+    // Twelve clients straight at floodwall fill its gate of 4.
+    let load = Load::start(fw.proxy_addr, "/api/x", 12);
+    eventually(Duration::from_secs(10), "the flag is raised", || async {
+        flag.exists()
+    })
+    .await;
+    let why = std::fs::read_to_string(&flag).unwrap();
+    assert!(why.contains("api: inflight="), "{why}");
+    // nginx's own 503, at once: no floodwall reason header, so the request
+    // never reached floodwall.
+    let started = std::time::Instant::now();
+    let r = admin(Method::GET, nginx_addr, "/during", None).await;
+    assert_eq!(r.status.as_u16(), 503, "{r:?}");
+    assert!(r.headers.get("x-floodwall-reason").is_none(), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The probe reads the gate and leaves its limit alone.
+    let status = status_json(fw.admin_addr).await;
+    assert_eq!(route(&status, "api")["limit"], 4, "{status}");
+    assert!(route(&status, "api")["constraint"].is_null(), "{status}");
+    let probe = &status["probes"][0];
+    assert_eq!(probe["kind"], "gate", "{status}");
+    assert_eq!(probe["flag_file"]["raised"], true, "{status}");
+
+    let (by_status, _) = load.stop().await;
+    assert!(
+        by_status.get(&503).copied().unwrap_or(0) > 0,
+        "{by_status:?}"
+    );
+    eventually(Duration::from_secs(10), "the flag is removed", || async {
+        !flag.exists()
+    })
+    .await;
+    let r = admin(Method::GET, nginx_addr, "/after", None).await;
+    assert_eq!(r.status.as_u16(), 200, "{r:?}");
+    drop(nginx);
+    fw.shutdown().await;
+}

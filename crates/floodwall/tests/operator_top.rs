@@ -146,6 +146,9 @@ fn bad_flags_and_a_dead_admin_port_are_clear_errors() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && text.contains(says), "{flag} {value}: {text}");
+        assert!(
+            !out.status.success() && text.contains(says),
+            "{flag} {value}: {text}"
+        );
     }
 }

@@ -19,6 +19,10 @@ use super::upstream::UpstreamConfig;
 /// Default `interval`: a bottleneck's state changes over seconds, and a
 /// probe that queries PostgreSQL should cost it next to nothing.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// gate: the share of a route's limit in flight that raises the flag.
+pub const DEFAULT_GATE_SATURATED_AT: f64 = 1.0;
+/// gate: `recover_at` is this times `saturated_at` unless set.
+pub const DEFAULT_GATE_RECOVER_FACTOR: f64 = 0.8;
 /// Default `timeout` (or `interval`, if shorter): half the default
 /// interval, so a slow check never overlaps the next one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -77,6 +81,9 @@ pub enum ProbeKind {
     Backlog,
     /// Upstream latency against a learned baseline.
     Latency,
+    /// The gate itself: full or refusing. Drives a flag file only; it never
+    /// constrains the limit.
+    Gate,
 }
 
 impl ProbeKind {
@@ -88,6 +95,7 @@ impl ProbeKind {
             ProbeKind::Memory => "memory",
             ProbeKind::Backlog => "backlog",
             ProbeKind::Latency => "latency",
+            ProbeKind::Gate => "gate",
         }
     }
 }
@@ -204,6 +212,15 @@ pub struct ProbeConfig {
     /// latency: how fast the baseline follows latency upward.
     #[serde(default, with = "humantime_serde::option")]
     pub baseline_half_life: Option<Duration>,
+
+    /// gate: saturated (the flag raised) while a route refuses, or holds
+    /// this share of its limit in flight. Default 1.0.
+    #[serde(default)]
+    pub saturated_at: Option<f64>,
+    /// gate: lowered once no route refuses and each holds this share of its
+    /// limit or less. Default 0.8 × `saturated_at`.
+    #[serde(default)]
+    pub recover_at: Option<f64>,
 }
 
 impl ProbeConfig {
@@ -228,6 +245,8 @@ impl ProbeConfig {
             port: None,
             upstream: None,
             max_backlog: None,
+            saturated_at: None,
+            recover_at: None,
             recover_backlog: None,
             multiplier: None,
             baseline_half_life: None,
@@ -340,6 +359,17 @@ pub(super) fn validate(probes: &[ProbeConfig]) -> Result<(), ConfigError> {
 }
 
 impl ProbeConfig {
+    /// gate: `saturated_at` or its default.
+    pub fn gate_saturated_at(&self) -> f64 {
+        self.saturated_at.unwrap_or(DEFAULT_GATE_SATURATED_AT)
+    }
+
+    /// gate: `recover_at` or its default, 0.8 × `saturated_at`.
+    pub fn gate_recover_at(&self) -> f64 {
+        self.recover_at
+            .unwrap_or(DEFAULT_GATE_RECOVER_FACTOR * self.gate_saturated_at())
+    }
+
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let key = |field: &str| format!("{prefix}{field}");
         let bad = |field: &str, message: String| Err(ConfigError::invalid(key(field), message));
@@ -405,6 +435,8 @@ impl ProbeConfig {
                 self.baseline_half_life.is_some(),
                 ProbeKind::Latency,
             ),
+            ("saturated_at", self.saturated_at.is_some(), ProbeKind::Gate),
+            ("recover_at", self.recover_at.is_some(), ProbeKind::Gate),
         ] {
             if set && self.kind != owner {
                 return bad(
@@ -510,6 +542,27 @@ impl ProbeConfig {
                     check::positive_at_most(&key("baseline_half_life"), d, check::DAY)?;
                 }
             }
+            ProbeKind::Gate => {
+                if self.flag_file.is_none() {
+                    return bad(
+                        "flag_file",
+                        "required for kind = \"gate\": the flag file is all this probe drives (it never constrains the limit)".into(),
+                    );
+                }
+                let (at, recover) = (self.gate_saturated_at(), self.gate_recover_at());
+                if !(at > 0.0 && at <= 1.0) {
+                    return bad(
+                        "saturated_at",
+                        format!("must be greater than 0 and at most 1.0 (got {at})"),
+                    );
+                }
+                if !(recover >= 0.0 && recover < at) {
+                    return bad(
+                        "recover_at",
+                        format!("must be at least 0 and below saturated_at ({at}), or the flag never holds (got {recover})"),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -612,6 +665,26 @@ upstream = "api"
             "[[probes]]\nkind = \"backlog\"\nflag_file = \"relative.flag\"\n",
             "probes[0].flag_file",
             "absolute",
+        );
+        refused(
+            "[[probes]]\nkind = \"gate\"\n",
+            "probes[0].flag_file",
+            "required for kind = \"gate\"",
+        );
+        refused(
+            "[[probes]]\nkind = \"gate\"\nflag_file = \"/run/g.flag\"\nsaturated_at = 0.5\nrecover_at = 0.5\n",
+            "probes[0].recover_at",
+            "below saturated_at",
+        );
+        refused(
+            "[[probes]]\nkind = \"gate\"\nflag_file = \"/run/g.flag\"\nsaturated_at = 1.5\n",
+            "probes[0].saturated_at",
+            "at most 1.0",
+        );
+        refused(
+            "[[probes]]\nkind = \"latency\"\nsaturated_at = 0.9\n",
+            "probes[0].saturated_at",
+            "only applies to kind = \"gate\"",
         );
         refused(
             "[[probes]]\nkind = \"memory\"\nmin_limit = 0\n",

@@ -30,8 +30,9 @@
 //! | [`MemoryProbe`] | cgroup v2 `memory.current`/`memory.max`, else `VmRSS`/`max_bytes` | usage ≥ `ratio` (hard) |
 //! | [`BacklogProbe`] | `rx_queue` of the LISTEN socket in `/proc/net/tcp{,6}` | accept queue ≥ `max_backlog` |
 //! | [`LatencyProbe`] | each route's smoothed latency | latency > `multiplier` × learned baseline |
+//! | [`GateProbe`] | each route's in flight and refusals | a route refuses, or holds `saturated_at` of its limit (flag file only: never constrains) |
 //!
-//! One file per kind (`postgres`, `memory`, `backlog`, `latency`, and the
+//! One file per kind (`postgres`, `memory`, `backlog`, `latency`, `gate`, and the
 //! `flag_file` a probe may keep), then what they share: `check.rs` (what a
 //! check returns), `constraint.rs` (the hysteresis), `state.rs` (the state
 //! the tasks and the set share), `runner.rs` (one probe's task), `set.rs`
@@ -41,6 +42,7 @@ pub mod backlog;
 mod check;
 pub mod constraint;
 pub mod flag_file;
+pub mod gate;
 pub mod latency;
 pub mod memory;
 pub mod postgres;
@@ -57,6 +59,7 @@ use floodwall_core::Limiter;
 pub use backlog::BacklogProbe;
 pub use check::{Probe, ProbeError, Reading};
 pub use flag_file::FlagFile;
+pub use gate::GateProbe;
 pub use latency::LatencyProbe;
 pub use memory::MemoryProbe;
 pub use postgres::PostgresProbe;
@@ -103,7 +106,7 @@ pub fn buildable(config: &Config) -> anyhow::Result<()> {
             ProbeKind::Postgres => drop(PostgresProbe::new(p).map_err(context)?),
             ProbeKind::Memory => drop(MemoryProbe::new(p).map_err(context)?),
             ProbeKind::Backlog => drop(p.backlog_port(&config.upstreams).map_err(context)?),
-            ProbeKind::Latency => {}
+            ProbeKind::Latency | ProbeKind::Gate => {}
         }
     }
     Ok(())
@@ -124,6 +127,7 @@ fn populate(
                 set.add(p, BacklogProbe::new(p, port))
             }
             ProbeKind::Latency => set.add(p, LatencyProbe::new(p, routes.clone())),
+            ProbeKind::Gate => set.add(p, GateProbe::new(p, routes.clone())),
         }
     }
     Ok(())

@@ -142,13 +142,17 @@ impl Shared {
                 st.last_error = Some(message);
             }
         }
-        for (c, route) in st.constraints.iter_mut().zip(&self.routes) {
-            c.step(
-                now,
-                obs,
-                route.limiter.limit(),
-                route.limiter.algorithm_limit(),
-            );
+        // A gate probe reads the gate itself: it drives its flag file and
+        // never constrains, or a full gate would cut its own limit.
+        if probe.kind != ProbeKind::Gate {
+            for (c, route) in st.constraints.iter_mut().zip(&self.routes) {
+                c.step(
+                    now,
+                    obs,
+                    route.limiter.limit(),
+                    route.limiter.algorithm_limit(),
+                );
+            }
         }
         log_transition(probe, was, &st);
         let out = (st.health, st.detail.clone());
