@@ -219,6 +219,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Box::new(move || load(&args)) as Box<floodwall::reload::LoadFn>
     });
     let running = floodwall::app::start_reloadable(config, reload).await?;
+    // The handlers go in before the line below announces the ports: a
+    // supervisor (or a test) that sends SIGHUP as soon as it reads the line
+    // would otherwise hit SIGHUP's default action and kill the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     // One machine-readable line on stdout once both ports are bound; logs go
     // to stderr.
     let mut out = std::io::stdout().lock();
@@ -229,13 +236,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received"); break }
+            _ = interrupt.recv() => { tracing::info!("SIGINT received"); break }
             // SIGHUP re-reads the TLS certificate files and the config
             // file; a failed reload of either keeps what runs and is
             // logged (and, for the config, counted and shown on /status).
