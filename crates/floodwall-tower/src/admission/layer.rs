@@ -1,7 +1,7 @@
 //! The admission layer: how an admission service is configured.
 
 use super::classify::{Classifier, Classify};
-use super::service::{AdmissionService, Answering, Route, Shared};
+use super::service::{AdmissionService, Answering, Dialect, Route, Shared};
 use floodwall_core::Limiter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +128,32 @@ impl<C> AdmissionLayer<C> {
     /// service's error is then the inner service's, as `axum::Router::layer`
     /// wants.
     pub fn answer_refusals(self) -> AnsweringLayer<C> {
-        AnsweringLayer { inner: self }
+        AnsweringLayer {
+            inner: self,
+            dialect: Dialect::Http,
+        }
+    }
+
+    /// Answers refusals as gRPC statuses instead, for a tonic (or any gRPC)
+    /// server: `UNAVAILABLE` for a full gate, `RESOURCE_EXHAUSTED` for a
+    /// tenant over its share (see [`Rejected::grpc_response`]). A gRPC
+    /// client reads `grpc-status`, not a JSON body; and tonic turns a
+    /// service *error* it does not know into a reset stream, so the typed
+    /// [`AdmissionError`](super::AdmissionError) is no use there.
+    ///
+    /// ```
+    /// # use floodwall_tower::AdmissionLayer;
+    /// let layer = AdmissionLayer::new(floodwall_tower::fixed_limiter(64)).answer_refusals_grpc();
+    /// // tonic::transport::Server::builder().layer(layer).add_service(..)
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// [`Rejected::grpc_response`]: super::Rejected::grpc_response
+    pub fn answer_refusals_grpc(self) -> AnsweringLayer<C> {
+        AnsweringLayer {
+            inner: self,
+            dialect: Dialect::Grpc,
+        }
     }
 
     /// The default route's limiter.
@@ -150,12 +175,14 @@ impl<S, C> Layer<S> for AdmissionLayer<C> {
 #[derive(Debug)]
 pub struct AnsweringLayer<C = Classifier> {
     inner: AdmissionLayer<C>,
+    dialect: Dialect,
 }
 
 impl<C> Clone for AnsweringLayer<C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            dialect: self.dialect,
         }
     }
 }
@@ -171,6 +198,6 @@ impl<S, C> Layer<S> for AnsweringLayer<C> {
     type Service = Answering<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Answering::new(self.inner.layer(inner))
+        Answering::new(self.inner.layer(inner), self.dialect)
     }
 }

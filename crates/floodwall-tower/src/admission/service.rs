@@ -146,19 +146,30 @@ where
 #[derive(Debug)]
 pub struct Answering<S, C> {
     inner: AdmissionService<S, C>,
+    dialect: Dialect,
+}
+
+/// How an [`Answering`] service words a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// The gateway's HTTP response: [`Rejected::response`].
+    Http,
+    /// A gRPC status: [`Rejected::grpc_response`].
+    Grpc,
 }
 
 impl<S: Clone, C> Clone for Answering<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            dialect: self.dialect,
         }
     }
 }
 
 impl<S, C> Answering<S, C> {
-    pub(crate) fn new(inner: AdmissionService<S, C>) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: AdmissionService<S, C>, dialect: Dialect) -> Self {
+        Self { inner, dialect }
     }
 
     /// The default route's limiter.
@@ -186,6 +197,6 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        AnsweringFuture::new(self.inner.call(req))
+        AnsweringFuture::new(self.inner.call(req), self.dialect)
     }
 }
