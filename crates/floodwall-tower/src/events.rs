@@ -177,7 +177,7 @@ impl Events {
         );
         registry.register(
             "floodwall_outbound_events",
-            "Outbound calls by event: success, error, busy, circuit_open, state_change",
+            "Outbound calls by event: success, error, busy, circuit_open",
             e.events.clone(),
         );
         registry.register(

@@ -17,6 +17,10 @@
 //!   Semian-style circuit breaker and bulkhead around what the service
 //!   calls (an HTTP client, a database), with an event stream and
 //!   Prometheus metrics in a registry you pass in ([`Events`]).
+//! - **Metrics**, both ways, into the caller's `prometheus_client`
+//!   registry, never a global one: [`AdmissionLayer::register_metrics`]
+//!   for the inbound gates (read at scrape time, under the gateway's
+//!   names), [`Events::new`] for the outbound side. [`metrics`] lists them.
 //!
 //! # Quick start
 //!
@@ -111,6 +115,7 @@ mod clock;
 pub mod events;
 pub mod failure;
 pub mod guard;
+pub mod metrics;
 pub mod probe;
 
 pub use admission::{

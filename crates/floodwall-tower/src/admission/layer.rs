@@ -2,7 +2,9 @@
 
 use super::classify::{Classifier, Classify};
 use super::service::{AdmissionService, Answering, Dialect, Route, Shared};
+use crate::metrics::GateMetrics;
 use floodwall_core::Limiter;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
@@ -160,6 +162,23 @@ impl<C> AdmissionLayer<C> {
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.shared.default.limiter
     }
+
+    /// Exports this layer's gates into `registry`, the caller's (nothing is
+    /// global): the limit, in flight, reservations, queue, outcomes and
+    /// refusals of each route, under the gateway's metric names, labelled
+    /// `route` (`"default"` for the default limiter, else the key given to
+    /// [`AdmissionLayer::route`]). See [`crate::metrics`] for the list.
+    ///
+    /// The figures are read from the limiters when the registry is
+    /// encoded, so the request path pays nothing for them. Register one
+    /// layer per registry; for a second layer, use a sub-registry with a
+    /// prefix (`registry.sub_registry_with_prefix("admin")`), since two
+    /// families of one name in one exposition are invalid.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let mut routes = vec![("default".to_owned(), self.shared.default.clone())];
+        routes.extend(self.shared.keyed.iter().cloned());
+        registry.register_collector(Box::new(GateMetrics::new(routes)));
+    }
 }
 
 impl<S, C> Layer<S> for AdmissionLayer<C> {
@@ -191,6 +210,11 @@ impl<C> AnsweringLayer<C> {
     /// The default route's limiter.
     pub fn limiter(&self) -> &Arc<Limiter> {
         self.inner.limiter()
+    }
+
+    /// As [`AdmissionLayer::register_metrics`].
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.inner.register_metrics(registry);
     }
 }
 

@@ -6,7 +6,7 @@ mod classify;
 mod future;
 mod layer;
 mod rejected;
-mod service;
+pub(crate) mod service;
 
 pub use body::PermitBody;
 pub use classify::{

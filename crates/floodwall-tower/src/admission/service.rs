@@ -6,6 +6,7 @@ use super::future::{AnsweringFuture, ResponseFuture};
 use super::rejected::{AdmissionError, Rejected};
 use floodwall_core::{ClassId, Limiter, Request as Admission};
 use http::{Request, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,6 +17,9 @@ use tower_service::Service;
 pub(crate) struct Route {
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) default_class: ClassId,
+    /// Requests refused for a hostile tenant id, by class index: refused
+    /// before the limiter sees them, so counted here for the metrics.
+    pub(crate) invalid_tenant: Arc<[AtomicU64]>,
 }
 
 impl Route {
@@ -29,9 +33,11 @@ impl Route {
                 limiter.class_id(&first.name)
             })
             .expect("a limiter has at least one class");
+        let classes = limiter.snapshot().classes.len();
         Self {
             limiter,
             default_class,
+            invalid_tenant: (0..classes).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -110,7 +116,12 @@ where
             .unwrap_or(route.default_class);
         let tenant = match shared.classify.tenant(&head) {
             Ok(t) => t,
-            Err(_) => return ResponseFuture::refused(Rejected::invalid_tenant_id()),
+            Err(_) => {
+                if let Some(n) = route.invalid_tenant.get(class.index()) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                return ResponseFuture::refused(Rejected::invalid_tenant_id());
+            }
         };
         let admission = Admission { class, tenant };
         match shared.queue_timeout {
