@@ -235,7 +235,8 @@ impl Events {
         })
     }
 
-    /// Keeps the ticket metrics of `bulkhead`.
+    /// Sets the ticket metrics of `bulkhead` to what it holds now (a guard
+    /// calls this as each call takes a ticket, and again as it ends).
     pub fn watch_bulkhead(&self, bulkhead: &Bulkhead) {
         let labels = vec![("resource", bulkhead.name().to_owned())];
         self.tickets
