@@ -11,3 +11,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked --no-fail-fast
+# --all-targets leaves doctests out (cargo's rule): run them too, so the
+# crate docs' quick starts (floodwall-tower's) are tested.
+echo "== cargo test --doc"
+cargo test --workspace --doc --locked --no-fail-fast

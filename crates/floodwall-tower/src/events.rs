@@ -177,7 +177,7 @@ impl Events {
         );
         registry.register(
             "floodwall_outbound_events",
-            "Outbound calls by event: success, error, busy, circuit_open, state_change",
+            "Outbound calls by event: success, error, busy, circuit_open",
             e.events.clone(),
         );
         registry.register(
@@ -235,7 +235,8 @@ impl Events {
         })
     }
 
-    /// Keeps the ticket metrics of `bulkhead`.
+    /// Sets the ticket metrics of `bulkhead` to what it holds now (a guard
+    /// calls this as each call takes a ticket, and again as it ends).
     pub fn watch_bulkhead(&self, bulkhead: &Bulkhead) {
         let labels = vec![("resource", bulkhead.name().to_owned())];
         self.tickets

@@ -223,7 +223,14 @@ impl Guard {
         let permit = match &self.bulkhead {
             None => None,
             Some(b) => match b.try_acquire() {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    // The gauge counts this call from its start, not only
+                    // once some call ends.
+                    if let Some(e) = &self.events {
+                        e.watch_bulkhead(b);
+                    }
+                    Some(p)
+                }
                 Err(full) => {
                     // `call` drops here unreported: a trial slot goes back.
                     self.record(EventKind::Busy, None);

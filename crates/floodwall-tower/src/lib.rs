@@ -17,6 +17,10 @@
 //!   Semian-style circuit breaker and bulkhead around what the service
 //!   calls (an HTTP client, a database), with an event stream and
 //!   Prometheus metrics in a registry you pass in ([`Events`]).
+//! - **Metrics**, both ways, into the caller's `prometheus_client`
+//!   registry, never a global one: [`AdmissionLayer::register_metrics`]
+//!   for the inbound gates (read at scrape time, under the gateway's
+//!   names), [`Events::new`] for the outbound side. [`metrics`] lists them.
 //!
 //! # Quick start
 //!
@@ -47,13 +51,32 @@
 //! # }
 //! ```
 //!
-//! The same layer fits anything that takes a tower layer over
-//! `http::Request`: `axum::Router::layer` (or `route_layer` for a limit per
-//! route), `tower::ServiceBuilder` in front of a `hyper_util` server, and
-//! tonic's `Server::builder().layer(..)` (gRPC requests are
-//! `http::Request`s; use the typed error with tonic, since a gRPC client
-//! reads `grpc-status`, not a JSON body). The crate's tests run it under
-//! axum and under a bare hyper server.
+//! # axum, hyper, tonic
+//!
+//! The layer fits anything that takes a tower layer over `http::Request`;
+//! each has a runnable example, run by the crate's tests against a real
+//! server on a loopback port:
+//!
+//! - **axum**: `Router::layer(AdmissionLayer::new(l).answer_refusals())`
+//!   (or `route_layer` for a limit per route); above, and
+//!   `examples/axum-postgres`, a service on PostgreSQL with a pool probe
+//!   and a guarded database.
+//! - **hyper** with `hyper_util`: a `tower::ServiceBuilder` stack made a
+//!   hyper service by `hyper_util::service::TowerToHyperService` and served
+//!   by `hyper_util::server::conn::auto` (`examples/hyper-server`).
+//! - **tonic**: `Server::builder().layer(AdmissionLayer::new(l).answer_refusals_grpc())`
+//!   (`examples/tonic-health`, the ready-made `grpc.health.v1` service).
+//!   gRPC needs its own wording of a refusal, for two reasons: a gRPC
+//!   client reads `grpc-status`, not an HTTP status and a JSON body; and
+//!   tonic's server turns a service error that is not a `tonic::Status`
+//!   into a reset stream, so the typed [`AdmissionError`] would reach the
+//!   client as a stream reset, which no retry policy reads as "come back
+//!   later". [`AdmissionLayer::answer_refusals_grpc`]
+//!   answers `UNAVAILABLE` (a full gate; `RESOURCE_EXHAUSTED` for a tenant
+//!   over its share, [`grpc_code_of`]) as a trailers-only response, with
+//!   the gateway's reason and wait headers and gRPC's
+//!   `grpc-retry-pushback-ms`. The crate itself does not depend on tonic.
+//!   A server stream holds its slot until it ends, as any streaming body.
 //!
 //! # Why `poll_ready` does not reserve a slot
 //!
@@ -92,11 +115,12 @@ mod clock;
 pub mod events;
 pub mod failure;
 pub mod guard;
+pub mod metrics;
 pub mod probe;
 
 pub use admission::{
-    outcome_of, AdmissionError, AdmissionLayer, AdmissionService, Answering, AnsweringLayer,
-    Classifier, Classify, Head, PermitBody, RejectReason, Rejected,
+    grpc_code_of, outcome_of, AdmissionError, AdmissionLayer, AdmissionService, Answering,
+    AnsweringLayer, Classifier, Classify, Head, PermitBody, RejectReason, Rejected,
 };
 pub use breaker::{BreakerLayer, BreakerService};
 pub use bulkhead::{BulkheadLayer, BulkheadService};

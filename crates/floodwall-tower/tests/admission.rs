@@ -370,3 +370,42 @@ async fn routes_pick_their_own_limiter_and_layers_can_share_one() {
             .unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn grpc_refusals_are_trailers_only_statuses_coded_by_the_http_status() {
+    let limiter = limiter(4);
+    let svc = AdmissionLayer::new(limiter.clone())
+        .answer_refusals_grpc()
+        .layer(Handler::new(false));
+    let hostile = "x".repeat(200);
+    let resp = svc
+        .clone()
+        .oneshot(with("x-tenant-id", &hostile))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "gRPC carries its own status");
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    assert_eq!(resp.headers()["grpc-status"], "3", "INVALID_ARGUMENT");
+    assert_eq!(resp.headers()["grpc-message"], "invalid_tenant_id");
+    assert_eq!(resp.headers()[REASON_HEADER], "invalid_tenant_id");
+    assert!(
+        !resp.headers().contains_key("grpc-retry-pushback-ms"),
+        "retrying as sent cannot help"
+    );
+    assert!(http_body::Body::is_end_stream(resp.body()));
+    assert!(read_all(resp.into_body()).await.unwrap().is_empty());
+    assert_eq!(limiter.inflight(), 0);
+
+    // The codes for the other statuses of the one map.
+    use floodwall_tower::grpc_code_of;
+    assert_eq!(
+        grpc_code_of(StatusCode::TOO_MANY_REQUESTS),
+        8,
+        "RESOURCE_EXHAUSTED"
+    );
+    assert_eq!(
+        grpc_code_of(StatusCode::SERVICE_UNAVAILABLE),
+        14,
+        "UNAVAILABLE"
+    );
+}

@@ -78,10 +78,13 @@ impl<B: Body> PermitBody<B> {
 }
 
 impl<B> PermitBody<B> {
-    /// A refusal's JSON body.
+    /// A refusal's body: the JSON bytes, or for a gRPC refusal none (an
+    /// empty body has ended already, so the status goes out as one HEADERS
+    /// frame, gRPC's trailers-only response).
     pub(crate) fn refusal(bytes: Bytes) -> Self {
+        let bytes = (!bytes.is_empty()).then_some(bytes);
         Self {
-            kind: Kind::Refusal { bytes: Some(bytes) },
+            kind: Kind::Refusal { bytes },
         }
     }
 

@@ -3,6 +3,7 @@
 use super::body::PermitBody;
 use super::outcome_of;
 use super::rejected::{AdmissionError, Rejected};
+use super::service::Dialect;
 use floodwall_core::{Acquire, Outcome, Permit};
 use http::Response;
 use pin_project_lite::pin_project;
@@ -169,12 +170,13 @@ pin_project! {
     pub struct AnsweringFuture<F> {
         #[pin]
         inner: F,
+        dialect: Dialect,
     }
 }
 
 impl<F> AnsweringFuture<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: F, dialect: Dialect) -> Self {
+        Self { inner, dialect }
     }
 }
 
@@ -185,9 +187,13 @@ where
     type Output = Result<Response<PermitBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.project().inner.poll(cx)) {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
             Ok(resp) => Ok(resp),
-            Err(AdmissionError::Rejected(r)) => Ok(r.response(PermitBody::refusal)),
+            Err(AdmissionError::Rejected(r)) => Ok(match this.dialect {
+                Dialect::Http => r.response(PermitBody::refusal),
+                Dialect::Grpc => r.grpc_response(PermitBody::refusal),
+            }),
             Err(AdmissionError::Inner(e)) => Err(e),
         })
     }

@@ -1,8 +1,10 @@
 //! The admission layer: how an admission service is configured.
 
 use super::classify::{Classifier, Classify};
-use super::service::{AdmissionService, Answering, Route, Shared};
+use super::service::{AdmissionService, Answering, Dialect, Route, Shared};
+use crate::metrics::GateMetrics;
 use floodwall_core::Limiter;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
@@ -128,12 +130,54 @@ impl<C> AdmissionLayer<C> {
     /// service's error is then the inner service's, as `axum::Router::layer`
     /// wants.
     pub fn answer_refusals(self) -> AnsweringLayer<C> {
-        AnsweringLayer { inner: self }
+        AnsweringLayer {
+            inner: self,
+            dialect: Dialect::Http,
+        }
+    }
+
+    /// Answers refusals as gRPC statuses instead, for a tonic (or any gRPC)
+    /// server: `UNAVAILABLE` for a full gate, `RESOURCE_EXHAUSTED` for a
+    /// tenant over its share (see [`Rejected::grpc_response`]). A gRPC
+    /// client reads `grpc-status`, not a JSON body; and tonic turns a
+    /// service *error* it does not know into a reset stream, so the typed
+    /// [`AdmissionError`](super::AdmissionError) is no use there.
+    ///
+    /// ```
+    /// # use floodwall_tower::AdmissionLayer;
+    /// let layer = AdmissionLayer::new(floodwall_tower::fixed_limiter(64)).answer_refusals_grpc();
+    /// // tonic::transport::Server::builder().layer(layer).add_service(..)
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// [`Rejected::grpc_response`]: super::Rejected::grpc_response
+    pub fn answer_refusals_grpc(self) -> AnsweringLayer<C> {
+        AnsweringLayer {
+            inner: self,
+            dialect: Dialect::Grpc,
+        }
     }
 
     /// The default route's limiter.
     pub fn limiter(&self) -> &Arc<Limiter> {
         &self.shared.default.limiter
+    }
+
+    /// Exports this layer's gates into `registry`, the caller's (nothing is
+    /// global): the limit, in flight, reservations, queue, outcomes and
+    /// refusals of each route, under the gateway's metric names, labelled
+    /// `route` (`"default"` for the default limiter, else the key given to
+    /// [`AdmissionLayer::route`]). See [`crate::metrics`] for the list.
+    ///
+    /// The figures are read from the limiters when the registry is
+    /// encoded, so the request path pays nothing for them. Register one
+    /// layer per registry; for a second layer, use a sub-registry with a
+    /// prefix (`registry.sub_registry_with_prefix("admin")`), since two
+    /// families of one name in one exposition are invalid.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let mut routes = vec![("default".to_owned(), self.shared.default.clone())];
+        routes.extend(self.shared.keyed.iter().cloned());
+        registry.register_collector(Box::new(GateMetrics::new(routes)));
     }
 }
 
@@ -150,12 +194,14 @@ impl<S, C> Layer<S> for AdmissionLayer<C> {
 #[derive(Debug)]
 pub struct AnsweringLayer<C = Classifier> {
     inner: AdmissionLayer<C>,
+    dialect: Dialect,
 }
 
 impl<C> Clone for AnsweringLayer<C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            dialect: self.dialect,
         }
     }
 }
@@ -165,12 +211,17 @@ impl<C> AnsweringLayer<C> {
     pub fn limiter(&self) -> &Arc<Limiter> {
         self.inner.limiter()
     }
+
+    /// As [`AdmissionLayer::register_metrics`].
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.inner.register_metrics(registry);
+    }
 }
 
 impl<S, C> Layer<S> for AnsweringLayer<C> {
     type Service = Answering<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Answering::new(self.inner.layer(inner))
+        Answering::new(self.inner.layer(inner), self.dialect)
     }
 }

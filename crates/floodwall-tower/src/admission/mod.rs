@@ -6,7 +6,7 @@ mod classify;
 mod future;
 mod layer;
 mod rejected;
-mod service;
+pub(crate) mod service;
 
 pub use body::PermitBody;
 pub use classify::{
@@ -14,7 +14,7 @@ pub use classify::{
 };
 pub use future::{AnsweringFuture, ResponseFuture};
 pub use layer::{AdmissionLayer, AnsweringLayer};
-pub use rejected::{AdmissionError, RejectReason, Rejected};
+pub use rejected::{grpc_code_of, AdmissionError, RejectReason, Rejected};
 pub use service::{AdmissionService, Answering};
 
 use floodwall_core::respond::REASON_HEADER;

@@ -1,9 +1,9 @@
 //! The typed refusal: why a request was not admitted, and when to come
 //! back.
 
-use floodwall_core::respond::Answer;
+use floodwall_core::respond::{Answer, RETRY_AFTER_MS_HEADER};
 use floodwall_core::Rejection;
-use http::Response;
+use http::{HeaderValue, Response};
 use std::fmt;
 use std::time::Duration;
 
@@ -88,6 +88,60 @@ impl Rejected {
     /// made into `B` by `body`.
     pub fn response<B>(&self, body: impl FnOnce(bytes::Bytes) -> B) -> Response<B> {
         self.answer.response(fastrand::f64(), body)
+    }
+
+    /// The gRPC status code for this refusal (see [`grpc_code_of`]).
+    pub fn grpc_code(&self) -> i32 {
+        grpc_code_of(self.answer.status)
+    }
+
+    /// This refusal as a gRPC client reads it: a *trailers-only* response
+    /// (HTTP 200, `content-type: application/grpc`, `grpc-status` and
+    /// `grpc-message` in the headers, no body), as `tonic::Status` would
+    /// be sent. The gateway's headers ride along unchanged: the reason in
+    /// `X-Floodwall-Reason`, and where there is a wait, `Retry-After` and
+    /// `X-Floodwall-Retry-After-Ms` jittered as [`Rejected::response`]
+    /// does, plus the same wait as `grpc-retry-pushback-ms`, the header
+    /// gRPC's own retry policy reads (gRFC A6, "server pushback").
+    pub fn grpc_response<B>(&self, body: impl FnOnce(bytes::Bytes) -> B) -> Response<B> {
+        let http = self.answer.response(fastrand::f64(), |_| ());
+        let mut resp = Response::new(body(bytes::Bytes::new()));
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+        // A reason is a lower-case wire name: nothing to percent-encode.
+        h.insert("grpc-message", HeaderValue::from_static(self.answer.reason));
+        for (name, value) in http.headers() {
+            if name != http::header::CONTENT_TYPE {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(ms) = http.headers().get(RETRY_AFTER_MS_HEADER) {
+            h.insert("grpc-retry-pushback-ms", ms.clone());
+        }
+        resp
+    }
+}
+
+/// The gRPC code for a refusal of HTTP status `status` (from the one map,
+/// [`floodwall_core::respond`]): what a gRPC service means by the same
+/// refusal, so that a client's retry policy does the right thing.
+///
+/// - 429, a tenant over its share: `RESOURCE_EXHAUSTED` (8), gRPC's code
+///   for "a per-user quota", which this is;
+/// - 400, a hostile tenant id: `INVALID_ARGUMENT` (3), since retrying as
+///   sent cannot help;
+/// - 503 and anything else: `UNAVAILABLE` (14), gRPC's code for "most
+///   likely transient, retry with backoff", which is what a full gate is.
+///   It is also what gRPC's HTTP-to-gRPC mapping gives a bare 503.
+pub fn grpc_code_of(status: http::StatusCode) -> i32 {
+    match status.as_u16() {
+        429 => 8,
+        400 => 3,
+        _ => 14,
     }
 }
 

@@ -6,6 +6,7 @@ use super::future::{AnsweringFuture, ResponseFuture};
 use super::rejected::{AdmissionError, Rejected};
 use floodwall_core::{ClassId, Limiter, Request as Admission};
 use http::{Request, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,6 +17,9 @@ use tower_service::Service;
 pub(crate) struct Route {
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) default_class: ClassId,
+    /// Requests refused for a hostile tenant id, by class index: refused
+    /// before the limiter sees them, so counted here for the metrics.
+    pub(crate) invalid_tenant: Arc<[AtomicU64]>,
 }
 
 impl Route {
@@ -29,9 +33,11 @@ impl Route {
                 limiter.class_id(&first.name)
             })
             .expect("a limiter has at least one class");
+        let classes = limiter.snapshot().classes.len();
         Self {
             limiter,
             default_class,
+            invalid_tenant: (0..classes).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -110,7 +116,12 @@ where
             .unwrap_or(route.default_class);
         let tenant = match shared.classify.tenant(&head) {
             Ok(t) => t,
-            Err(_) => return ResponseFuture::refused(Rejected::invalid_tenant_id()),
+            Err(_) => {
+                if let Some(n) = route.invalid_tenant.get(class.index()) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                return ResponseFuture::refused(Rejected::invalid_tenant_id());
+            }
         };
         let admission = Admission { class, tenant };
         match shared.queue_timeout {
@@ -146,19 +157,30 @@ where
 #[derive(Debug)]
 pub struct Answering<S, C> {
     inner: AdmissionService<S, C>,
+    dialect: Dialect,
+}
+
+/// How an [`Answering`] service words a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// The gateway's HTTP response: [`Rejected::response`].
+    Http,
+    /// A gRPC status: [`Rejected::grpc_response`].
+    Grpc,
 }
 
 impl<S: Clone, C> Clone for Answering<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            dialect: self.dialect,
         }
     }
 }
 
 impl<S, C> Answering<S, C> {
-    pub(crate) fn new(inner: AdmissionService<S, C>) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: AdmissionService<S, C>, dialect: Dialect) -> Self {
+        Self { inner, dialect }
     }
 
     /// The default route's limiter.
@@ -186,6 +208,6 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        AnsweringFuture::new(self.inner.call(req))
+        AnsweringFuture::new(self.inner.call(req), self.dialect)
     }
 }
