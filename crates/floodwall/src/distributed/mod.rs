@@ -67,6 +67,12 @@
 //! slack of the `local` policy. `open` lifts the share (only local limits
 //! apply); `closed` sets it to 0.
 //!
+//! Strict mode under `local` caps the same way per request: a replica
+//! whose call fails or is late admits only while it holds fewer than
+//! `max(1, global ÷ last known replica count)` slots in all (see
+//! `strict.rs`), so no answer from Redis never means the whole global
+//! limit; docs/config.md states the resulting bounds.
+//!
 //! # Tenants
 //!
 //! No per-tenant key is ever written: the per-tenant cap
@@ -135,7 +141,7 @@ impl Distributed {
     /// route yet. Connects lazily: a floodwall whose Redis is down at start
     /// still starts, under its failure policy.
     pub fn new(config: &StoreConfig) -> anyhow::Result<Self> {
-        let backend = Backend::new(&config.url, config.timeout)
+        let backend = Backend::new(config)
             .map_err(|e| anyhow::anyhow!("store.url {}: {e}", redact(&config.url)))?;
         Ok(Self {
             shared: Arc::new(Shared {
