@@ -1022,3 +1022,59 @@ async fn cluster_routes_on_different_nodes_each_hold_their_limit() {
         }
     }
 }
+
+/// A floodwall started while its cluster is down starts anyway (the
+/// cluster connection is made at the first call that finds the cluster
+/// up), serves under `local` with the fallback share, and joins once the
+/// cluster is back; a second whole-cluster outage on the live connection
+/// is survived the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_down_at_start_then_outage_resyncs() {
+    let mut cluster = Cluster::start();
+    let upstream = Upstream::start(Duration::from_millis(20)).await;
+    let text = config(&upstream, &cluster, "lease", "");
+    cluster.stop();
+    let (_f, bins) = replicas("cluster-down", &text, 3);
+    let all: Vec<&Binary> = bins.iter().collect();
+    let client = Client::http1();
+    for round in 0..2 {
+        common::wait_until(
+            Duration::from_secs(10),
+            "replicas see the store down",
+            || async {
+                for b in &bins {
+                    if store_status(b.admin).await["state"] != "down" {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+        // The last grant lasts until its lease would expire (it may be 0
+        // for a replica that had just joined), then the fallback share.
+        common::wait_until(
+            Duration::from_secs(5),
+            "the local policy serves",
+            || async { client.get(bins[0].proxy, "/", &[]).await.status == 200 },
+        )
+        .await;
+        cluster.restart();
+        let t = Instant::now();
+        converged(&all, 3).await;
+        eprintln!(
+            "cluster round {round}: replicas up with 3 members {:?} after the cluster",
+            t.elapsed()
+        );
+        let shares: usize = {
+            let mut sum = 0;
+            for b in &bins {
+                sum += share_of(b).await;
+            }
+            sum
+        };
+        assert!(shares <= GLOBAL, "round {round}: shares {shares}");
+        assert!(cluster.dbsize() > 0, "round {round}: leases written");
+        cluster.stop();
+    }
+}

@@ -9,6 +9,7 @@
 //! over the primaries; one route never spans two.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -95,7 +96,38 @@ enum Conn {
 struct ClusterConn {
     client: ClusterClient,
     config: ClusterConfig,
-    conn: OnceCell<ClusterConnection>,
+    conn: Arc<OnceCell<ClusterConnection>>,
+    /// A connection attempt is running on its own task.
+    connecting: Arc<AtomicBool>,
+}
+
+impl ClusterConn {
+    /// The connection, once made. Connecting (every node, then the slot
+    /// map) runs on its own task, one attempt at a time, so that a call's
+    /// deadline, which may be shorter than a cluster handshake over TLS,
+    /// never cancels it: calls fail by their deadline until it succeeds.
+    async fn get(&self) -> ClusterConnection {
+        loop {
+            if let Some(c) = self.conn.get() {
+                return c.clone();
+            }
+            if !self.connecting.swap(true, Ordering::AcqRel) {
+                let (cell, flag) = (self.conn.clone(), self.connecting.clone());
+                let (client, config) = (self.client.clone(), self.config.clone());
+                tokio::spawn(async move {
+                    let made = cell
+                        .get_or_try_init(|| client.get_async_connection_with_config(config))
+                        .await;
+                    if let Err(e) = made {
+                        tracing::debug!(error = %e, "could not connect to the Redis Cluster yet");
+                    }
+                    flag.store(false, Ordering::Release);
+                });
+            }
+            // The caller's deadline ends the wait.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// The connection, the scripts and the call figures.
@@ -145,7 +177,8 @@ impl Backend {
             Conn::Cluster(Box::new(ClusterConn {
                 client,
                 config,
-                conn: OnceCell::new(),
+                conn: Arc::default(),
+                connecting: Arc::default(),
             }))
         } else {
             let client = redis::Client::open(store.url.as_str())?;
@@ -182,15 +215,7 @@ impl Backend {
         let invoke = async {
             match &self.conn {
                 Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
-                Conn::Cluster(c) => {
-                    let c = c
-                        .conn
-                        .get_or_try_init(|| {
-                            c.client.get_async_connection_with_config(c.config.clone())
-                        })
-                        .await?;
-                    inv.invoke_async(&mut c.clone()).await
-                }
+                Conn::Cluster(c) => inv.invoke_async(&mut c.get().await).await,
             }
         };
         let result = match tokio::time::timeout(self.timeout, invoke).await {

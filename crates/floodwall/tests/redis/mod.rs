@@ -286,15 +286,35 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         let c = Cluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !c.nodes.iter().all(|n| {
+        c.wait_ok();
+        c
+    }
+
+    /// Kills every node (SIGKILL), keeping their ports and `nodes.conf`.
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+    }
+
+    /// Starts every node again from its `nodes.conf` (same ids, same
+    /// slots, no data) and waits for `cluster_state:ok`.
+    pub fn restart(&mut self) {
+        for n in &mut self.nodes {
+            n.restart();
+        }
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.nodes.iter().all(|n| {
             n.try_cli(&["CLUSTER", "INFO"])
                 .is_some_and(|i| i.contains("cluster_state:ok"))
         }) {
             assert!(Instant::now() < deadline, "cluster_state never ok");
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
     }
 
     /// The primary that owns `key`'s slot (`CLUSTER KEYSLOT`, then the
