@@ -38,7 +38,19 @@ pub struct RouteKeys {
 impl RouteKeys {
     /// `PREFIX:{ROUTE}:members` and friends.
     pub fn new(prefix: &str, route: &str) -> Self {
-        let k = |s: &str| format!("{prefix}:{{{route}}}:{s}");
+        Self::at(&format!("{prefix}:{{{route}}}"))
+    }
+
+    /// The keys of `tenant`'s quota on `route`:
+    /// `PREFIX:{ROUTE}:tenant:TENANT:members` and friends, in the route's
+    /// slot. Only configured tenants have them, so their number is the
+    /// configuration's, never the clients'.
+    pub fn for_tenant(prefix: &str, route: &str, tenant: &str) -> Self {
+        Self::at(&format!("{prefix}:{{{route}}}:tenant:{tenant}"))
+    }
+
+    fn at(base: &str) -> Self {
+        let k = |s: &str| format!("{base}:{s}");
         Self {
             members: k("members"),
             usage: k("usage"),

@@ -27,6 +27,8 @@ pub trait Store {
     fn cli(&self, args: &[&str]) -> String;
     /// Script calls over every node (see [`Redis::script_calls`]).
     fn script_calls(&self) -> u64;
+    /// Of those, `SCRIPT LOAD`s (see [`Redis::script_loads`]).
+    fn script_loads(&self) -> u64;
     /// Keys over every node.
     fn dbsize(&self) -> u64;
 }
@@ -40,6 +42,9 @@ impl Store for Redis {
     }
     fn script_calls(&self) -> u64 {
         Redis::script_calls(self)
+    }
+    fn script_loads(&self) -> u64 {
+        Redis::script_loads(self)
     }
     fn dbsize(&self) -> u64 {
         Redis::cli(self, &["DBSIZE"]).parse().unwrap()
@@ -232,6 +237,16 @@ impl Redis {
             .map(|(_, c)| c)
             .sum()
     }
+
+    /// `SCRIPT LOAD`s: one per script and connection the first time it is
+    /// used (and, on a cluster, sent to every primary).
+    pub fn script_loads(&self) -> u64 {
+        self.commandstats()
+            .iter()
+            .filter(|(n, _)| n == "script|load" || n == "script")
+            .map(|(_, c)| c)
+            .sum()
+    }
 }
 
 impl Drop for Redis {
@@ -373,6 +388,9 @@ impl Store for Cluster {
     }
     fn script_calls(&self) -> u64 {
         self.nodes.iter().map(Redis::script_calls).sum()
+    }
+    fn script_loads(&self) -> u64 {
+        self.nodes.iter().map(Redis::script_loads).sum()
     }
     fn dbsize(&self) -> u64 {
         self.nodes
