@@ -570,3 +570,49 @@ fn at_the_defaults_a_heavy_tenant_leaves_room_and_a_lone_one_gets_everything() {
     assert_eq!(l.tenants_tracked(), 0);
     assert_eq!(l.inflight(), 0);
 }
+
+/// A tenant given a quota holds at most its cap, whatever the fairness
+/// rule says (alone on the gate, where the rule never binds), through
+/// `try_acquire` and through the queue; other tenants are untouched, a
+/// released slot is the tenant's again, and lifting the cap lifts it.
+#[test]
+fn a_tenant_quota_caps_that_tenant_only_and_never_leaks() {
+    let (l, _) = limiter(10, queue_cfg(8, QueueOrder::Fifo));
+    let class = l.class_id("interactive").unwrap();
+    let acme = Request {
+        class,
+        tenant: Some("acme"),
+    };
+    let beta = Request {
+        class,
+        tenant: Some("beta"),
+    };
+    l.set_tenant_quota("acme", Some(3));
+    let held = take(&l, acme, 3);
+    let rej = l.try_acquire(&acme).unwrap_err();
+    assert_eq!(rej.reason, Reason::TenantLimitExceeded);
+    // Through the waiting path too: refused at once, not queued behind
+    // the others.
+    let mut waiting = l.acquire(&acme);
+    match poll_once(&mut waiting) {
+        Poll::Ready(Err(r)) => assert_eq!(r.reason, Reason::TenantLimitExceeded),
+        other => panic!("acme should be refused at its quota: {other:?}"),
+    }
+    let others = take(&l, beta, 7);
+    assert_eq!(l.inflight(), 10);
+    drop(others);
+    let u = l.observe_tenant_quota("acme").unwrap();
+    assert_eq!((u.cap, u.held, u.refused), (3, 3, 2));
+    drop(held);
+    assert_eq!(l.observe_tenant_quota("acme").unwrap().held, 0, "no leak");
+    let again = take(&l, acme, 3);
+    l.set_tenant_quota("acme", None);
+    let more = take(&l, acme, 2);
+    assert_eq!(l.inflight(), 5);
+    drop((again, more));
+    assert_eq!(l.inflight(), 0);
+    assert!(
+        l.observe_tenant_quota("beta").is_none(),
+        "no entry for others"
+    );
+}

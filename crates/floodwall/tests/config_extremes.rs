@@ -108,6 +108,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("queue", "timeout", Kind::Duration),
     ("tenant", "max_share", Kind::Float),
     ("tenant", "contention_window", Kind::Duration),
+    ("quota", "tenant", Kind::Str),
+    ("quota", "max", Kind::Int),
     ("probe:memory", "name", Kind::Str),
     ("probe:memory", "interval", Kind::Duration),
     ("probe:memory", "timeout", Kind::Duration),
@@ -244,6 +246,18 @@ fn config_with(place: &str, key: &str, value: &str) -> String {
             ("queue", _) if key == "capacity" => tables = format!("[routes.queue]\n{line}\n"),
             ("queue", _) => tables = format!("[routes.queue]\ncapacity = 4\n{line}\n"),
             ("tenant", _) => tables = format!("[routes.tenant]\n{line}\n"),
+            // A quota needs the other key and a store.
+            ("quota", _) => {
+                let other = if key == "tenant" {
+                    "max = 1"
+                } else {
+                    "tenant = \"acme\""
+                };
+                tables = format!(
+                    "[[routes.tenant.quotas]]\n{other}\n{line}\n\n[store]\n\
+                     url = \"redis://127.0.0.1:{port}\"\n"
+                )
+            }
             ("probe", kind) => {
                 // What each kind needs to start anywhere: a DSN (to a dead
                 // port: the probe fails, and `on_failure = "ignore"` lifts

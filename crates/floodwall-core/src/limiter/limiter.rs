@@ -39,6 +39,7 @@ use super::config::{LimiterConfig, LimiterConfigError};
 use super::padded::Padded;
 use super::permit::{Permit, Release};
 use super::queue::{WaitQueue, Waiter};
+use super::quotas::{QuotaHold, QuotaUse, Quotas};
 use super::rejection::{Reason, Rejection};
 use super::retry_after::RetryAfter;
 use super::snapshot::Snapshot;
@@ -83,6 +84,7 @@ pub struct Limiter {
     inflight: Padded<AtomicUsize>,
     classes: Classes,
     tenants: Tenants,
+    quotas: Quotas,
     queue: WaitQueue,
     /// Written on every release (the smoothed rtt): its own cache line.
     retry_after: Padded<RetryAfter>,
@@ -120,6 +122,7 @@ impl Limiter {
             inflight: Padded(AtomicUsize::new(0)),
             classes: Classes::new(&config.classes, config.class_idle_window),
             tenants: Tenants::new(&config.tenant),
+            quotas: Quotas::default(),
             queue: WaitQueue::new(&config.queue),
             retry_after: Padded(RetryAfter::new(config.retry_after_max)),
         }))
@@ -210,6 +213,20 @@ impl Limiter {
         self.tenants.active()
     }
 
+    /// Caps `tenant` at `cap` slots (`None`: no cap), on top of the
+    /// fairness rule: for tenants with a configured quota, whose cap the
+    /// gateway's distributed mode sets to this replica's part of the
+    /// tenant's global quota. See `quotas.rs`.
+    pub fn set_tenant_quota(&self, tenant: &str, cap: Option<usize>) {
+        self.quotas.set(self.tenants.key(tenant), cap);
+    }
+
+    /// What a capped tenant did (`None` if it has no cap): its cap, slots
+    /// held, peak since the last call, refusals. Resets the peak.
+    pub fn observe_tenant_quota(&self, tenant: &str) -> Option<QuotaUse> {
+        self.quotas.observe(self.tenants.key(tenant))
+    }
+
     /// Whether the tenant rule is enforced right now.
     pub fn tenant_contended(&self) -> bool {
         self.tenants.contended(self.clock.now())
@@ -251,7 +268,10 @@ impl Limiter {
         waker: Option<&Waker>,
     ) -> Verdict {
         let key = |id: &str| self.tenants.key(id);
-        let tenant = tenant.or_else(|| id.filter(|_| self.tenants.counting(now)).map(key));
+        let tenant = tenant.or_else(|| {
+            id.filter(|_| self.tenants.counting(now) || self.quotas.any())
+                .map(key)
+        });
         let waker = waker.filter(|_| self.queue.is_enabled());
         let reason = if let Some(waker) = waker.filter(|_| self.queue.depth() > 0) {
             if !self.tenant_over_cap(tenant, now) {
@@ -283,23 +303,32 @@ impl Limiter {
         tenant: Option<TenantKey>,
         now: Nanos,
     ) -> Result<Permit, Reason> {
-        let (inflight, counted) = self.admit_slot(class, tenant, now)?;
-        Ok(Permit::new(self.clone(), class, counted, now, inflight))
+        let (inflight, counted, quota) = self.admit_slot(class, tenant, now)?;
+        Ok(Permit::new(
+            self.clone(),
+            class,
+            counted,
+            now,
+            inflight,
+            quota,
+        ))
     }
 
     /// Takes a slot now or says why not, for [`Limiter::decide`] and for
     /// the queue's grants; returns the requests in flight counting it, and
     /// the tenant if the slot was counted against it. On success every
     /// counter already includes the new slot, and the caller wraps it in a
-    /// permit; on failure nothing stays counted.
+    /// permit; on failure nothing stays counted. A tenant with a quota
+    /// takes a slot of it last (see `quotas.rs`).
     #[inline]
     fn admit_slot(
         &self,
         class: ClassId,
         tenant: Option<TenantKey>,
         now: Nanos,
-    ) -> Result<(usize, Option<TenantKey>), Reason> {
+    ) -> Result<(usize, Option<TenantKey>, Option<QuotaHold>), Reason> {
         self.classes.arrive(class, now);
+        let quota_key = tenant;
         let limit = self.limit();
         // While nobody is being refused (automatic share), a tenant's slot
         // is not counted: no table work on the uncontended path.
@@ -341,8 +370,15 @@ impl Limiter {
                 return Err(Reason::TenantLimitExceeded);
             }
         }
+        let Ok(quota) = self.quotas.take(quota_key) else {
+            self.undo(class);
+            if let Some(key) = tenant {
+                self.tenants.give_back(key);
+            }
+            return Err(Reason::TenantLimitExceeded);
+        };
         self.classes.admitted(class, in_c);
-        Ok((before + 1, tenant))
+        Ok((before + 1, tenant, quota))
     }
 
     fn undo(&self, class: ClassId) {
@@ -359,6 +395,9 @@ impl Limiter {
 
     /// Whether `tenant` is refused by the tenant rule now.
     fn tenant_over_cap(&self, tenant: Option<TenantKey>, now: Nanos) -> bool {
+        if self.quotas.full(tenant) {
+            return true;
+        }
         let tenant = tenant.filter(|_| self.tenants.counting(now));
         match tenant {
             Some(key) => self
@@ -393,8 +432,8 @@ impl Limiter {
         self.queue.grant(
             || self.inflight() < self.limit(),
             |w| {
-                let (inflight, counted) = self.admit_slot(w.class, w.tenant, now).ok()?;
-                Some(Permit::new(owner(), w.class, counted, now, inflight))
+                let (inflight, counted, quota) = self.admit_slot(w.class, w.tenant, now).ok()?;
+                Some(Permit::new(owner(), w.class, counted, now, inflight, quota))
             },
         );
     }

@@ -1,6 +1,7 @@
 //! The RAII admission permit.
 
 use super::classes::ClassId;
+use super::quotas::QuotaHold;
 use super::tenants::TenantKey;
 use crate::clock::Nanos;
 use crate::limit::Outcome;
@@ -38,6 +39,9 @@ pub struct Permit {
     /// Set by [`Permit::abandon`]: the client left before any answer, and
     /// the limiter judges at release whether that says anything.
     pub(super) abandoned: bool,
+    /// Its slot of its tenant's quota, if the tenant has one; given back
+    /// when the permit drops.
+    _quota: Option<QuotaHold>,
 }
 
 impl Permit {
@@ -49,6 +53,7 @@ impl Permit {
         tenant: Option<TenantKey>,
         start: Nanos,
         inflight: usize,
+        quota: Option<QuotaHold>,
     ) -> Self {
         Self {
             owner,
@@ -58,6 +63,7 @@ impl Permit {
             inflight,
             outcome: None,
             abandoned: false,
+            _quota: quota,
         }
     }
 

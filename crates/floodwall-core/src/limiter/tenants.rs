@@ -67,6 +67,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TenantKey(u64);
 
+#[cfg(test)]
+impl TenantKey {
+    /// A key with a chosen value, for tests of the tables keyed by it.
+    pub(super) fn for_test(v: u64) -> Self {
+        TenantKey(v)
+    }
+}
+
 /// How many smoothed request durations auto waits after counting starts
 /// before it judges shares: the uncounted slots have mostly finished by
 /// then.

@@ -113,6 +113,14 @@ pub(super) fn factor_above(key: &str, x: f64, min: f64, max: f64) -> Result<(), 
 /// quoted in an error, a log line or `/status` without its password. A URL
 /// without `://` but with an `@` loses everything before the `@`.
 pub(crate) fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        // A cluster's node list: each node on its own.
+        return url
+            .split(',')
+            .map(|u| redact_url(u.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let start = url.find("://").map_or(0, |s| s + 3);
     match url.rfind('@') {
         Some(at) if at >= start => format!("{}***{}", &url[..start], &url[at..]),

@@ -44,7 +44,9 @@ pub use file::Config;
 pub use limit::LimitConfig;
 pub use overrides::Overrides;
 pub use probe::{FailurePolicy, ProbeConfig, ProbeKind};
-pub use route::{QueueConfig, QueueOrder, RouteConfig, TenantConfig};
+pub use route::{
+    QueueConfig, QueueOrder, RouteConfig, TenantConfig, TenantQuota, MAX_TENANT_QUOTAS,
+};
 pub use server::{LogConfig, LogFormat, ServerConfig};
 pub use store::{StoreConfig, StoreFailure, StoreMode};
 pub use tls::TlsConfig;

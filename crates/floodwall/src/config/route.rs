@@ -169,7 +169,46 @@ impl RouteConfig {
             &key("tenant.contention_window"),
             self.tenant.contention_window,
             check::HOUR,
-        )
+        )?;
+        let quotas = &self.tenant.quotas;
+        if quotas.len() > MAX_TENANT_QUOTAS {
+            return Err(ConfigError::invalid(
+                key("tenant.quotas"),
+                format!(
+                    "at most {MAX_TENANT_QUOTAS} per route (got {})",
+                    quotas.len()
+                ),
+            ));
+        }
+        for (i, q) in quotas.iter().enumerate() {
+            let id_ok = !q.tenant.is_empty()
+                && q.tenant.len() <= 128
+                && q.tenant
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+            if !id_ok {
+                return Err(ConfigError::invalid(
+                    key(&format!("tenant.quotas[{i}].tenant")),
+                    format!(
+                        "must be 1 to 128 visible ASCII characters, no braces (got {:?})",
+                        q.tenant
+                    ),
+                ));
+            }
+            if quotas[..i].iter().any(|p| p.tenant == q.tenant) {
+                return Err(ConfigError::invalid(
+                    key(&format!("tenant.quotas[{i}].tenant")),
+                    format!("{:?} is listed twice", q.tenant),
+                ));
+            }
+            check::count(
+                &key(&format!("tenant.quotas[{i}].max")),
+                q.max,
+                1,
+                check::MAX_COUNT,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -230,13 +269,34 @@ pub struct TenantConfig {
     /// the whole limit.
     #[serde(with = "humantime_serde")]
     pub contention_window: Duration,
+    /// Global in-flight caps for named tenants across every replica
+    /// (`[[routes.tenant.quotas]]`), leased through `[store]` like the
+    /// route's own limit. Tenants not listed keep the fair share above, and
+    /// cost Redis nothing.
+    pub quotas: Vec<TenantQuota>,
 }
+
+/// One tenant's global in-flight cap on a route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuota {
+    /// The tenant id, as the tenant header carries it.
+    pub tenant: String,
+    /// The most requests of this tenant in flight at once, over all
+    /// replicas.
+    pub max: usize,
+}
+
+/// The most quotas one route may list: each costs one Redis call per
+/// replica every `store.renew_interval`.
+pub const MAX_TENANT_QUOTAS: usize = 100;
 
 impl Default for TenantConfig {
     fn default() -> Self {
         TenantConfig {
             max_share: TenantSpec::AUTO,
             contention_window: Duration::from_secs(1),
+            quotas: Vec::new(),
         }
     }
 }

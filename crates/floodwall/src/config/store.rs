@@ -63,8 +63,14 @@ impl StoreFailure {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The Redis URL, `redis://[user:password@]host:port[/db]`.
+    /// The Redis URL, `redis://[user:password@]host:port[/db]`; for a Redis
+    /// Cluster, one or more of its nodes' URLs separated by commas (any
+    /// node will do: the client learns the others from it).
     pub url: String,
+    /// Talk to a Redis Cluster (slot routing, `MOVED` followed) even when
+    /// `url` names one node; implied when it names several.
+    #[serde(default)]
+    pub cluster: bool,
     /// `lease` (default) or `strict`.
     #[serde(default = "default_mode")]
     pub mode: StoreMode,
@@ -130,25 +136,61 @@ impl StoreConfig {
             join_ramp: default_join_ramp(),
             key_prefix: default_prefix(),
             replica_id: None,
+            cluster: false,
         }
+    }
+
+    /// The node URLs `url` lists (one unless it is a cluster's).
+    pub fn nodes(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Whether the store is a Redis Cluster: `cluster = true`, or `url`
+    /// lists several nodes.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster || self.nodes().len() > 1
     }
 
     /// Ranges and relations serde cannot express.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let u = self.url.as_str();
-        if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) {
-            return Err(ConfigError::invalid(
-                "store.url",
-                // Never the password: an error is printed, logged and
-                // shown in CI output.
-                format!(
-                    "must start with redis://, rediss:// or unix:// (got {:?})",
-                    check::redact_url(u)
-                ),
-            ));
+        let nodes = self.nodes();
+        if nodes.is_empty() {
+            return Err(ConfigError::invalid("store.url", "must name a Redis"));
         }
-        if let Err(e) = redis::Client::open(u) {
-            return Err(ConfigError::invalid("store.url", format!("{e}")));
+        for u in &nodes {
+            let scheme_ok = u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || (!self.is_cluster() && u.starts_with("unix://"));
+            if !scheme_ok {
+                let schemes = if self.is_cluster() {
+                    "each node of a cluster must start with redis:// or rediss://"
+                } else {
+                    "must start with redis://, rediss:// or unix://"
+                };
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    // Never the password: an error is printed, logged and
+                    // shown in CI output.
+                    format!("{schemes} (got {:?})", check::redact_url(u)),
+                ));
+            }
+            if let Err(e) = redis::Client::open(*u) {
+                return Err(ConfigError::invalid("store.url", format!("{e}")));
+            }
+        }
+        if self.is_cluster() {
+            // Same password, TLS and db 0 on every node: what the cluster
+            // client needs, checked without connecting.
+            if let Err(e) = redis::cluster::ClusterClient::new(nodes.clone()) {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    format!("not a usable Redis Cluster node list: {e}"),
+                ));
+            }
         }
         let ms = |d: Duration| humantime::format_duration(d).to_string();
         if self.renew_interval < Duration::from_millis(10) {

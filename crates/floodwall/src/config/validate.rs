@@ -33,6 +33,16 @@ impl Config {
         if let Some(store) = &self.store {
             store.validate()?;
         }
+        // A quota is a global cap: it is leased through the store.
+        if self.store.is_none() {
+            if let Some(i) = self.routes.iter().position(|r| !r.tenant.quotas.is_empty()) {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].tenant.quotas"),
+                    "needs a [store] (or --store): a quota is a cap over every replica, \
+                     leased through Redis",
+                ));
+            }
+        }
         // ...then what they say about each other.
         self.validate_references()
     }

@@ -67,13 +67,24 @@
 //! slack of the `local` policy. `open` lifts the share (only local limits
 //! apply); `closed` sets it to 0.
 //!
+//! Strict mode under `local` caps the same way per request: a replica
+//! whose call fails or is late admits only while it holds fewer than
+//! `max(1, global ÷ last known replica count)` slots in all (see
+//! `strict.rs`), so no answer from Redis never means the whole global
+//! limit; docs/config.md states the resulting bounds.
+//!
 //! # Tenants
 //!
-//! No per-tenant key is ever written: the per-tenant cap
+//! A tenant listed in `routes.tenant.quotas` has a global limit of its own,
+//! leased exactly like the route's (`lease.rs`, three keys in the route's
+//! slot), its share set as the tenant's hard cap in the route's limiter
+//! ([`Limiter::set_tenant_quota`]). For every other tenant no key is ever
+//! written: the per-tenant cap
 //! (`routes.tenant.max_share`) is a fraction of the local limit, which the
 //! share caps, so a tenant's global footprint is at most about `max_share ×
 //! global` and Redis memory does not depend on how many tenant ids clients
-//! invent. Keys per route are 4, fields per key one per live replica.
+//! invent. Keys per route are 4 (+ 3 per configured quota), fields per key
+//! one per live replica.
 
 mod lease;
 mod redis;
@@ -92,7 +103,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::redis::{Backend, RouteKeys};
-use self::shared::{lock, redact, LeaseState, RouteEntry, Shared};
+use self::shared::{lock, redact, LeaseState, RouteEntry, Shared, TenantEntry};
 use crate::config::{LimitConfig, RouteConfig, StoreConfig, StoreMode};
 
 pub use self::redis::StoreError;
@@ -135,7 +146,7 @@ impl Distributed {
     /// route yet. Connects lazily: a floodwall whose Redis is down at start
     /// still starts, under its failure policy.
     pub fn new(config: &StoreConfig) -> anyhow::Result<Self> {
-        let backend = Backend::new(&config.url, config.timeout)
+        let backend = Backend::new(config)
             .map_err(|e| anyhow::anyhow!("store.url {}: {e}", redact(&config.url)))?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -164,6 +175,24 @@ impl Distributed {
                 replicas: 1,
                 ..LeaseState::default()
             }),
+            tenants: route
+                .tenant
+                .quotas
+                .iter()
+                .map(|q| TenantEntry {
+                    tenant: q.tenant.clone(),
+                    global: q.max,
+                    keys: RouteKeys::for_tenant(
+                        &self.shared.config.key_prefix,
+                        &route.name,
+                        &q.tenant,
+                    ),
+                    state: Mutex::new(LeaseState {
+                        replicas: 1,
+                        ..LeaseState::default()
+                    }),
+                })
+                .collect(),
         });
         self.routes.push(entry.clone());
         GlobalLimit {
@@ -194,8 +223,11 @@ impl Distributed {
             let _ = t.await;
         }
         for r in &self.routes {
-            if let Err(e) = self.shared.backend.leave(&r.keys, &self.shared.id).await {
-                tracing::warn!(route = %r.name, error = %e, "could not leave the store; the lease will expire");
+            let keys = std::iter::once(&r.keys).chain(r.tenants.iter().map(|t| &t.keys));
+            for k in keys {
+                if let Err(e) = self.shared.backend.leave(k, &self.shared.id).await {
+                    tracing::warn!(route = %r.name, error = %e, "could not leave the store; the lease will expire");
+                }
             }
         }
     }
@@ -248,6 +280,10 @@ impl Distributed {
                 StoreMode::Lease => lease::renew(&self.shared, r).await,
                 StoreMode::Strict => strict::renew(&self.shared, r).await,
             };
+            let result = match result {
+                Ok(()) => lease::renew_tenants(&self.shared, r).await,
+                e => e,
+            };
             all &= self.shared.note(result);
         }
         if all {
@@ -258,22 +294,37 @@ impl Distributed {
         all
     }
 
-    /// Sets every route's share under the failure policy.
+    /// Sets every route's share, and every tenant quota's cap, under the
+    /// failure policy.
     fn apply_failure(&self, now: Instant) {
         for r in &self.routes {
-            let st = lock(&r.state);
-            let left = st
-                .lease_until
-                .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
-            let s = share::failure_share(
-                self.shared.config.on_store_failure,
-                st.grant,
-                left,
-                r.global,
-                st.replicas,
-            );
-            r.limiter.set_share(s);
+            r.limiter
+                .set_share(self.failure_share(&r.state, r.global, now));
+            for t in &r.tenants {
+                let cap = self.failure_share(&t.state, t.global, now);
+                r.limiter.set_tenant_quota(&t.tenant, cap);
+            }
         }
+    }
+
+    /// [`share::failure_share`] for one leased limit of `global` slots.
+    fn failure_share(
+        &self,
+        state: &Mutex<LeaseState>,
+        global: usize,
+        now: Instant,
+    ) -> Option<usize> {
+        let st = lock(state);
+        let left = st
+            .lease_until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        share::failure_share(
+            self.shared.config.on_store_failure,
+            st.grant,
+            left,
+            global,
+            st.replicas,
+        )
     }
 }
 

@@ -1,12 +1,25 @@
-//! The Redis side: one auto-reconnecting connection, the Lua scripts, a
-//! deadline on every call, and the figures `/metrics` shows about them.
+//! The Redis side: one auto-reconnecting connection (to one Redis, or to a
+//! Redis Cluster), the Lua scripts, a deadline on every call, and the
+//! figures `/metrics` shows about them.
+//!
+//! On a cluster every script's keys share one route's `{ROUTE}` hash tag,
+//! so each call goes to the one primary that owns that slot (redis-rs's
+//! cluster client routes `EVALSHA` by its first key, follows `MOVED` and
+//! `ASK`, and loads a script on every primary on `NOSCRIPT`). Routes spread
+//! over the primaries; one route never spans two.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::Script;
+use tokio::sync::OnceCell;
+
+use crate::config::StoreConfig;
 
 /// The keys of one route's global limit. They share the `{ROUTE}` hash tag
 /// so that every script's keys live in one Redis Cluster slot.
@@ -25,7 +38,19 @@ pub struct RouteKeys {
 impl RouteKeys {
     /// `PREFIX:{ROUTE}:members` and friends.
     pub fn new(prefix: &str, route: &str) -> Self {
-        let k = |s: &str| format!("{prefix}:{{{route}}}:{s}");
+        Self::at(&format!("{prefix}:{{{route}}}"))
+    }
+
+    /// The keys of `tenant`'s quota on `route`:
+    /// `PREFIX:{ROUTE}:tenant:TENANT:members` and friends, in the route's
+    /// slot. Only configured tenants have them, so their number is the
+    /// configuration's, never the clients'.
+    pub fn for_tenant(prefix: &str, route: &str, tenant: &str) -> Self {
+        Self::at(&format!("{prefix}:{{{route}}}:tenant:{tenant}"))
+    }
+
+    fn at(base: &str) -> Self {
+        let k = |s: &str| format!("{base}:{s}");
         Self {
             members: k("members"),
             usage: k("usage"),
@@ -68,9 +93,58 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
 }
 
+/// How the backend reaches Redis.
+enum Conn {
+    /// One Redis: a connection manager, which reconnects by itself.
+    Single(ConnectionManager),
+    /// A Redis Cluster: connected at the first call that finds it up (so a
+    /// floodwall whose cluster is down at start still starts), then kept;
+    /// the cluster connection reconnects to nodes and refreshes its slot
+    /// map by itself.
+    Cluster(Box<ClusterConn>),
+}
+
+/// A Redis Cluster's client and its connection once made.
+struct ClusterConn {
+    client: ClusterClient,
+    config: ClusterConfig,
+    conn: Arc<OnceCell<ClusterConnection>>,
+    /// A connection attempt is running on its own task.
+    connecting: Arc<AtomicBool>,
+}
+
+impl ClusterConn {
+    /// The connection, once made. Connecting (every node, then the slot
+    /// map) runs on its own task, one attempt at a time, so that a call's
+    /// deadline, which may be shorter than a cluster handshake over TLS,
+    /// never cancels it: calls fail by their deadline until it succeeds.
+    async fn get(&self) -> ClusterConnection {
+        loop {
+            if let Some(c) = self.conn.get() {
+                return c.clone();
+            }
+            if !self.connecting.swap(true, Ordering::AcqRel) {
+                let (cell, flag) = (self.conn.clone(), self.connecting.clone());
+                let (client, config) = (self.client.clone(), self.config.clone());
+                tokio::spawn(async move {
+                    let made = cell
+                        .get_or_try_init(|| client.get_async_connection_with_config(config))
+                        .await;
+                    if let Err(e) = made {
+                        tracing::debug!(error = %e, "could not connect to the Redis Cluster yet");
+                    }
+                    flag.store(false, Ordering::Release);
+                });
+            }
+            // The caller's deadline ends the wait.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// The connection, the scripts and the call figures.
 pub struct Backend {
-    conn: ConnectionManager,
+    conn: Conn,
     timeout: Duration,
     lease: Script,
     acquire: Script,
@@ -97,17 +171,37 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// A backend for `url` that connects lazily: a floodwall whose Redis is
+    /// A backend for the `[store]` section's `url` (one Redis, or a
+    /// cluster's nodes) that connects lazily: a floodwall whose Redis is
     /// down at start still starts, under its failure policy.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    pub fn new(store: &StoreConfig) -> Result<Self, StoreError> {
+        let timeout = store.timeout;
+        let connect = timeout.max(Duration::from_millis(100));
+        let conn = if store.is_cluster() {
+            let client = ClusterClient::builder(store.nodes())
+                .connection_timeout(connect)
+                .response_timeout(timeout)
+                .retries(2)
+                .build()?;
+            let config = ClusterConfig::new()
+                .set_connection_timeout(connect)
+                .set_response_timeout(timeout);
+            Conn::Cluster(Box::new(ClusterConn {
+                client,
+                config,
+                conn: Arc::default(),
+                connecting: Arc::default(),
+            }))
+        } else {
+            let client = redis::Client::open(store.url.as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(1));
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+        };
         Ok(Self {
             conn,
             timeout,
@@ -128,10 +222,15 @@ impl Backend {
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
         let started = tokio::time::Instant::now();
         self.commands.fetch_add(1, Ordering::Relaxed);
-        let result = match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
+        let invoke = async {
+            match &self.conn {
+                Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+                Conn::Cluster(c) => inv.invoke_async(&mut c.get().await).await,
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, invoke).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(self.timeout)),

@@ -25,6 +25,19 @@ pub(super) struct RouteEntry {
     /// reconciles Redis to.
     pub(super) held: AtomicUsize,
     pub(super) state: Mutex<LeaseState>,
+    /// The route's configured tenant quotas, each leased like the route.
+    pub(super) tenants: Vec<TenantEntry>,
+}
+
+/// One configured tenant quota of a route: a global limit of its own
+/// (`max`), whose share this replica holds as the tenant's cap in the
+/// route's limiter ([`Limiter::set_tenant_quota`]).
+#[derive(Debug)]
+pub(super) struct TenantEntry {
+    pub(super) tenant: String,
+    pub(super) global: usize,
+    pub(super) keys: RouteKeys,
+    pub(super) state: Mutex<LeaseState>,
 }
 
 /// What the renew loop knows about one route.

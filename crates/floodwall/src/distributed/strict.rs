@@ -80,6 +80,14 @@ impl GlobalLimit {
             // already holds included. Admitting up to the whole local
             // limit let three replicas hold up to three times the global
             // limit whenever Redis answered slower than `store.timeout`.
+            //
+            // The slot is also noted in Redis at once, unconditionally
+            // (`acquire.lua` with no limit), on a task: when Redis is slow
+            // rather than gone, the note runs about when the other
+            // replicas' calls do, so they do not hand this slot out again
+            // while this replica waits for its next heartbeat. The note
+            // can only over-count (the slot is released locally, and the
+            // heartbeat sets Redis's count back to ours), never under-count.
             StoreFailure::Local => {
                 let replicas = lock(&r.state).replicas.max(1);
                 let part = (r.global / replicas).max(1);
@@ -87,6 +95,11 @@ impl GlobalLimit {
                     r.held.fetch_sub(1, Ordering::AcqRel);
                     return Err(Refused::GlobalLimitExceeded);
                 }
+                let (s, route) = (shared.clone(), r.clone());
+                tokio::spawn(async move {
+                    let ttl = s.config.lease_ttl;
+                    let _ = s.backend.acquire(&route.keys, &s.id, usize::MAX, ttl).await;
+                });
                 Ok(Some(slot(false)))
             }
             StoreFailure::Open => {

@@ -1,5 +1,6 @@
 //! A throwaway redis-server per test, on a free loopback port, with no
-//! persistence (`--save '' --appendonly no`). Killed when dropped.
+//! persistence (`--save '' --appendonly no`), or a throwaway 3-primary
+//! Redis Cluster ([`Cluster`]). Killed when dropped.
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH: run
 //! `scripts/install-deps.sh` (package redis-server).
@@ -14,6 +15,63 @@ pub struct Redis {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
+    /// Cluster mode: the bus port and the directory of `nodes.conf`.
+    cluster: Option<(u16, tempdir::Dir)>,
+}
+
+/// What the store tests need of a Redis, one server or a cluster.
+pub trait Store {
+    /// The `store.url` floodwall is given.
+    fn url(&self) -> String;
+    /// `redis-cli ARGS` against the store (following `MOVED` on a cluster).
+    fn cli(&self, args: &[&str]) -> String;
+    /// Script calls over every node (see [`Redis::script_calls`]).
+    fn script_calls(&self) -> u64;
+    /// Of those, `SCRIPT LOAD`s (see [`Redis::script_loads`]).
+    fn script_loads(&self) -> u64;
+    /// Keys over every node.
+    fn dbsize(&self) -> u64;
+}
+
+impl Store for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+    fn cli(&self, args: &[&str]) -> String {
+        Redis::cli(self, args)
+    }
+    fn script_calls(&self) -> u64 {
+        Redis::script_calls(self)
+    }
+    fn script_loads(&self) -> u64 {
+        Redis::script_loads(self)
+    }
+    fn dbsize(&self) -> u64 {
+        Redis::cli(self, &["DBSIZE"]).parse().unwrap()
+    }
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "floodwall-{tag}-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -45,6 +103,7 @@ impl Redis {
             let mut r = Redis {
                 port: free_port(),
                 child: None,
+                cluster: None,
             };
             if r.spawn() {
                 return r;
@@ -54,19 +113,33 @@ impl Redis {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]);
+        if let Some((bus, dir)) = &self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
             ])
+            .arg("--cluster-config-file")
+            .arg(dir.0.join("nodes.conf"))
+            .arg("--dir")
+            .arg(&dir.0)
+            .args(["--cluster-node-timeout", "2000"]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -164,10 +237,165 @@ impl Redis {
             .map(|(_, c)| c)
             .sum()
     }
+
+    /// `SCRIPT LOAD`s: one per script and connection the first time it is
+    /// used (and, on a cluster, sent to every primary).
+    pub fn script_loads(&self) -> u64 {
+        self.commandstats()
+            .iter()
+            .filter(|(n, _)| n == "script|load" || n == "script")
+            .map(|(_, c)| c)
+            .sum()
+    }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster of three primaries and no replicas on loopback, each on
+/// free ports (client and bus) with its `nodes.conf` in its own temp dir,
+/// created with `redis-cli --cluster create`. Killed when dropped.
+pub struct Cluster {
+    /// The primaries.
+    pub nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    /// Starts three cluster-enabled servers, joins them into one cluster
+    /// (slots split evenly) and waits for `cluster_state:ok` on each.
+    pub fn start() -> Cluster {
+        need("redis-server");
+        need("redis-cli");
+        let mut nodes = Vec::new();
+        'node: for i in 0..3 {
+            for _ in 0..5 {
+                let (port, bus) = (free_port(), free_port());
+                let mut r = Redis {
+                    port,
+                    child: None,
+                    cluster: Some((bus, tempdir::Dir::new(&format!("cluster{i}")))),
+                };
+                if r.spawn() {
+                    nodes.push(r);
+                    continue 'node;
+                }
+            }
+            panic!("could not start a cluster node on free ports");
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = Cluster { nodes };
+        c.wait_ok();
+        c
+    }
+
+    /// Kills every node (SIGKILL), keeping their ports and `nodes.conf`.
+    pub fn stop(&mut self) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+    }
+
+    /// Starts every node again from its `nodes.conf` (same ids, same
+    /// slots, no data) and waits for `cluster_state:ok`.
+    pub fn restart(&mut self) {
+        for n in &mut self.nodes {
+            n.restart();
+        }
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.nodes.iter().all(|n| {
+            n.try_cli(&["CLUSTER", "INFO"])
+                .is_some_and(|i| i.contains("cluster_state:ok"))
+        }) {
+            assert!(Instant::now() < deadline, "cluster_state never ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The primary that owns `key`'s slot (`CLUSTER KEYSLOT`, then the
+    /// slot ranges of `CLUSTER SHARDS`/`SLOTS`), as an index into `nodes`.
+    pub fn owner(&self, key: &str) -> usize {
+        let slot: u64 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .unwrap();
+        // `CLUSTER NODES`: "id addr@bus flags master - ping pong epoch
+        // connected 0-5460 ...".
+        let table = self.nodes[0].cli(&["CLUSTER", "NODES"]);
+        for line in table.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port: u16 = f[1]
+                .split('@')
+                .next()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let owns = f[8..].iter().any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                match (a.parse::<u64>(), b.parse::<u64>()) {
+                    (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                    _ => false,
+                }
+            });
+            if owns {
+                return self.nodes.iter().position(|n| n.port == port).unwrap();
+            }
+        }
+        panic!("no node owns slot {slot} of {key}:\n{table}");
+    }
+}
+
+impl Store for Cluster {
+    /// Every node, comma-separated: the list form of `store.url`.
+    fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-c", "-p", &self.nodes[0].port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli -c {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+    fn script_calls(&self) -> u64 {
+        self.nodes.iter().map(Redis::script_calls).sum()
+    }
+    fn script_loads(&self) -> u64 {
+        self.nodes.iter().map(Redis::script_loads).sum()
+    }
+    fn dbsize(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.cli(&["DBSIZE"]).parse::<u64>().unwrap())
+            .sum()
     }
 }
