@@ -7,7 +7,8 @@
 //!
 //! 1. **Which status and wait** each refusal the engine's own parts can
 //!    produce gets: [`Answer::from`] a limiter [`Rejection`], an open
-//!    [`CircuitOpen`] breaker, a full [`BulkheadFull`] bulkhead, a hostile
+//!    [`CircuitOpen`] breaker, a full [`BulkheadFull`] bulkhead, a retry
+//!    over its [`RetryBudgetExhausted`] budget, a hostile
 //!    tenant id ([`Answer::invalid_tenant_id`]). The proxy adds statuses
 //!    for the reasons only it has (a dead upstream, a bad host) through
 //!    [`Answer::new`].
@@ -29,6 +30,7 @@
 use crate::breaker::CircuitOpen;
 use crate::bulkhead::BulkheadFull;
 use crate::limiter::{Reason, Rejection};
+use crate::retry_budget::RetryBudgetExhausted;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use std::time::Duration;
@@ -89,6 +91,18 @@ impl From<&BulkheadFull> for Answer {
     /// when its tickets come back (it keeps no durations).
     fn from(_: &BulkheadFull) -> Self {
         Answer::new(StatusCode::SERVICE_UNAVAILABLE, BulkheadFull::REASON, None)
+    }
+}
+
+impl From<&RetryBudgetExhausted> for Answer {
+    /// A retry over the route's retry budget: 503, and come back when the
+    /// window has room for one.
+    fn from(e: &RetryBudgetExhausted) -> Self {
+        Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RetryBudgetExhausted::REASON,
+            Some(e.retry_after()),
+        )
     }
 }
 
