@@ -14,7 +14,7 @@ use super::canonical::Malformed;
 use super::upload::Fault;
 use crate::distributed;
 use floodwall_core::respond::{self as shared, Answer};
-use floodwall_core::Rejection;
+use floodwall_core::{BulkheadFull, CircuitOpen, Rejection, RetryBudgetExhausted};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -61,6 +61,15 @@ pub enum Refusal {
     /// Distributed mode with `on_store_failure = "closed"`: Redis is
     /// unreachable, so nothing is admitted.
     StoreUnavailable,
+    /// The upstream's breaker is open (or half-open with its trials in
+    /// flight): refused without touching the upstream, and without
+    /// touching the route's limit either.
+    CircuitOpen(CircuitOpen),
+    /// The upstream's bulkhead has no ticket left: the routes that share
+    /// the upstream hold them all.
+    BulkheadFull(BulkheadFull),
+    /// A retry (by its attempt header) over the route's retry budget.
+    RetryBudgetExhausted(RetryBudgetExhausted),
 }
 
 impl From<Malformed> for Refusal {
@@ -112,6 +121,9 @@ impl Refusal {
             Refusal::UpgradeUnsupported => "upgrade_unsupported",
             Refusal::GlobalLimitExceeded => "global_limit_exceeded",
             Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::CircuitOpen(_) => CircuitOpen::REASON,
+            Refusal::BulkheadFull(_) => BulkheadFull::REASON,
+            Refusal::RetryBudgetExhausted(_) => RetryBudgetExhausted::REASON,
         }
     }
 
@@ -137,6 +149,9 @@ impl Refusal {
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Refusal::CircuitOpen(o) => Answer::from(o).status,
+            Refusal::BulkheadFull(f) => Answer::from(f).status,
+            Refusal::RetryBudgetExhausted(e) => Answer::from(e).status,
         }
     }
 
@@ -149,6 +164,11 @@ impl Refusal {
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
                 Some(Duration::from_secs(1))
             }
+            // The time left open, or until the window has room: the
+            // shared map's.
+            Refusal::CircuitOpen(o) => Answer::from(o).retry_after,
+            Refusal::BulkheadFull(f) => Answer::from(f).retry_after,
+            Refusal::RetryBudgetExhausted(e) => Answer::from(e).retry_after,
             _ => None,
         }
     }
