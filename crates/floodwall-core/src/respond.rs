@@ -87,10 +87,17 @@ impl From<&CircuitOpen> for Answer {
 }
 
 impl From<&BulkheadFull> for Answer {
-    /// A full bulkhead: 503 with no wait, since a bulkhead knows nothing of
-    /// when its tickets come back (it keeps no durations).
+    /// A full bulkhead: 503, and come back in about a second. A bulkhead
+    /// keeps no durations, so it cannot say when a ticket comes back; but
+    /// tickets return as calls finish, typically well within a second,
+    /// and every 503 carries a wait so that clients that honour
+    /// `Retry-After` pause rather than hammer.
     fn from(_: &BulkheadFull) -> Self {
-        Answer::new(StatusCode::SERVICE_UNAVAILABLE, BulkheadFull::REASON, None)
+        Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            BulkheadFull::REASON,
+            Some(Duration::from_secs(1)),
+        )
     }
 }
 
