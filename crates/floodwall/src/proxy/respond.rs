@@ -209,6 +209,45 @@ mod tests {
         })
     }
 
+    /// A real breaker's refusal, open for 2 s.
+    fn open() -> floodwall_core::CircuitOpen {
+        let b = floodwall_core::Breaker::new(
+            "u",
+            floodwall_core::BreakerConfig {
+                error_timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+            std::sync::Arc::new(floodwall_core::ManualClock::new()),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            b.try_call().unwrap().failure();
+        }
+        b.try_call().unwrap_err()
+    }
+
+    fn full() -> BulkheadFull {
+        let b = floodwall_core::Bulkhead::new("u", floodwall_core::bulkhead::Capacity::Tickets(1))
+            .unwrap();
+        let _held = b.try_acquire().unwrap();
+        b.try_acquire().unwrap_err()
+    }
+
+    /// A real budget's refusal: no reserve, 2 s of window to wait.
+    fn exhausted() -> RetryBudgetExhausted {
+        floodwall_core::RetryBudget::new(
+            floodwall_core::RetryBudgetConfig {
+                min_per_s: 0,
+                ttl: Duration::from_secs(2),
+                ratio: 0.2,
+            },
+            std::sync::Arc::new(floodwall_core::ManualClock::new()),
+        )
+        .unwrap()
+        .try_retry()
+        .unwrap_err()
+    }
+
     #[test]
     fn every_reason_maps_to_its_status_and_headers() {
         let cases = [
@@ -255,6 +294,14 @@ mod tests {
                 true,
             ),
             (Refusal::StoreUnavailable, "store_unavailable", 503, true),
+            (
+                Refusal::RetryBudgetExhausted(exhausted()),
+                "retry_budget_exhausted",
+                503,
+                true,
+            ),
+            (Refusal::CircuitOpen(open()), "circuit_open", 503, true),
+            (Refusal::BulkheadFull(full()), "bulkhead_full", 503, true),
         ];
         for (refusal, reason, status, retry) in &cases {
             assert_eq!(refusal.reason(), *reason);
