@@ -39,7 +39,6 @@ pub mod simulate;
 
 pub use breaker::{Breaker, BreakerConfig, CircuitOpen, HttpFailures, Verdict};
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
-pub use retry_budget::{RetryBudget, RetryBudgetConfig, RetryBudgetExhausted};
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
 pub use limit::{
     Adaptive, AimdConfig, AimdLimit, Baseline, BaselineProbe, Cause, Decision, Failures,
@@ -50,3 +49,4 @@ pub use limiter::{
     Acquire, ClassId, ClassSpec, Limiter, LimiterConfig, Permit, QueueOrder, QueueSpec, Reason,
     Rejection, Request, Snapshot, TenantSpec,
 };
+pub use retry_budget::{RetryBudget, RetryBudgetConfig, RetryBudgetExhausted};

@@ -164,7 +164,7 @@ impl Reloader {
                             self.clock.clone(),
                             new.upstream_ceiling(&u.name),
                         )
-                            .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
+                        .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
                     )
                 }
             };

@@ -107,7 +107,9 @@ impl Flaky {
     }
 
     async fn revive(&self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind same port");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind same port");
         self.serve(listener);
     }
 
@@ -234,7 +236,10 @@ async fn a_failing_upstream_opens_the_breaker_and_sees_only_trials() {
     assert_eq!(trials, half_opens, "one trial per half-open, nothing else");
     assert!((1..=2).contains(&trials), "{trials} trials in 2.5 s");
     assert!(refused > 50, "{refused} refused at once");
-    assert_eq!(transitions(admin, "half_open", "open").await as usize, trials);
+    assert_eq!(
+        transitions(admin, "half_open", "open").await as usize,
+        trials
+    );
 
     // The refusals never reached the route's limit: it recorded only what
     // was forwarded.
@@ -322,7 +327,10 @@ async fn a_killed_upstream_opens_the_breaker_and_it_closes_when_back() {
         }
         r.assert_refused(502, "upstream_unavailable");
         unavailable += 1;
-        assert!(unavailable <= 3, "{unavailable} connect errors and still closed");
+        assert!(
+            unavailable <= 3,
+            "{unavailable} connect errors and still closed"
+        );
     }
     assert_eq!(unavailable, 3);
     assert_eq!(breaker_state(admin).await, 1.0);
@@ -370,8 +378,12 @@ async fn a_bulkhead_caps_a_slow_upstream_shared_by_two_routes() {
     for r in a.iter().chain(&b).filter(|r| r.status != 200) {
         r.assert_refused(503, "bulkhead_full");
     }
-    assert!(served >= 4 && served < 40, "{served} served of 40");
-    assert_eq!(common::count_status(&c, 200), 20, "the healthy route is unaffected");
+    assert!((4..40).contains(&served), "{served} served of 40");
+    assert_eq!(
+        common::count_status(&c, 200),
+        20,
+        "the healthy route is unaffected"
+    );
     let m = common::metrics(admin).await;
     assert_eq!(
         common::sum(&m, "floodwall_bulkhead_inflight", &[("upstream", "slow")]),
@@ -382,7 +394,11 @@ async fn a_bulkhead_caps_a_slow_upstream_shared_by_two_routes() {
         4.0
     );
     assert_eq!(
-        common::sum(&m, "floodwall_rejections_total", &[("reason", "bulkhead_full")]),
+        common::sum(
+            &m,
+            "floodwall_rejections_total",
+            &[("reason", "bulkhead_full")]
+        ),
         (40 - served) as f64
     );
     assert_eq!(common::wip_current(admin).await, 0.0, "no slot leaked");
@@ -435,7 +451,11 @@ async fn retries_over_the_budget_are_refused_and_first_attempts_are_not() {
     assert_eq!(retry_ok + retry_refused, 300);
     let m = common::metrics(admin).await;
     assert_eq!(
-        common::sum(&m, "floodwall_rejections_total", &[("reason", "retry_budget_exhausted")]),
+        common::sum(
+            &m,
+            "floodwall_rejections_total",
+            &[("reason", "retry_budget_exhausted")]
+        ),
         retry_refused as f64
     );
     assert_eq!(
@@ -476,7 +496,10 @@ async fn shadow_mode_counts_what_enforcement_refuses_and_refuses_nothing() {
             .filter(|r| r.headers.get("x-floodwall-shadow").is_some())
             .count();
         if shadow {
-            for r in replies.iter().filter(|r| r.headers.contains_key("x-floodwall-shadow")) {
+            for r in replies
+                .iter()
+                .filter(|r| r.headers.contains_key("x-floodwall-shadow"))
+            {
                 assert_eq!(r.status, 200);
                 let reason = r.headers["x-floodwall-shadow"].to_str().unwrap();
                 assert!(

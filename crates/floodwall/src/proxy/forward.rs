@@ -2,16 +2,16 @@
 
 use super::resilience::Guards;
 use super::upload::Upload;
-use floodwall_core::Clock;
-use std::sync::Arc;
 use crate::config::UpstreamConfig;
 use crate::tls::{ArrivedOverTls, UpstreamConnector};
+use floodwall_core::Clock;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 thread_local! {

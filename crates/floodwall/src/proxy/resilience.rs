@@ -84,7 +84,11 @@ impl Guards {
     /// The guards `cfg` asks for. `quota_of` is what a bulkhead's `quota`
     /// is a fraction of: the summed limit ceilings of the routes that use
     /// this upstream.
-    pub fn new(cfg: &UpstreamConfig, clock: Arc<dyn Clock>, quota_of: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: &UpstreamConfig,
+        clock: Arc<dyn Clock>,
+        quota_of: usize,
+    ) -> anyhow::Result<Self> {
         let breaker = cfg
             .breaker
             .as_ref()

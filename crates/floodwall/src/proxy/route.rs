@@ -4,8 +4,8 @@
 use super::forward::Upstream;
 use super::refusals::{RefusalCounters, ShadowCounters};
 use super::resilience::RouteRetry;
-use crate::config::RouteMode;
 use super::series::RouteSeries;
+use crate::config::RouteMode;
 use crate::config::{Config, LimitConfig, QueueOrder as CfgOrder, RouteConfig};
 use crate::distributed::GlobalLimit;
 use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};

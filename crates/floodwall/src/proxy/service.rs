@@ -223,7 +223,9 @@ impl Proxy {
         let timeout = call
             .as_ref()
             .and_then(|c| c.timeout())
-            .map_or(upstream.response_timeout, |t| t.min(upstream.response_timeout));
+            .map_or(upstream.response_timeout, |t| {
+                t.min(upstream.response_timeout)
+            });
         let deadline = async {
             watch.sent().await;
             tokio::time::sleep(timeout).await;
