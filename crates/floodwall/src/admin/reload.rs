@@ -147,7 +147,7 @@ impl ReloadStats {
 /// `# EOF` of `text`.
 pub fn append_metrics(text: &str, block: &str) -> String {
     let body = text.trim_end().trim_end_matches("# EOF");
-    format!("{body}{}\n# EOF\n", block.trim_start())
+    format!("{body}{}\n# EOF\n", block.trim())
 }
 
 /// `text` with anything that looks like a secret replaced by `***`: the
