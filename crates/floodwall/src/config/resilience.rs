@@ -362,6 +362,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shadow_flag_puts_every_route_in_shadow_mode() {
+        let mut c = with("", "mode = \"enforce\"\n").unwrap();
+        assert_eq!(c.routes[0].mode, super::RouteMode::Enforce);
+        c.apply_overrides(&super::super::Overrides {
+            shadow: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.routes[0].mode, super::RouteMode::Shadow);
+        let c = with("", "mode = \"shadow\"\n").unwrap();
+        assert_eq!(c.routes[0].mode, super::RouteMode::Shadow);
+        assert!(with("", "mode = \"observe\"\n").is_err());
+    }
+
+    #[test]
     fn bad_keys_are_named() {
         let key = |u: &str, r: &str| with(u, r).unwrap_err().key().map(str::to_owned);
         assert_eq!(
