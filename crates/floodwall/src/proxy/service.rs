@@ -101,7 +101,7 @@ impl Proxy {
             Err(r) => return self.refuse(Some((&route, class)), r),
         };
 
-        // 2. Admit, through four checks in this order. Cheapest and most
+        // 2. Admit, through five checks in this order. Cheapest and most
         //    certain first, so a refusal early costs the later checks
         //    nothing, and nothing refused here ever reaches the adaptive
         //    limit: it is sampled only by requests the gate admitted.
