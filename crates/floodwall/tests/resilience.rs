@@ -536,3 +536,59 @@ async fn shadow_mode_counts_what_enforcement_refuses_and_refuses_nothing() {
         "shadow counted {shadow_count}, enforcement refused {enforced}"
     );
 }
+
+/// A reload that leaves the upstream's config alone keeps its breaker,
+/// open, and a bulkhead `quota` follows the routes' new limits; changing
+/// the breaker's keys builds a new one, closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_unchanged_breaker_and_resizes_a_quota() {
+    let up = Flaky::start().await;
+    up.set(FAIL_500);
+    let text = |limit: usize, threshold: u32| {
+        format!(
+            "[[upstreams]]\nname = \"api\"\nurl = \"{}\"\n\
+             [upstreams.breaker]\nerror_threshold = {threshold}\nerror_timeout = \"1m\"\n\
+             [upstreams.bulkhead]\nquota = 0.5\n\
+             [[routes]]\nname = \"all\"\nupstream = \"api\"\n\
+             [routes.limit]\nalgorithm = \"fixed\"\nvalue = {limit}\n",
+            up.uri()
+        )
+    };
+    let current = Arc::new(Mutex::new(text(10, 2)));
+    let load = {
+        let current = current.clone();
+        move || Ok(config(&current.lock().unwrap()))
+    };
+    let running = floodwall::app::start_reloadable(config(&text(10, 2)), Some(Box::new(load)))
+        .await
+        .unwrap();
+    let (addr, admin) = (running.proxy_addr, running.admin_addr);
+    let tickets = || async {
+        common::sum(
+            &common::metrics(admin).await,
+            "floodwall_bulkhead_tickets",
+            &[("upstream", "api")],
+        )
+    };
+    assert_eq!(tickets().await, 5.0, "0.5 of a limit of 10");
+    for _ in 0..2 {
+        assert_eq!(get(addr).await.status, 500);
+    }
+    get(addr).await.assert_refused(503, "circuit_open");
+
+    *current.lock().unwrap() = text(20, 2);
+    running.reload().unwrap();
+    get(addr).await.assert_refused(503, "circuit_open");
+    assert_eq!(
+        breaker_state(admin).await,
+        1.0,
+        "kept open across the reload"
+    );
+    assert_eq!(tickets().await, 10.0, "0.5 of the new limit of 20");
+
+    *current.lock().unwrap() = text(20, 3);
+    running.reload().unwrap();
+    assert_eq!(breaker_state(admin).await, 0.0, "a new breaker, closed");
+    assert_eq!(get(addr).await.status, 500);
+    running.shutdown().await;
+}
