@@ -38,6 +38,10 @@ pub struct GatewayOptions {
     /// clients give up after their own timeout, and the upstream should take
     /// as long as it takes, like a real deployment with a generous pool.
     pub pool_max_idle_per_host: Option<usize>,
+    /// A `[routes.retry_budget]` at its defaults on the route: retries
+    /// (the load generator marks them `X-Retry-Attempt`) past 0.2 of first
+    /// attempts plus 10/s are refused.
+    pub retry_budget: bool,
 }
 
 /// The limit algorithm `floodwall serve --upstream URL` runs when told
@@ -77,6 +81,9 @@ impl Gateway {
         })?;
         if let Some(share) = options.tenant_share {
             config.routes[0].tenant.max_share = share;
+        }
+        if options.retry_budget {
+            config.routes[0].retry_budget = Some(floodwall::config::RetryBudgetKeys::default());
         }
         if let Some(pool) = options.pool_max_idle_per_host {
             config.upstreams[0].pool_max_idle_per_host = pool;

@@ -143,6 +143,11 @@ struct RunArgs {
     /// Skip the in-process fixed-limit floodwall run.
     #[arg(long)]
     no_floodwall: bool,
+    /// Also run the fixed-limit floodwall with a retry budget
+    /// (`[routes.retry_budget]` at its defaults), named
+    /// `floodwall-fixed-N-retry-budget`.
+    #[arg(long)]
+    retry_budget: bool,
     /// Skip `floodwall-default`, the in-process floodwall told nothing
     /// (`floodwall serve --upstream URL`: the default adaptive limit).
     #[arg(long)]
@@ -202,8 +207,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| args.scenario.default_fixed_limit());
         contenders.push(Contender {
             name: format!("floodwall-fixed-{limit}"),
-            kind: ContenderKind::Floodwall { limit },
+            kind: ContenderKind::Floodwall {
+                limit,
+                retry_budget: false,
+            },
         });
+        if args.retry_budget {
+            contenders.push(Contender {
+                name: format!("floodwall-fixed-{limit}-retry-budget"),
+                kind: ContenderKind::Floodwall {
+                    limit,
+                    retry_budget: true,
+                },
+            });
+        }
     }
     if !args.no_default {
         contenders.push(Contender::floodwall_default());

@@ -20,7 +20,10 @@ fn contenders() -> Vec<Contender> {
         },
         Contender {
             name: "floodwall-fixed-5".into(),
-            kind: ContenderKind::Floodwall { limit: 5 },
+            kind: ContenderKind::Floodwall {
+                limit: 5,
+                retry_budget: false,
+            },
         },
     ]
 }
@@ -204,12 +207,18 @@ async fn fast_upstream_counts_refusals_and_samples_the_limit() {
             },
             Contender {
                 name: fixed.clone(),
-                kind: ContenderKind::Floodwall { limit: FIXED_LIMIT },
+                kind: ContenderKind::Floodwall {
+                    limit: FIXED_LIMIT,
+                    retry_budget: false,
+                },
             },
             Contender::floodwall_default(),
             Contender {
                 name: "floodwall-fixed-2".into(),
-                kind: ContenderKind::Floodwall { limit: 2 },
+                kind: ContenderKind::Floodwall {
+                    limit: 2,
+                    retry_budget: false,
+                },
             },
         ],
         backend_addr: None,

@@ -197,6 +197,59 @@ impl BreakerConfig {
     }
 }
 
+/// How one call went, for the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The resource did its job.
+    Success,
+    /// The resource failed: counts toward opening the breaker.
+    Failure,
+    /// Says nothing about the resource (e.g. it shed load on purpose):
+    /// counts as neither.
+    Ignore,
+}
+
+/// What counts as a failure of an HTTP call (issue 11's rule, after
+/// Semian's `open_circuit_server_errors`): a connect error or a timeout
+/// always counts (the caller reports those as [`Verdict::Failure`]
+/// itself, there is no status); a 5xx counts when `server_errors` is set;
+/// a 503 or 429, the upstream shedding load on purpose, can be left out
+/// with `ignore_overload`, so a breaker does not open on an upstream that
+/// is protecting itself and will recover faster if let be.
+///
+/// The one place the rule lives: the gateway's proxy and
+/// `floodwall-tower`'s `BreakerLayer` both judge by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpFailures {
+    /// Count 5xx answers as failures. Default true.
+    pub server_errors: bool,
+    /// Leave 503 and 429 out (neither success nor failure). Default false.
+    pub ignore_overload: bool,
+}
+
+impl Default for HttpFailures {
+    fn default() -> Self {
+        Self {
+            server_errors: true,
+            ignore_overload: false,
+        }
+    }
+}
+
+impl HttpFailures {
+    /// The verdict on an answer with `status`.
+    pub fn judge_status(&self, status: u16) -> Verdict {
+        if self.ignore_overload && matches!(status, 503 | 429) {
+            return Verdict::Ignore;
+        }
+        if self.server_errors && (500..=599).contains(&status) {
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        }
+    }
+}
+
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -653,6 +706,16 @@ impl Call {
         self.reported = true;
         self.breaker.report(&self, Some(true));
     }
+
+    /// Reports `verdict`: [`Call::success`], [`Call::failure`], or for
+    /// [`Verdict::Ignore`] neither (the call is dropped).
+    pub fn finish(self, verdict: Verdict) {
+        match verdict {
+            Verdict::Success => self.success(),
+            Verdict::Failure => self.failure(),
+            Verdict::Ignore => drop(self),
+        }
+    }
 }
 
 impl Drop for Call {
@@ -945,5 +1008,146 @@ mod tests {
         });
         assert!(peak.load(Ordering::SeqCst) <= 2);
         assert_eq!(b.snapshot().trials_in_flight, 0);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Ok,
+            Fail,
+            /// Take a call and hold it (a trial in flight).
+            Hold,
+            /// Report the oldest held call: success or failure.
+            Release(bool),
+            Advance(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => Just(Op::Ok),
+                3 => Just(Op::Fail),
+                1 => Just(Op::Hold),
+                1 => any::<bool>().prop_map(Op::Release),
+                2 => (0u64..15_000).prop_map(Op::Advance),
+            ]
+        }
+
+        proptest! {
+            /// On a paused clock, whatever the calls: every transition is
+            /// one of the four legal ones; a closed breaker opens only with
+            /// `error_threshold` failures (of calls it let through while
+            /// closed) inside `error_threshold_timeout`; each open lasts
+            /// `error_timeout × backoff^reopens` capped, reopens reset on
+            /// close; an open breaker refuses with the exact time left;
+            /// trials in flight never pass the bound.
+            #[test]
+            fn transitions_follow_semian(
+                ops in proptest::collection::vec(op(), 1..300),
+                threshold in 1u32..5,
+                trials in 1u32..3,
+                success_threshold in 1u32..3,
+            ) {
+                let config = BreakerConfig {
+                    trip: Trip::Count {
+                        error_threshold: threshold,
+                        error_threshold_timeout: 10 * S,
+                    },
+                    error_timeout: 2 * S,
+                    backoff: 2.0,
+                    error_timeout_max: 9 * S,
+                    half_open_trials: trials,
+                    half_open_resource_timeout: None,
+                    success_threshold,
+                };
+                let (b, clock) = breaker(config);
+                let seen = Arc::new(Mutex::new(Vec::<Transition>::new()));
+                let s2 = seen.clone();
+                b.on_transition(move |t| s2.lock().unwrap().push(*t));
+                let mut held: std::collections::VecDeque<Call> = Default::default();
+                // Failure times of calls taken and reported while closed.
+                let mut closed_failures: Vec<Nanos> = Vec::new();
+                let mut reopens = 0u32;
+                let mut open_until: Option<Nanos> = None;
+                for op in ops {
+                    let before = seen.lock().unwrap().len();
+                    let state = b.state();
+                    match op {
+                        Op::Ok | Op::Fail => match b.try_call() {
+                            Ok(c) => {
+                                let was_closed = !c.is_trial();
+                                if matches!(op, Op::Fail) {
+                                    if was_closed {
+                                        closed_failures.push(clock.now());
+                                    }
+                                    c.failure();
+                                } else {
+                                    c.success();
+                                }
+                            }
+                            Err(e) => {
+                                if let Some(until) = open_until {
+                                    if clock.now() < until {
+                                        prop_assert_eq!(e.state(), State::Open);
+                                        prop_assert_eq!(e.retry_after(), until.since(clock.now()));
+                                    }
+                                }
+                                prop_assert!(state != State::Closed);
+                            }
+                        },
+                        Op::Hold => {
+                            if let Ok(c) = b.try_call() {
+                                held.push_back(c);
+                            }
+                        }
+                        Op::Release(ok) => {
+                            if let Some(c) = held.pop_front() {
+                                if ok {
+                                    c.success()
+                                } else {
+                                    if !c.is_trial() {
+                                        closed_failures.push(clock.now());
+                                    }
+                                    c.failure()
+                                }
+                            }
+                        }
+                        Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+                    }
+                    prop_assert!(b.snapshot().trials_in_flight <= trials);
+                    let new: Vec<Transition> = seen.lock().unwrap()[before..].to_vec();
+                    for t in new {
+                        match (t.from, t.to) {
+                            (State::Closed, State::Open) => {
+                                let now = t.at;
+                                let recent = closed_failures
+                                    .iter()
+                                    .filter(|f| now.since(**f) <= 10 * S)
+                                    .count();
+                                prop_assert!(recent >= threshold as usize,
+                                    "opened on {} failures", recent);
+                                prop_assert_eq!(reopens, 0);
+                            }
+                            (State::HalfOpen, State::Open) => reopens += 1,
+                            (State::HalfOpen, State::Closed) => {
+                                reopens = 0;
+                                closed_failures.clear();
+                            }
+                            (State::Open, State::HalfOpen) => {
+                                prop_assert!(open_until.is_some_and(|u| t.at >= u));
+                            }
+                            other => prop_assert!(false, "illegal transition {:?}", other),
+                        }
+                        if t.to == State::Open {
+                            let want = (2.0f64 * 2f64.powi(reopens as i32)).min(9.0);
+                            prop_assert_eq!(t.open_for, Some(Duration::from_secs_f64(want)));
+                            open_until = Some(t.at.plus(t.open_for.unwrap()));
+                        }
+                    }
+                }
+            }
+        }
     }
 }

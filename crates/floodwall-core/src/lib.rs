@@ -17,7 +17,8 @@
 //! For what a service calls rather than what calls it, two outbound
 //! primitives on the same clock: [`breaker`] (Semian's circuit breaker,
 //! with backoff and a rate mode) and [`bulkhead`] (a ticket cap that
-//! refuses at once). [`respond`] is the one map
+//! refuses at once); and for what a service is called by, [`retry_budget`]
+//! (Finagle's cap on retries as a share of first attempts). [`respond`] is the one map
 //! from any refusal to its HTTP status, headers and body, shared by the
 //! gateway and `floodwall-tower`.
 //!
@@ -32,10 +33,11 @@ pub mod clock;
 pub mod limit;
 pub mod limiter;
 pub mod respond;
+pub mod retry_budget;
 #[cfg(feature = "simulate")]
 pub mod simulate;
 
-pub use breaker::{Breaker, BreakerConfig, CircuitOpen};
+pub use breaker::{Breaker, BreakerConfig, CircuitOpen, HttpFailures, Verdict};
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
 pub use limit::{
@@ -47,3 +49,4 @@ pub use limiter::{
     Acquire, ClassId, ClassSpec, Limiter, LimiterConfig, Permit, QueueOrder, QueueSpec, Reason,
     Rejection, Request, Snapshot, TenantSpec,
 };
+pub use retry_budget::{RetryBudget, RetryBudgetConfig, RetryBudgetExhausted};

@@ -7,7 +7,8 @@
 //!
 //! 1. **Which status and wait** each refusal the engine's own parts can
 //!    produce gets: [`Answer::from`] a limiter [`Rejection`], an open
-//!    [`CircuitOpen`] breaker, a full [`BulkheadFull`] bulkhead, a hostile
+//!    [`CircuitOpen`] breaker, a full [`BulkheadFull`] bulkhead, a retry
+//!    over its [`RetryBudgetExhausted`] budget, a hostile
 //!    tenant id ([`Answer::invalid_tenant_id`]). The proxy adds statuses
 //!    for the reasons only it has (a dead upstream, a bad host) through
 //!    [`Answer::new`].
@@ -29,6 +30,7 @@
 use crate::breaker::CircuitOpen;
 use crate::bulkhead::BulkheadFull;
 use crate::limiter::{Reason, Rejection};
+use crate::retry_budget::RetryBudgetExhausted;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use std::time::Duration;
@@ -85,10 +87,29 @@ impl From<&CircuitOpen> for Answer {
 }
 
 impl From<&BulkheadFull> for Answer {
-    /// A full bulkhead: 503 with no wait, since a bulkhead knows nothing of
-    /// when its tickets come back (it keeps no durations).
+    /// A full bulkhead: 503, and come back in about a second. A bulkhead
+    /// keeps no durations, so it cannot say when a ticket comes back; but
+    /// tickets return as calls finish, typically well within a second,
+    /// and every 503 carries a wait so that clients that honour
+    /// `Retry-After` pause rather than hammer.
     fn from(_: &BulkheadFull) -> Self {
-        Answer::new(StatusCode::SERVICE_UNAVAILABLE, BulkheadFull::REASON, None)
+        Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            BulkheadFull::REASON,
+            Some(Duration::from_secs(1)),
+        )
+    }
+}
+
+impl From<&RetryBudgetExhausted> for Answer {
+    /// A retry over the route's retry budget: 503, and come back when the
+    /// window has room for one.
+    fn from(e: &RetryBudgetExhausted) -> Self {
+        Answer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RetryBudgetExhausted::REASON,
+            Some(e.retry_after()),
+        )
     }
 }
 

@@ -6,17 +6,7 @@ use floodwall_core::{BulkheadFull, CircuitOpen};
 use std::fmt;
 use std::time::Duration;
 
-/// How one call went, for the breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The resource did its job.
-    Success,
-    /// The resource failed: counts toward opening the breaker.
-    Failure,
-    /// Says nothing about the resource (e.g. it shed load on purpose):
-    /// counts as neither.
-    Ignore,
-}
+pub use floodwall_core::breaker::{HttpFailures, Verdict};
 
 /// Judges a call's result. Implemented for closures
 /// `Fn(&Result<T, E>) -> Verdict` and by [`HttpFailures`] and
@@ -49,41 +39,11 @@ impl<T, E> Failure<T, E> for AnyError {
     }
 }
 
-/// The rule for HTTP clients (issue 11's, after Semian's
-/// `open_circuit_server_errors`): a connect error or a timeout always
-/// counts; a 5xx counts when `server_errors` is set; a 503 or 429, the
-/// upstream shedding load on purpose, can be left out with
-/// `ignore_overload`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpFailures {
-    /// Count 5xx answers as failures. Default true.
-    pub server_errors: bool,
-    /// Leave 503 and 429 out (neither success nor failure). Default false.
-    pub ignore_overload: bool,
-}
-
-impl Default for HttpFailures {
-    fn default() -> Self {
-        Self {
-            server_errors: true,
-            ignore_overload: false,
-        }
-    }
-}
-
 impl<B, E> Failure<http::Response<B>, E> for HttpFailures {
     fn judge(&self, result: &Result<http::Response<B>, E>) -> Verdict {
-        let Ok(resp) = result else {
-            return Verdict::Failure;
-        };
-        let status = resp.status().as_u16();
-        if self.ignore_overload && matches!(status, 503 | 429) {
-            return Verdict::Ignore;
-        }
-        if self.server_errors && (500..=599).contains(&status) {
-            Verdict::Failure
-        } else {
-            Verdict::Success
+        match result {
+            Ok(resp) => self.judge_status(resp.status().as_u16()),
+            Err(_) => Verdict::Failure,
         }
     }
 }

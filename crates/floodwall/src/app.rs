@@ -100,7 +100,12 @@ pub async fn start_reloadable(
         .map(|u| {
             Ok((
                 u.name.clone(),
-                Arc::new(Upstream::new(u, config.server.worker_count())?),
+                Arc::new(Upstream::new(
+                    u,
+                    config.server.worker_count(),
+                    clock.clone(),
+                    config.upstream_ceiling(&u.name),
+                )?),
             ))
         })
         .collect::<anyhow::Result<_>>()?;
@@ -118,7 +123,12 @@ pub async fn start_reloadable(
             })?
             .clone();
         routes.push(Arc::new(Route::new(
-            &config, rc, limiter, upstream, global,
+            &config,
+            rc,
+            limiter,
+            upstream,
+            global,
+            clock.clone(),
         )?));
     }
     let proxy = Arc::new(Proxy::new(

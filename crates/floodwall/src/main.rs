@@ -147,6 +147,12 @@ struct ServeArgs {
     /// replica, few Redis calls) or strict (one Lua call per request).
     #[arg(long, value_enum)]
     store_mode: Option<StoreModeArg>,
+    /// Shadow mode on every route: every decision (limit, tenant share,
+    /// breaker, bulkhead, retry budget) is computed and a would-be refusal
+    /// counted in floodwall_shadow_refusals_total and marked with
+    /// X-Floodwall-Shadow, but nothing is refused.
+    #[arg(long)]
+    shadow: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -188,6 +194,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
             StoreModeArg::Lease => floodwall::config::StoreMode::Lease,
             StoreModeArg::Strict => floodwall::config::StoreMode::Strict,
         }),
+        shadow: args.shadow,
     };
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,

@@ -144,15 +144,27 @@ impl Reloader {
         for (i, u) in new.upstreams.iter().enumerate() {
             let same = old.upstreams.iter().find(|o| o.name == u.name);
             let up = match (same, current.upstreams.get(&u.name)) {
-                (Some(o), Some(up)) if o == u => up.clone(),
+                (Some(o), Some(up)) if o == u => {
+                    // Kept with its breaker state; a quota follows the
+                    // routes' new limits.
+                    if let Some(b) = &up.guards.bulkhead {
+                        b.set_quota_of(new.upstream_ceiling(&u.name));
+                    }
+                    up.clone()
+                }
                 (same, _) => {
                     changes.push(match same {
                         Some(_) => format!("upstream {}: changed, a new connection pool (requests on the old one finish)", u.name),
                         None => format!("upstream {}: added", u.name),
                     });
                     Arc::new(
-                        Upstream::new(u, old.server.worker_count())
-                            .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
+                        Upstream::new(
+                            u,
+                            old.server.worker_count(),
+                            self.clock.clone(),
+                            new.upstream_ceiling(&u.name),
+                        )
+                        .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
                     )
                 }
             };
@@ -199,14 +211,14 @@ impl Reloader {
                         changes.push(format!("route {}: match or upstream changed", rc.name));
                     }
                     route
-                        .rebuilt(&new, rc, limiter, upstream)
+                        .rebuilt(&new, rc, limiter, upstream, self.clock.clone())
                         .map_err(|e| refused(format!("routes[{i}]: {e:#}")))?
                 }
                 _ => {
                     changes.push(format!("route {}: added", rc.name));
                     let limiter = Route::limiter(&new, i, self.clock.clone())
                         .map_err(|e| refused(format!("routes[{i}]: {e:#}")))?;
-                    Route::new(&new, rc, limiter, upstream, None)
+                    Route::new(&new, rc, limiter, upstream, None, self.clock.clone())
                         .map_err(|e| refused(format!("routes[{i}]: {e:#}")))?
                 }
             };

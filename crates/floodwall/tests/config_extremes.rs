@@ -64,6 +64,25 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("upstream", "sni", Kind::Str),
     ("upstream:https", "ca_file", Kind::Str),
     ("upstream:https", "sni", Kind::Str),
+    ("breaker", "error_threshold", Kind::Int),
+    ("breaker", "error_threshold_timeout", Kind::Duration),
+    ("breaker", "failure_rate", Kind::Float),
+    ("breaker:rate", "window_calls", Kind::Int),
+    ("breaker:rate", "window", Kind::Duration),
+    ("breaker:rate", "minimum_calls", Kind::Int),
+    ("breaker", "error_timeout", Kind::Duration),
+    ("breaker", "backoff", Kind::Float),
+    ("breaker", "error_timeout_max", Kind::Duration),
+    ("breaker", "half_open_trials", Kind::Int),
+    ("breaker", "half_open_resource_timeout", Kind::Duration),
+    ("breaker", "success_threshold", Kind::Int),
+    ("bulkhead", "tickets", Kind::Int),
+    ("bulkhead", "quota", Kind::Float),
+    ("retry_budget", "ratio", Kind::Float),
+    ("retry_budget", "ttl", Kind::Duration),
+    ("retry_budget", "min_per_s", Kind::Int),
+    ("retry_budget", "attempt_header", Kind::Str),
+    ("retry_budget", "attempt_count_header", Kind::Str),
     ("tls", "cert", Kind::Str),
     ("tls", "key", Kind::Str),
     ("route", "name", Kind::Str),
@@ -258,6 +277,14 @@ fn config_with(place: &str, key: &str, value: &str) -> String {
                      url = \"redis://127.0.0.1:{port}\"\n"
                 )
             }
+            ("retry_budget", _) => tables = format!("[routes.retry_budget]\n{line}\n"),
+            // `[upstreams.*]` attaches to the last `[[upstreams]]` entry,
+            // wherever in the file it comes.
+            ("breaker", "rate") => {
+                tables = format!("[upstreams.breaker]\nfailure_rate = 0.5\n{line}\n")
+            }
+            ("breaker", _) => tables = format!("[upstreams.breaker]\n{line}\n"),
+            ("bulkhead", _) => tables = format!("[upstreams.bulkhead]\n{line}\n"),
             ("probe", kind) => {
                 // What each kind needs to start anywhere: a DSN (to a dead
                 // port: the probe fails, and `on_failure = "ignore"` lifts

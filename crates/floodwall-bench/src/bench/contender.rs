@@ -23,6 +23,9 @@ pub enum ContenderKind {
     Floodwall {
         /// The fixed limit.
         limit: usize,
+        /// With `[routes.retry_budget]` at its defaults (Finagle's 0.2
+        /// over 10 s plus 10/s): the retry-storm comparison of issue 11.
+        retry_budget: bool,
     },
     /// An in-process floodwall started exactly as `floodwall serve
     /// --upstream URL` with no other flag: no limit, no algorithm. This is
@@ -160,10 +163,17 @@ pub(crate) async fn start(
                 static_limit: *limit,
             })
         }
-        ContenderKind::Floodwall { limit } => (Some(*limit), None),
+        ContenderKind::Floodwall { limit, .. } => (Some(*limit), None),
         ContenderKind::Default { .. } => (None, None),
         ContenderKind::Adaptive { algorithm } => (None, Some(algorithm.clone())),
     };
+    let retry_budget = matches!(
+        contender.kind,
+        ContenderKind::Floodwall {
+            retry_budget: true,
+            ..
+        }
+    );
     let gateway = Gateway::start(
         upstream,
         &GatewayOptions {
@@ -174,6 +184,7 @@ pub(crate) async fn start(
             // upstream take as long as it takes, like a real deployment
             // would with a generous response timeout.
             pool_max_idle_per_host: Some(1024),
+            retry_budget,
         },
     )
     .await?;

@@ -86,7 +86,10 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
             ContenderKind::External { .. } => continue,
             ContenderKind::Floodwall { .. } => Contender {
                 name: "floodwall".into(),
-                kind: ContenderKind::Floodwall { limit: 100_000 },
+                kind: ContenderKind::Floodwall {
+                    limit: 100_000,
+                    retry_budget: false,
+                },
             },
             _ => t.clone(),
         };

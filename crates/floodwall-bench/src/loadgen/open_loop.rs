@@ -357,6 +357,9 @@ struct User {
     deadline: Instant,
 }
 
+/// The header a retry carries: how many attempts came before it.
+pub const RETRY_ATTEMPT_HEADER: &str = "x-retry-attempt";
+
 impl User {
     /// Sends attempts until one is not a 503/429, the policy's attempts run
     /// out, or the next one would start past the deadline (then the last
@@ -369,6 +372,14 @@ impl User {
             let mut request = Request::new(Empty::new());
             *request.uri_mut() = self.target.clone();
             *request.headers_mut() = self.headers.clone();
+            // Retries say so, as a well-behaved client library does
+            // (`X-Retry-Attempt: retries before this one`), so a gate with
+            // a retry budget can tell them from first attempts.
+            if attempt > 1 {
+                request
+                    .headers_mut()
+                    .insert(RETRY_ATTEMPT_HEADER, http::HeaderValue::from(attempt - 1));
+            }
             let (answer, hint) = match exchange(&self.client, request).await {
                 Ok((status, hint)) => (Answer::of(status), hint),
                 Err(_connection_or_protocol_error) => return Answer::UpstreamError,

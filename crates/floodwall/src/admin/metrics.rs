@@ -136,6 +136,24 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    upstream: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
     probe: String,
 }
@@ -212,6 +230,7 @@ pub struct Sources<'a> {
 pub fn render(sources: &Sources<'_>) -> String {
     let mut reg = Registry::default();
     register_routes(&mut reg, sources);
+    register_resilience(&mut reg, sources.routes);
     register_probes(&mut reg, sources.probes);
     if let Some(d) = sources.distributed {
         register_distributed(&mut reg, d);
@@ -395,6 +414,111 @@ fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
         Unit::Seconds,
         Durations(durations),
     );
+}
+
+/// The breaker, bulkhead, retry budget and shadow series (see
+/// `docs/metrics.md`). Upstream series once per upstream, however many
+/// routes share it; each family only when something uses it.
+fn register_resilience(reg: &mut Registry, routes: &[Arc<Route>]) {
+    let state = Family::<UpstreamLabels, Gauge>::default();
+    let transitions = Family::<TransitionLabels, Counter>::default();
+    let inflight = Family::<UpstreamLabels, Gauge>::default();
+    let tickets = Family::<UpstreamLabels, Gauge>::default();
+    let remaining = Family::<RouteLabels, Gauge>::default();
+    let shadow = Family::<ShadowLabels, Counter>::default();
+    let (mut breakers, mut bulkheads, mut budgets, mut shadows) = (false, false, false, false);
+    let mut seen: Vec<&Arc<crate::proxy::Upstream>> = Vec::new();
+    for route in routes {
+        if let Some(r) = &route.retry {
+            budgets = true;
+            remaining
+                .get_or_create(&RouteLabels {
+                    route: route.name.clone(),
+                })
+                .set(r.budget.remaining().min(i64::MAX as u64) as i64);
+        }
+        let counts: Vec<_> = route.shadow_refusals.counts().collect();
+        if route.shadow || counts.iter().any(|(_, n)| *n > 0) {
+            shadows = true;
+            for (reason, n) in counts {
+                shadow
+                    .get_or_create(&ShadowLabels {
+                        route: route.name.clone(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        let up = &route.upstream;
+        if seen.iter().any(|u| Arc::ptr_eq(u, up)) {
+            continue;
+        }
+        seen.push(up);
+        let l = UpstreamLabels {
+            upstream: up.name.clone(),
+        };
+        if let Some(b) = &up.guards.breaker {
+            breakers = true;
+            let s = b.breaker.state();
+            let value = floodwall_core::breaker::State::ALL
+                .iter()
+                .position(|x| *x == s)
+                .unwrap_or(0);
+            state.get_or_create(&l).set(value as i64);
+            for (from, to, n) in b.transitions() {
+                transitions
+                    .get_or_create(&TransitionLabels {
+                        upstream: up.name.clone(),
+                        from: from.as_str().to_owned(),
+                        to: to.as_str().to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        if let Some(b) = &up.guards.bulkhead {
+            bulkheads = true;
+            inflight.get_or_create(&l).set(b.in_use() as i64);
+            tickets.get_or_create(&l).set(b.tickets() as i64);
+        }
+    }
+    if breakers {
+        reg.register(
+            "floodwall_breaker_state",
+            "The upstream's circuit breaker: 0 closed, 1 open, 2 half-open",
+            state,
+        );
+        reg.register(
+            "floodwall_breaker_transitions",
+            "Circuit breaker state changes, by upstream and from/to state",
+            transitions,
+        );
+    }
+    if bulkheads {
+        reg.register(
+            "floodwall_bulkhead_inflight",
+            "Requests holding a ticket of the upstream's bulkhead now, across every route to it",
+            inflight,
+        );
+        reg.register(
+            "floodwall_bulkhead_tickets",
+            "The upstream's bulkhead size (tickets, or quota of the routes' limits)",
+            tickets,
+        );
+    }
+    if budgets {
+        reg.register(
+            "floodwall_retry_budget_remaining",
+            "Retries the route's retry budget would admit now",
+            remaining,
+        );
+    }
+    if shadows {
+        reg.register(
+            "floodwall_shadow_refusals",
+            "Requests shadow mode forwarded that enforcement would have refused, by reason",
+            shadow,
+        );
+    }
 }
 
 /// Registers the probe series in `registry` with their values in `probes`:

@@ -55,6 +55,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// What a bulkhead `quota` on upstream `name` is a fraction of: the
+    /// limit ceilings (a fixed limit's value, an adaptive one's max) of
+    /// every route that forwards to it, summed.
+    pub fn upstream_ceiling(&self, name: &str) -> usize {
+        self.routes
+            .iter()
+            .filter(|r| r.upstream == name)
+            .map(|r| r.limit.ceiling())
+            .sum()
+    }
+
     /// Parses a config from TOML text and validates it.
     ///
     /// Use [`Config::load`] for a file: its errors also name the file.

@@ -28,6 +28,7 @@ mod file;
 mod limit;
 mod overrides;
 pub mod probe;
+mod resilience;
 mod route;
 mod server;
 mod store;
@@ -44,6 +45,7 @@ pub use file::Config;
 pub use limit::LimitConfig;
 pub use overrides::Overrides;
 pub use probe::{FailurePolicy, ProbeConfig, ProbeKind};
+pub use resilience::{BreakerKeys, BulkheadKeys, RetryBudgetKeys, RouteMode};
 pub use route::{
     QueueConfig, QueueOrder, RouteConfig, TenantConfig, TenantQuota, MAX_TENANT_QUOTAS,
 };

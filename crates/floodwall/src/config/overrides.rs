@@ -33,6 +33,9 @@ pub struct Overrides {
     /// `--store-mode`: replaces `store.mode`; needs a store from the file or
     /// `--store`.
     pub store_mode: Option<StoreMode>,
+    /// `--shadow`: every route in shadow mode (decisions computed and
+    /// counted, nothing refused), whatever its `mode`.
+    pub shadow: bool,
 }
 
 impl Config {
@@ -55,6 +58,11 @@ impl Config {
         }
         if let Some(admin) = o.admin {
             self.server.admin = admin;
+        }
+        if o.shadow {
+            for r in &mut self.routes {
+                r.mode = super::resilience::RouteMode::Shadow;
+            }
         }
         if let Some(url) = &o.upstream {
             upstream::check_url(url).map_err(|message| ConfigError::Flag {

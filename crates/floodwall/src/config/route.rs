@@ -9,6 +9,7 @@ use floodwall_core::limiter::TenantSpec;
 use super::check;
 use super::error::ConfigError;
 use super::limit::LimitConfig;
+use super::resilience::{RetryBudgetKeys, RouteMode};
 
 /// Which requests go to which upstream, and how they are admitted
 /// (`[[routes]]`). Routes are tried in file order; the first match wins.
@@ -43,6 +44,14 @@ pub struct RouteConfig {
     /// How the limit is shared between tenants (`[routes.tenant]`).
     #[serde(default)]
     pub tenant: TenantConfig,
+    /// A cap on retries as a share of first attempts
+    /// (`[routes.retry_budget]`). Absent: none.
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetKeys>,
+    /// `"enforce"` (the default) or `"shadow"`: every decision computed
+    /// and a would-be refusal counted, but the request forwarded anyway.
+    #[serde(default)]
+    pub mode: RouteMode,
 }
 
 impl RouteConfig {
@@ -58,6 +67,8 @@ impl RouteConfig {
             limit: LimitConfig::default(),
             queue: QueueConfig::default(),
             tenant: TenantConfig::default(),
+            retry_budget: None,
+            mode: RouteMode::Enforce,
         }
     }
 }
@@ -136,6 +147,9 @@ impl RouteConfig {
     /// `limit`, `queue` and `tenant`: how a matched request is admitted.
     fn validate_admission(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         self.limit.validate(&key("limit."))?;
+        if let Some(b) = &self.retry_budget {
+            b.budget_config(&key("retry_budget."))?;
+        }
 
         check::count(
             &key("queue.capacity"),

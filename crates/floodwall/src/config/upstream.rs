@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::check;
 use super::error::ConfigError;
+use super::resilience::{BreakerKeys, BulkheadKeys};
 use crate::tls::certs;
 
 /// The most idle connections kept per upstream host: more than a host has
@@ -52,6 +53,15 @@ pub struct UpstreamConfig {
     /// names a host.
     #[serde(default)]
     pub sni: Option<String>,
+    /// A circuit breaker on this upstream (`[upstreams.breaker]`), shared
+    /// by every route that uses it. Absent: none (see `resilience.rs` for
+    /// why that is the default).
+    #[serde(default)]
+    pub breaker: Option<BreakerKeys>,
+    /// A cap on requests in flight to this upstream across every route
+    /// that uses it (`[upstreams.bulkhead]`). Absent: none.
+    #[serde(default)]
+    pub bulkhead: Option<BulkheadKeys>,
 }
 
 impl UpstreamConfig {
@@ -67,6 +77,8 @@ impl UpstreamConfig {
             pool_max_idle_per_host: default_pool_max_idle_per_host(),
             ca_file: None,
             sni: None,
+            breaker: None,
+            bulkhead: None,
         }
     }
 
@@ -108,6 +120,12 @@ pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> 
             MAX_IDLE_PER_HOST,
         )?;
         validate_tls(up, &key)?;
+        if let Some(b) = &up.breaker {
+            b.breaker_config(&key("breaker."))?;
+        }
+        if let Some(b) = &up.bulkhead {
+            b.validate(&key("bulkhead."))?;
+        }
     }
     Ok(())
 }

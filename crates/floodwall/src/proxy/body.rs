@@ -25,7 +25,7 @@
 
 use crate::distributed::Slot;
 use bytes::Bytes;
-use floodwall_core::{Outcome, Permit};
+use floodwall_core::{BulkheadPermit, Outcome, Permit};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus_client::metrics::histogram::Histogram;
@@ -76,9 +76,11 @@ impl ResponseLimits {
     }
 }
 
-/// What ends an admitted request: the permit, recorded with the outcome
-/// the status implies when the upstream finishes, and the request's
-/// duration observed then.
+/// What ends a forwarded request: the permit, recorded with the outcome
+/// the status implies when the upstream finishes, the request's duration
+/// observed then, and everything else it held at the upstream released
+/// with it. A request shadow mode forwarded past a refusal holds nothing:
+/// only its duration is observed.
 #[derive(Debug)]
 pub struct Finish {
     permit: Option<Permit>,
@@ -87,24 +89,31 @@ pub struct Finish {
     duration: Histogram,
     // Strict distributed mode: the global slot, released with the permit.
     slot: Option<Slot>,
+    // The upstream's bulkhead ticket: concurrency at the upstream lasts
+    // until its body ends.
+    ticket: Option<BulkheadPermit>,
+    done: bool,
 }
 
 impl Finish {
     /// `outcome` is recorded if the upstream body completes. Dropped
     /// before that, the permit keeps whatever it had recorded.
     pub fn new(
-        permit: Permit,
+        permit: Option<Permit>,
         outcome: Outcome,
         started: Instant,
         duration: Histogram,
         slot: Option<Slot>,
+        ticket: Option<BulkheadPermit>,
     ) -> Self {
         Self {
-            permit: Some(permit),
+            permit,
             outcome,
             started,
             duration,
             slot,
+            ticket,
+            done: false,
         }
     }
 
@@ -121,12 +130,15 @@ impl Finish {
     /// Records `outcome`, observes the duration and frees the slot (and
     /// the global one), once.
     fn release(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
         if let Some(mut permit) = self.permit.take() {
             permit.record(outcome);
-            self.duration.observe(self.started.elapsed().as_secs_f64());
-            drop(permit);
-            self.slot.take();
         }
+        self.duration.observe(self.started.elapsed().as_secs_f64());
+        self.slot.take();
+        self.ticket.take();
     }
 }
 

@@ -1,14 +1,17 @@
 //! Forwarding: the upstream client and the header rewrites of a proxy.
 
+use super::resilience::Guards;
 use super::upload::Upload;
 use crate::config::UpstreamConfig;
 use crate::tls::{ArrivedOverTls, UpstreamConnector};
+use floodwall_core::Clock;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 thread_local! {
@@ -38,6 +41,9 @@ pub struct Upstream {
     clients: Box<[Client<UpstreamConnector, Upload>]>,
     /// How long to wait for response headers.
     pub response_timeout: Duration,
+    /// Its breaker and bulkhead, shared by every route that forwards here
+    /// (`resilience.rs`).
+    pub guards: Guards,
 }
 
 impl Upstream {
@@ -46,7 +52,15 @@ impl Upstream {
     /// (`pool_max_idle_per_host` applies to each). Fails only for an
     /// `https://` upstream whose trust roots cannot be loaded (its
     /// `ca_file`, or the system's).
-    pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
+    ///
+    /// Its breaker runs on `clock`; a bulkhead `quota` is a fraction of
+    /// `quota_of` (the summed limit ceilings of the routes that use it).
+    pub fn new(
+        cfg: &UpstreamConfig,
+        workers: usize,
+        clock: Arc<dyn Clock>,
+        quota_of: usize,
+    ) -> anyhow::Result<Self> {
         let connector = UpstreamConnector::new(cfg)?;
         let clients = (0..workers.max(1))
             .map(|_| {
@@ -65,6 +79,8 @@ impl Upstream {
             authority: parts.authority.expect("validated: upstream url has a host"),
             clients,
             response_timeout: cfg.response_timeout,
+            guards: Guards::new(cfg, clock, quota_of)
+                .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", cfg.name))?,
         })
     }
 

@@ -9,12 +9,15 @@
 //! under a rate rule (`upload.rs`), and reads the answer ahead of the
 //! client (`body.rs`) so the permit is released when the upstream
 //! finishes, not when a slow client does.
+//! An upstream's breaker and bulkhead, and a route's retry budget, are
+//! built in `resilience.rs`; `service.rs` runs them in a written order.
 //! Every response floodwall makes itself is decided in [`respond`].
 
 mod body;
 pub mod canonical;
 mod forward;
 mod refusals;
+pub mod resilience;
 pub mod respond;
 mod route;
 mod router;
@@ -24,7 +27,7 @@ pub mod upload;
 
 pub use body::{Body, BoxError, ResponseLimits};
 pub use forward::{enter_worker, Upstream};
-pub use refusals::RefusalCounters;
+pub use refusals::{RefusalCounters, ShadowCounters};
 pub use respond::Refusal;
 pub use route::{limiter_carries as route_limiter_carries, Route, RouteLimiter};
 pub use router::{Classified, RouteTable, Router};

@@ -14,7 +14,7 @@ use super::canonical::Malformed;
 use super::upload::Fault;
 use crate::distributed;
 use floodwall_core::respond::{self as shared, Answer};
-use floodwall_core::Rejection;
+use floodwall_core::{BulkheadFull, CircuitOpen, Rejection, RetryBudgetExhausted};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -61,6 +61,15 @@ pub enum Refusal {
     /// Distributed mode with `on_store_failure = "closed"`: Redis is
     /// unreachable, so nothing is admitted.
     StoreUnavailable,
+    /// The upstream's breaker is open (or half-open with its trials in
+    /// flight): refused without touching the upstream, and without
+    /// touching the route's limit either.
+    CircuitOpen(CircuitOpen),
+    /// The upstream's bulkhead has no ticket left: the routes that share
+    /// the upstream hold them all.
+    BulkheadFull(BulkheadFull),
+    /// A retry (by its attempt header) over the route's retry budget.
+    RetryBudgetExhausted(RetryBudgetExhausted),
 }
 
 impl From<Malformed> for Refusal {
@@ -112,6 +121,9 @@ impl Refusal {
             Refusal::UpgradeUnsupported => "upgrade_unsupported",
             Refusal::GlobalLimitExceeded => "global_limit_exceeded",
             Refusal::StoreUnavailable => "store_unavailable",
+            Refusal::CircuitOpen(_) => CircuitOpen::REASON,
+            Refusal::BulkheadFull(_) => BulkheadFull::REASON,
+            Refusal::RetryBudgetExhausted(_) => RetryBudgetExhausted::REASON,
         }
     }
 
@@ -137,6 +149,9 @@ impl Refusal {
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Refusal::CircuitOpen(o) => Answer::from(o).status,
+            Refusal::BulkheadFull(f) => Answer::from(f).status,
+            Refusal::RetryBudgetExhausted(e) => Answer::from(e).status,
         }
     }
 
@@ -149,6 +164,11 @@ impl Refusal {
             Refusal::GlobalLimitExceeded | Refusal::StoreUnavailable => {
                 Some(Duration::from_secs(1))
             }
+            // The time left open, or until the window has room: the
+            // shared map's.
+            Refusal::CircuitOpen(o) => Answer::from(o).retry_after,
+            Refusal::BulkheadFull(f) => Answer::from(f).retry_after,
+            Refusal::RetryBudgetExhausted(e) => Answer::from(e).retry_after,
             _ => None,
         }
     }
@@ -187,6 +207,45 @@ mod tests {
             reason,
             retry_after: Duration::from_secs(2),
         })
+    }
+
+    /// A real breaker's refusal, open for 2 s.
+    fn open() -> floodwall_core::CircuitOpen {
+        let b = floodwall_core::Breaker::new(
+            "u",
+            floodwall_core::BreakerConfig {
+                error_timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+            std::sync::Arc::new(floodwall_core::ManualClock::new()),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            b.try_call().unwrap().failure();
+        }
+        b.try_call().unwrap_err()
+    }
+
+    fn full() -> BulkheadFull {
+        let b = floodwall_core::Bulkhead::new("u", floodwall_core::bulkhead::Capacity::Tickets(1))
+            .unwrap();
+        let _held = b.try_acquire().unwrap();
+        b.try_acquire().unwrap_err()
+    }
+
+    /// A real budget's refusal: no reserve, 2 s of window to wait.
+    fn exhausted() -> RetryBudgetExhausted {
+        floodwall_core::RetryBudget::new(
+            floodwall_core::RetryBudgetConfig {
+                min_per_s: 0,
+                ttl: Duration::from_secs(2),
+                ratio: 0.2,
+            },
+            std::sync::Arc::new(floodwall_core::ManualClock::new()),
+        )
+        .unwrap()
+        .try_retry()
+        .unwrap_err()
     }
 
     #[test]
@@ -235,6 +294,14 @@ mod tests {
                 true,
             ),
             (Refusal::StoreUnavailable, "store_unavailable", 503, true),
+            (
+                Refusal::RetryBudgetExhausted(exhausted()),
+                "retry_budget_exhausted",
+                503,
+                true,
+            ),
+            (Refusal::CircuitOpen(open()), "circuit_open", 503, true),
+            (Refusal::BulkheadFull(full()), "bulkhead_full", 503, true),
         ];
         for (refusal, reason, status, retry) in &cases {
             assert_eq!(refusal.reason(), *reason);

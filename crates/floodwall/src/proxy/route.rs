@@ -2,8 +2,10 @@
 //! whether they may.
 
 use super::forward::Upstream;
-use super::refusals::RefusalCounters;
+use super::refusals::{RefusalCounters, ShadowCounters};
+use super::resilience::RouteRetry;
 use super::series::RouteSeries;
+use crate::config::RouteMode;
 use crate::config::{Config, LimitConfig, QueueOrder as CfgOrder, RouteConfig};
 use crate::distributed::GlobalLimit;
 use floodwall_core::limiter::{ClassSpec, LimiterConfig, QueueOrder, QueueSpec, TenantSpec};
@@ -40,6 +42,15 @@ pub struct Route {
     /// a handle; shared with a reloaded route of the same classes and
     /// floor, so its histograms keep counting.
     pub series: Arc<RouteSeries>,
+    /// `[routes.retry_budget]`: retries as a share of first attempts;
+    /// kept across a reload with the same keys.
+    pub retry: Option<Arc<RouteRetry>>,
+    /// `mode = "shadow"` (or `--shadow`): decisions computed and counted,
+    /// nothing refused.
+    pub shadow: bool,
+    /// Would-be refusals in shadow mode, by reason; shared with a
+    /// reloaded route of the same name, so they keep counting.
+    pub shadow_refusals: Arc<ShadowCounters>,
     /// A fixed limit's value, which a reload changes in place.
     fixed: Option<Arc<ReloadableFixed>>,
 }
@@ -67,6 +78,14 @@ impl Limit for ReloadableFixed {
     fn is_adaptive(&self) -> bool {
         false
     }
+}
+
+/// What a route carries over a reload, or starts fresh with.
+struct Kept {
+    refusals: Arc<RefusalCounters>,
+    series: Arc<RouteSeries>,
+    retry: Option<Arc<RouteRetry>>,
+    shadow_refusals: Arc<ShadowCounters>,
 }
 
 /// A route's limiter and, for a fixed limit, the handle that changes its
@@ -162,16 +181,26 @@ impl Route {
         limiter: RouteLimiter,
         upstream: Arc<Upstream>,
         global: Option<GlobalLimit>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let classes = limiter.limiter.snapshot().classes.len();
+        let retry = rc
+            .retry_budget
+            .as_ref()
+            .map(|k| RouteRetry::new(k, clock).map(Arc::new))
+            .transpose()?;
         Self::assemble(
             config,
             rc,
             limiter,
             upstream,
             global,
-            Arc::new(RefusalCounters::new(classes)),
-            Arc::new(RouteSeries::new(classes, rc.limit.floor())),
+            Kept {
+                refusals: Arc::new(RefusalCounters::new(classes)),
+                series: Arc::new(RouteSeries::new(classes, rc.limit.floor())),
+                retry,
+                shadow_refusals: Arc::default(),
+            },
         )
     }
 
@@ -186,7 +215,15 @@ impl Route {
         rc: &RouteConfig,
         limiter: RouteLimiter,
         upstream: Arc<Upstream>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let retry = match (&self.retry, &rc.retry_budget) {
+            (Some(r), Some(k)) if r.keys == *k => Some(r.clone()),
+            (_, k) => k
+                .as_ref()
+                .map(|k| RouteRetry::new(k, clock).map(Arc::new))
+                .transpose()?,
+        };
         let names = |l: &Limiter| -> Vec<String> {
             l.snapshot().classes.into_iter().map(|c| c.name).collect()
         };
@@ -208,8 +245,12 @@ impl Route {
             limiter,
             upstream,
             self.global.clone(),
-            refusals,
-            series,
+            Kept {
+                refusals,
+                series,
+                retry,
+                shadow_refusals: self.shadow_refusals.clone(),
+            },
         )
     }
 
@@ -219,9 +260,14 @@ impl Route {
         limiter: RouteLimiter,
         upstream: Arc<Upstream>,
         global: Option<GlobalLimit>,
-        refusals: Arc<RefusalCounters>,
-        series: Arc<RouteSeries>,
+        kept: Kept,
     ) -> anyhow::Result<Self> {
+        let Kept {
+            refusals,
+            series,
+            retry,
+            shadow_refusals,
+        } = kept;
         let class_name = rc.class.as_deref().unwrap_or(&config.server.default_class);
         let default_class = limiter
             .limiter
@@ -239,6 +285,9 @@ impl Route {
             fixed: limiter.fixed,
             queue_timeout: (rc.queue.capacity > 0).then_some(rc.queue.timeout),
             global,
+            retry,
+            shadow: rc.mode == RouteMode::Shadow,
+            shadow_refusals,
         })
     }
 

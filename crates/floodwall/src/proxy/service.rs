@@ -101,92 +101,212 @@ impl Proxy {
             Err(r) => return self.refuse(Some((&route, class)), r),
         };
 
-        // 2. Admit: at once, or after queueing up to the route's timeout. If
-        //    the client goes away meanwhile, hyper drops this future and the
-        //    waiter leaves the queue.
-        let mut acquire = route.limiter.acquire(&Admission { class, tenant });
-        let admitted = match route.queue_timeout {
-            None => acquire.await,
-            Some(t) => match tokio::time::timeout(t, &mut acquire).await {
-                Ok(result) => result,
-                Err(_) => Err(acquire.timed_out()),
-            },
-        };
-        let mut permit: Permit = match admitted {
-            Ok(p) => p,
-            Err(rejection) => {
-                return self.refuse(Some((&route, class)), Refusal::Rejected(rejection))
+        // 2. Admit, through five checks in this order. Cheapest and most
+        //    certain first, so a refusal early costs the later checks
+        //    nothing, and nothing refused here ever reaches the adaptive
+        //    limit: it is sampled only by requests the gate admitted.
+        //
+        //    In shadow mode (`mode = "shadow"`, `--shadow`) each check
+        //    runs as it would enforce, and the first would-be refusal is
+        //    counted, logged and marked (`X-Floodwall-Shadow`) instead of
+        //    answered. From then on the request takes nothing at the later
+        //    checks (no trial, ticket, permit or global slot), because
+        //    enforced it would never have reached them: every count the
+        //    gate, bulkhead and breaker keep stays what it will be when
+        //    enforcement is switched on, and nothing held can leak.
+        let mut shadowed: Option<Refusal> = None;
+        let at = Some((&*route, class));
+        macro_rules! check {
+            ($decision:expr) => {
+                match $decision {
+                    Ok(held) => Some(held),
+                    Err(refusal) => {
+                        if !route.shadow {
+                            return self.refuse(at, refusal);
+                        }
+                        self.shadow_refusal(&route, &refusal, &mut shadowed);
+                        None
+                    }
+                }
+            };
+        }
+
+        // 2a. Retry budget. A retry (by its attempt header) over the
+        //     route's budget is refused before anything else: it is the
+        //     request least likely to still be wanted (its client already
+        //     gave up on it once), and refusing it needs no state of the
+        //     upstream. A first attempt deposits its share of the budget;
+        //     first attempts are never refused here (Finagle's choice, see
+        //     `floodwall_core::retry_budget`).
+        if let Some(retry) = &route.retry {
+            if retry.is_retry(req.headers()) {
+                check!(retry
+                    .budget
+                    .try_retry()
+                    .map_err(Refusal::RetryBudgetExhausted));
+            } else {
+                retry.budget.deposit();
             }
+        }
+
+        // 2b. The upstream's breaker. Open, it refuses at once without
+        //     touching the upstream or the route's limit, which would
+        //     otherwise learn from refusals that say nothing about load.
+        //     Half-open it lets a bounded number of trials through. The
+        //     call reports the upstream's verdict after step 3; dropped
+        //     unreported (a later check refused, the client left), it
+        //     counts as neither.
+        let upstream = &route.upstream;
+        let call = match (&upstream.guards.breaker, &shadowed) {
+            (Some(b), None) => check!(b.breaker.try_call().map_err(Refusal::CircuitOpen)),
+            _ => None,
         };
 
-        // 2b. Distributed strict mode: the global limit in Redis, asked
+        // 2c. The upstream's bulkhead, shared by every route to this
+        //     upstream: one slow dependency cannot take every route's
+        //     slots. After the breaker, so an open breaker's refusals take
+        //     no ticket; before the gate, so a full bulkhead never holds a
+        //     slot of the route's limit. No queue: a ticket or a refusal.
+        let ticket = match (&upstream.guards.bulkhead, &shadowed) {
+            (Some(b), None) => check!(b.try_acquire().map_err(Refusal::BulkheadFull)),
+            _ => None,
+        };
+
+        // 2d. The WIP gate: at once, or after queueing up to the route's
+        //     timeout. If the client goes away meanwhile, hyper drops this
+        //     future and the waiter leaves the queue.
+        let mut permit: Option<Permit> = None;
+        if shadowed.is_none() {
+            let mut acquire = route.limiter.acquire(&Admission { class, tenant });
+            let admitted = match route.queue_timeout {
+                None => acquire.await,
+                Some(t) => match tokio::time::timeout(t, &mut acquire).await {
+                    Ok(result) => result,
+                    Err(_) => Err(acquire.timed_out()),
+                },
+            };
+            permit = check!(admitted.map_err(Refusal::Rejected));
+        }
+
+        // 2e. Distributed strict mode: the global limit in Redis, asked
         //     only once the local limiter admitted, so a full limiter costs
-        //     no round trip. In lease mode the share already capped step 2.
+        //     no round trip. In lease mode the share already capped 2d.
         //     A refusal here drops the local permit unrecorded (ignored).
-        let slot = match &route.global {
-            None => None,
-            Some(global) => match global.admit().await {
-                Ok(slot) => slot,
-                Err(r) => return self.refuse(Some((&route, class)), r.into()),
-            },
+        let mut slot = None;
+        if let (Some(global), Some(_)) = (&route.global, &permit) {
+            slot = check!(global.admit().await.map_err(Refusal::from)).flatten();
+        }
+        // Shadow mode: a request refused at a later check lets go of what
+        // an earlier one gave it, as an enforced refusal would (a trial
+        // slot unreported, a ticket, a permit unrecorded).
+        let (call, ticket) = match shadowed {
+            None => (call, ticket),
+            Some(_) => {
+                permit = None;
+                (None, None)
+            }
         };
 
         // 3. Forward. The response timeout runs once the client's body has
         //    been sent: it bounds the upstream, not the upload, which the
-        //    rate rule bounds. A client that hangs up before the upstream
-        //    answers (hyper drops this future) abandons the permit: the
-        //    limiter counts it a drop only if the client had waited longer
-        //    than requests normally take (a client timeout in an overload),
-        //    and ignores it otherwise (see `Permit::abandon`).
-        permit.abandon();
-        let upstream = &route.upstream;
+        //    rate rule bounds; a half-open trial gets the breaker's
+        //    shorter `half_open_resource_timeout`. A client that hangs up
+        //    before the upstream answers (hyper drops this future) abandons
+        //    the permit: the limiter counts it a drop only if the client
+        //    had waited longer than requests normally take (a client
+        //    timeout in an overload), and ignores it otherwise (see
+        //    `Permit::abandon`).
+        if let Some(p) = permit.as_mut() {
+            p.abandon();
+        }
         let outbound = upstream.prepare(req, peer);
+        let timeout = call
+            .as_ref()
+            .and_then(|c| c.timeout())
+            .map_or(upstream.response_timeout, |t| {
+                t.min(upstream.response_timeout)
+            });
         let deadline = async {
             watch.sent().await;
-            tokio::time::sleep(upstream.response_timeout).await;
+            tokio::time::sleep(timeout).await;
+        };
+        let record = |permit: &mut Option<Permit>, outcome| {
+            if let Some(p) = permit.as_mut() {
+                p.record(outcome);
+            }
         };
         let response = tokio::select! {
             biased;
             r = upstream.client().request(outbound) => match r {
                 Ok(resp) => resp,
                 // The upload failed, not the upstream: the client's fault,
-                // recorded as nothing.
+                // recorded as nothing, by the limit or the breaker.
                 Err(_) if watch.fault().is_some() => {
-                    permit.record(Outcome::Ignored);
+                    record(&mut permit, Outcome::Ignored);
+                    drop(call);
                     let fault = watch.fault().unwrap_or(Fault::Malformed);
-                    return self.refuse(Some((&route, class)), fault.into());
+                    return self.refuse(at, fault.into());
                 }
+                // A connect error, a reset: always a breaker failure.
                 Err(e) => {
                     tracing::debug!(route = %route.name, error = %e, "upstream unavailable");
-                    permit.record(Outcome::Error);
-                    return self.refuse(Some((&route, class)), Refusal::UpstreamUnavailable);
+                    record(&mut permit, Outcome::Error);
+                    if let Some(c) = call {
+                        c.failure();
+                    }
+                    return mark(self.refuse(at, Refusal::UpstreamUnavailable), &shadowed);
                 }
             },
             () = deadline => {
-                permit.record(Outcome::Dropped);
-                return self.refuse(Some((&route, class)), Refusal::UpstreamTimeout);
+                // A timeout: always a breaker failure.
+                record(&mut permit, Outcome::Dropped);
+                if let Some(c) = call {
+                    c.failure();
+                }
+                return mark(self.refuse(at, Refusal::UpstreamTimeout), &shadowed);
             }
         };
 
-        // 4. Record: the upstream body is read ahead of the client, and the
-        //    permit released with the outcome the status implies when the
-        //    upstream finishes (`body.rs`). A client leaving or stalling
-        //    from here on says nothing about the upstream.
+        // 4. Record: the breaker hears the status (5xx a failure if
+        //    `open_on_server_errors`, 503/429 left out if
+        //    `ignore_overload`), the upstream body is read ahead of the
+        //    client, and the permit (with the bulkhead ticket and any
+        //    global slot) released with the outcome the status implies
+        //    when the upstream finishes (`body.rs`). A client leaving or
+        //    stalling from here on says nothing about the upstream.
         let (mut parts, body) = response.into_parts();
+        if let (Some(c), Some(b)) = (call, &upstream.guards.breaker) {
+            c.finish(b.failures.judge_status(parts.status.as_u16()));
+        }
         super::forward::strip_hop_by_hop(&mut parts.headers);
         let outcome = outcome_of(parts.status);
-        permit.record(Outcome::Ignored);
+        record(&mut permit, Outcome::Ignored);
         let finish = Finish::new(
             permit,
             outcome,
             started,
             route.series.duration(class).clone(),
             slot,
+            ticket,
         );
-        Response::from_parts(
-            parts,
-            read_ahead(body, finish, &self.responses, upstream.response_timeout),
+        mark(
+            Response::from_parts(
+                parts,
+                read_ahead(body, finish, &self.responses, upstream.response_timeout),
+            ),
+            &shadowed,
         )
+    }
+
+    /// Shadow mode: counts, logs and remembers the first would-be refusal
+    /// of a request (the one enforcement would have answered).
+    fn shadow_refusal(&self, route: &Route, refusal: &Refusal, first: &mut Option<Refusal>) {
+        if first.is_some() {
+            return;
+        }
+        route.shadow_refusals.count(refusal);
+        tracing::debug!(route = %route.name, reason = refusal.reason(), "shadow mode: would refuse, forwarded");
+        *first = Some(*refusal);
     }
 
     /// Counts and builds a floodwall-made response. Limiter rejections are
@@ -200,6 +320,20 @@ impl Proxy {
         respond(&refusal)
     }
 }
+
+/// Marks a response to a request shadow mode let past a refusal with
+/// `X-Floodwall-Shadow: <reason>`.
+fn mark(mut resp: Response<Body>, shadowed: &Option<Refusal>) -> Response<Body> {
+    if let Some(r) = shadowed {
+        resp.headers_mut()
+            .insert(SHADOW_HEADER, http::HeaderValue::from_static(r.reason()));
+    }
+    resp
+}
+
+/// The header on a response shadow mode forwarded past a would-be
+/// refusal, naming its reason.
+pub const SHADOW_HEADER: &str = "x-floodwall-shadow";
 
 #[cfg(test)]
 mod tests {
