@@ -443,6 +443,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unprotected_spike_collapses_goodput() {
+        let _timed = crate::TIMED.lock().await;
         let config = small();
         let backend = backend::start(config).await.unwrap();
         let mut load = LoadConfig::new(
@@ -469,6 +470,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_gate_keeps_goodput_near_capacity_where_direct_collapses() {
+        let _timed = crate::TIMED.lock().await;
         let options = DemoOptions {
             backend: small(),
             before: Duration::from_millis(500),
@@ -516,6 +518,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "takes about 45 s"]
     async fn full_demo() {
+        let _timed = crate::TIMED.lock().await;
         let report = run_demo(DemoOptions::default()).await.unwrap();
         println!("{}", serde_json::to_string(&report.direct.backend).unwrap());
         assert!(report.direct.goodput_percent_of_capacity < 50.0);

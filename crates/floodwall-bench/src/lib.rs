@@ -15,6 +15,13 @@ pub mod demo;
 pub mod gateway;
 pub mod loadgen;
 
+/// One timed test at a time: the demo's and the load generator's tests
+/// measure rates and latencies on two shared cores, and run beside each
+/// other (cargo runs a binary's tests in parallel) they starve one another
+/// and fail for the machine, not the code.
+#[cfg(test)]
+pub(crate) static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub use backend::{Backend, BackendConfig, BackendStats};
 pub use demo::{run_demo, DemoOptions, DemoReport, RunReport};
 pub use gateway::{Gateway, GatewayOptions};

@@ -11,6 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_the_schedule_open_loop_against_a_trivial_backend() {
+    let _timed = crate::TIMED.lock().await;
     let backend = backend::start_trivial().await.unwrap();
     let target: Uri = format!("http://{}/", backend.addr).parse().unwrap();
     let tenant = HeaderName::from_static("x-tenant");
@@ -57,6 +58,7 @@ async fn sends_the_schedule_open_loop_against_a_trivial_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_timeouts_and_connection_errors_and_stops_after_one_timeout() {
+    let _timed = crate::TIMED.lock().await;
     // Workers 1 × 200 ms: 5 req/s capacity against 20 req/s.
     let slow = backend::start(backend::BackendConfig {
         workers: 1,
@@ -102,6 +104,7 @@ async fn counts_timeouts_and_connection_errors_and_stops_after_one_timeout() {
 /// arrival: ~50 arrivals served at ~33/s fall behind by hundreds of ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_caps_requests_on_the_wire_and_counts_the_wait() {
+    let _timed = crate::TIMED.lock().await;
     let backend = backend::start(backend::BackendConfig {
         workers: 4,
         service_time: Duration::from_millis(30),
@@ -187,6 +190,7 @@ fn uri(addr: std::net::SocketAddr) -> Uri {
 /// headers in proportion, and the results split the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mix_sends_each_group_its_headers_in_proportion() {
+    let _timed = crate::TIMED.lock().await;
     let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
         String,
         u64,
@@ -305,6 +309,7 @@ fn retrying(target: Uri, retry: RetryPolicy) -> LoadConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn immediate_retries_multiply_wire_load() {
+    let _timed = crate::TIMED.lock().await;
     let db = backend::start(refusing()).await.unwrap();
     let target = format!("http://{}/", db.addr).parse().unwrap();
     let result = run(retrying(target, RetryPolicy::Immediate { max_attempts: 4 }))
@@ -327,6 +332,7 @@ async fn immediate_retries_multiply_wire_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honouring_retry_after_spreads_the_retries() {
+    let _timed = crate::TIMED.lock().await;
     let db = backend::start(refusing()).await.unwrap();
     let target = format!("http://{}/", db.addr).parse().unwrap();
     let policy = RetryPolicy::HonourRetryAfter {
@@ -349,6 +355,7 @@ async fn honouring_retry_after_spreads_the_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honours_floodwall_hints_and_the_cap() {
+    let _timed = crate::TIMED.lock().await;
     let one_user = || parse_schedule("100ms@10").unwrap();
     let honour = |cap| RetryPolicy::HonourRetryAfter {
         max_attempts: 3,
@@ -390,6 +397,7 @@ async fn honours_floodwall_hints_and_the_cap() {
 /// the run ends by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_at_the_deadline() {
+    let _timed = crate::TIMED.lock().await;
     let (addr, server) = serve_with(answer(StatusCode::SERVICE_UNAVAILABLE, &[])).await;
     let mut config = LoadConfig::new(uri(addr), parse_schedule("200ms@20").unwrap());
     config.client_timeout = Duration::from_millis(200);
@@ -412,6 +420,7 @@ async fn retries_stop_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_reports_a_sane_rps_against_a_trivial_backend() {
+    let _timed = crate::TIMED.lock().await;
     let trivial = backend::start_trivial().await.unwrap();
     let result = run_closed_loop(uri(trivial.addr), 4, Duration::from_secs(1))
         .await
@@ -460,6 +469,7 @@ async fn closed_loop_reports_a_sane_rps_against_a_trivial_backend() {
 /// seen so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headroom_against_a_trivial_backend() {
+    let _timed = crate::TIMED.lock().await;
     let (rate, floor) = if cfg!(debug_assertions) {
         (2_500.0, 1_500.0)
     } else {
@@ -479,6 +489,7 @@ async fn headroom_against_a_trivial_backend() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "takes about 15 s; prints a table"]
 async fn headroom_sweep() {
+    let _timed = crate::TIMED.lock().await;
     println!("| rate | sent/s | on schedule/s | ok/s | late | max lateness | p99 |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for rate in [5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 60_000.0] {
