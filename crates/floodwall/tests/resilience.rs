@@ -211,6 +211,11 @@ async fn a_failing_upstream_opens_the_breaker_and_sees_only_trials() {
         break Instant::now();
     };
     assert_eq!(served_500, 3, "opens on exactly error_threshold failures");
+    // /status says so too, for the page and `floodwall top`.
+    let status = common::status(admin).await;
+    let breaker = &status["routes"][0]["breaker"];
+    assert_eq!(breaker["state"], "open", "{status}");
+    assert_eq!(breaker["transitions"]["closed->open"], 1, "{status}");
     let hits_at_open = up.hits();
     assert_eq!(hits_at_open, 23);
 
@@ -402,6 +407,16 @@ async fn a_bulkhead_caps_a_slow_upstream_shared_by_two_routes() {
         (40 - served) as f64
     );
     assert_eq!(common::wip_current(admin).await, 0.0, "no slot leaked");
+    let status = common::status(admin).await;
+    for r in status["routes"].as_array().unwrap() {
+        let want = if r["upstream"] == "slow" {
+            serde_json::json!({"in_use": 0, "tickets": 4})
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(r["bulkhead"], want, "{r}");
+        assert!(r["breaker"].is_null(), "{r}");
+    }
     running.shutdown().await;
 }
 

@@ -1,5 +1,6 @@
 //! The `/status` document: per route, the limit and why, in-flight per
-//! class, queue depth and refusals by reason; then the probes and
+//! class, queue depth and refusals by reason, its upstream's breaker and
+//! bulkhead, its retry budget and shadow refusals; then the probes and
 //! distributed mode. Rendered from snapshots; nothing here holds state.
 
 use crate::distributed::DistributedSnapshot;
@@ -91,6 +92,27 @@ fn route(route: &Route, s: &Snapshot, probe: Option<String>) -> Value {
         "tenant_caps_enforced": s.tenant_contended,
         "smoothed_duration_ms": s.ewma_rtt.as_secs_f64() * 1000.0,
         "classes": classes,
+        "mode": if route.shadow { "shadow" } else { "enforce" },
+        "shadow_refusals": route
+            .shadow_refusals
+            .counts()
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| (reason.to_owned(), json!(n)))
+            .collect::<Map<String, Value>>(),
+        "retry_budget": route.retry.as_ref().map(|r| json!({
+            "remaining": r.budget.remaining(),
+        })),
+        "breaker": route.upstream.guards.breaker.as_ref().map(|b| json!({
+            "state": b.breaker.state().as_str(),
+            "transitions": b
+                .transitions()
+                .map(|(from, to, n)| (format!("{from}->{to}"), json!(n)))
+                .collect::<Map<String, Value>>(),
+        })),
+        "bulkhead": route.upstream.guards.bulkhead.as_ref().map(|b| json!({
+            "in_use": b.in_use(),
+            "tickets": b.tickets(),
+        })),
     })
 }
 

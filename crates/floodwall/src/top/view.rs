@@ -233,6 +233,37 @@ fn health(s: &Snapshot) -> Paragraph<'static> {
     if lines.is_empty() {
         lines.push(Line::from("no probes"));
     }
+    // The upstream guards, where configured: one line per route that has any.
+    for r in s.status["routes"].as_array().into_iter().flatten() {
+        let mut g = Vec::new();
+        if let Some(state) = r["breaker"]["state"].as_str() {
+            g.push(format!("breaker {state}"));
+        }
+        if r["bulkhead"].is_object() {
+            g.push(format!(
+                "bulkhead {} of {}",
+                num(&r["bulkhead"]["in_use"]),
+                num(&r["bulkhead"]["tickets"])
+            ));
+        }
+        if r["retry_budget"].is_object() {
+            g.push(format!(
+                "retry budget {} left",
+                num(&r["retry_budget"]["remaining"])
+            ));
+        }
+        if r["mode"] == "shadow" {
+            g.push("shadow mode".to_owned());
+        }
+        if !g.is_empty() {
+            lines.push(Line::from(format!(
+                "route {} → {}: {}",
+                num(&r["name"]),
+                num(&r["upstream"]),
+                g.join(", ")
+            )));
+        }
+    }
     let store = &s.status["store"];
     lines.push(Line::from(if store.is_null() {
         "store: none (the limit is this replica's own)".to_owned()
@@ -284,7 +315,19 @@ pub fn render(s: &Snapshot, area: Rect, buf: &mut Buffer) {
         .flatten()
         .map(|r| r["classes"].as_array().map_or(0, Vec::len) as u16)
         .sum();
-    let health_lines = s.status["probes"].as_array().map_or(0, Vec::len).max(1) as u16 + 2;
+    let guarded = s.status["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["breaker"].is_object()
+                || r["bulkhead"].is_object()
+                || r["retry_budget"].is_object()
+                || r["mode"] == "shadow"
+        })
+        .count() as u16;
+    let health_lines =
+        s.status["probes"].as_array().map_or(0, Vec::len).max(1) as u16 + 2 + guarded;
     let [title, routes_area, classes_area, second_area, health_area, spark_area] =
         Layout::vertical([
             Constraint::Length(1),
@@ -361,6 +404,8 @@ mod tests {
                     "limit": 20, "algorithm_limit": 24, "inflight": 19,
                     "queue_depth": 3, "tenants_active": 2,
                     "limited_by": "probe pg: 20 of 24",
+                    "breaker": {"state": "half_open"},
+                    "bulkhead": {"in_use": 3, "tickets": 4},
                     "classes": [{
                         "name": "interactive", "inflight": 12, "reserved": 10,
                         "admitted": 1234,
@@ -404,6 +449,7 @@ mod tests {
             "store: none",
             "reloads: 2 ok, 1 refused, last refused: limit.max: must be at least 1",
             "in flight, route api, last 2 s",
+            "route api → pg: breaker half_open, bulkhead 3 of 4",
         ] {
             assert!(text.contains(want), "{want:?} missing from\n{text}");
         }
