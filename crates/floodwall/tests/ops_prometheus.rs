@@ -41,8 +41,9 @@ async fn every_dashboard_rule_alert_and_keda_query_returns_data() {
     let rest = prom.query_until_data(&keda, EVENTUALLY).await.unwrap();
     assert!(rest[0].value < 1.0, "KEDA query at rest: {rest:?}");
 
-    // The spike: 240 requests a second for 25 s, a third each interactive
-    // and batch to api (160/s, twice what it serves), a third to sick.
+    // The spike: 320 requests a second for 25 s, a quarter each interactive
+    // and batch to api (160/s, twice what it serves), a quarter to sick and
+    // a quarter to tripped, whose breaker opens on its first connect errors.
     let proxy = fw.proxy_addr;
     let load = tokio::spawn(async move {
         ops::open_loop(
@@ -51,8 +52,9 @@ async fn every_dashboard_rule_alert_and_keda_query_returns_data() {
                 ("/api/x", &[("x-priority", "interactive")]),
                 ("/api/x", &[("x-priority", "batch")]),
                 ("/sick/x", &[]),
+                ("/tripped/x", &[]),
             ],
-            240.0,
+            320.0,
             Duration::from_secs(25),
         )
         .await
@@ -80,7 +82,7 @@ async fn every_dashboard_rule_alert_and_keda_query_returns_data() {
     let rules = prom.rules().await;
     assert_eq!(
         rules.iter().filter(|r| r.0 == "alerting").count(),
-        6,
+        7,
         "{rules:?}"
     );
     for (kind, name, query) in &rules {

@@ -601,6 +601,16 @@ name = "dead"
 url = "http://127.0.0.1:{dead}"
 connect_timeout = "200ms"
 
+# Nobody listens here either; its breaker opens on the first connect errors
+# and stays open (FloodwallCircuitOpen).
+[[upstreams]]
+name = "gone"
+url = "http://127.0.0.1:{gone}"
+connect_timeout = "200ms"
+[upstreams.breaker]
+error_threshold = 3
+error_timeout = "1m"
+
 [[routes]]
 name = "api"
 path_prefix = "/api"
@@ -617,6 +627,12 @@ min = 2
 max = 8
 baseline = "10ms"
 window_min_samples = 5
+
+[[routes]]
+name = "tripped"
+path_prefix = "/tripped"
+upstream = "gone"
+limit = {{ algorithm = "fixed", value = 8 }}
 
 [[probes]]
 kind = "memory"
@@ -637,6 +653,7 @@ timeout = "200ms"
 url = "redis://127.0.0.1:{redis}"
 "#,
         dead = free_port(),
+        gone = free_port(),
         pg = free_port(),
         redis = free_port(),
     )
