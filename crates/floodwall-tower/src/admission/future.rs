@@ -2,8 +2,7 @@
 
 use super::body::PermitBody;
 use super::outcome_of;
-use super::rejected::{AdmissionError, Rejected};
-use super::service::Dialect;
+use super::rejected::{AdmissionError, Dialect, Rejected};
 use floodwall_core::{Acquire, Outcome, Permit};
 use http::Response;
 use pin_project_lite::pin_project;

@@ -1,7 +1,8 @@
 //! The admission layer: how an admission service is configured.
 
 use super::classify::{Classifier, Classify};
-use super::service::{AdmissionService, Answering, Dialect, Route, Shared};
+use super::rejected::Dialect;
+use super::service::{AdmissionService, Answering, Route, Shared};
 use crate::metrics::GateMetrics;
 use floodwall_core::Limiter;
 use prometheus_client::registry::Registry;

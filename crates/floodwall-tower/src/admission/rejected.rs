@@ -218,3 +218,13 @@ mod axum_impls {
         }
     }
 }
+
+/// How an answering service (`AdmissionLayer::answer_refusals` or
+/// `answer_refusals_grpc`) words a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// The gateway's HTTP response: [`Rejected::response`].
+    Http,
+    /// A gRPC status: [`Rejected::grpc_response`].
+    Grpc,
+}

@@ -3,7 +3,7 @@
 use super::body::PermitBody;
 use super::classify::{Classify, Head};
 use super::future::{AnsweringFuture, ResponseFuture};
-use super::rejected::{AdmissionError, Rejected};
+use super::rejected::{AdmissionError, Dialect, Rejected};
 use floodwall_core::{ClassId, Limiter, Request as Admission};
 use http::{Request, Response};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,15 +158,6 @@ where
 pub struct Answering<S, C> {
     inner: AdmissionService<S, C>,
     dialect: Dialect,
-}
-
-/// How an [`Answering`] service words a refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    /// The gateway's HTTP response: [`Rejected::response`].
-    Http,
-    /// A gRPC status: [`Rejected::grpc_response`].
-    Grpc,
 }
 
 impl<S: Clone, C> Clone for Answering<S, C> {
