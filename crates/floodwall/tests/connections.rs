@@ -514,6 +514,15 @@ async fn out_of_descriptors_accept_errors_are_rate_limited_and_backed_off() {
             .write_all(b"GET /?hold=g HTTP/1.1\r\nhost: x\r\n\r\n")
             .await;
     }
+    // Only once the proxy has used its descriptors up (client plus upstream
+    // connections) do the next ones fail at accept; before that they would
+    // be accepted, and meet the connection cap instead (seen on a loaded
+    // machine, where the 700 upstream connects lag the writes).
+    let pid = fw.child.id();
+    wait_until(PATIENCE, "the proxy runs out of descriptors", || async move {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()) >= 1000
+    })
+    .await;
     let more = open_idle(fw.proxy, 200, Duration::from_millis(500))
         .await
         .kept;

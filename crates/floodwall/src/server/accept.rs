@@ -6,7 +6,7 @@
 
 use super::stats::{ListenerStats, Slot};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,24 +17,49 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 /// nothing and still serves again within a second of a descriptor freeing.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The log limits of one listener, shared by every worker accepting on it
+/// (each has its own `SO_REUSEPORT` socket): "at most one line a second"
+/// holds for the listener, not once per worker.
+#[derive(Debug)]
+pub(super) struct AcceptLogs {
+    errors: Mutex<RateLimited>,
+    refusals: Mutex<RateLimited>,
+}
+
+impl AcceptLogs {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            errors: Mutex::new(RateLimited::new(Duration::from_secs(1))),
+            refusals: Mutex::new(RateLimited::new(Duration::from_secs(1))),
+        })
+    }
+}
+
+/// `m`'s limiter at `now` (a poisoned lock is still a limiter).
+fn admit(m: &Mutex<RateLimited>, now: Instant) -> Option<u64> {
+    m.lock().unwrap_or_else(|p| p.into_inner()).admit(now)
+}
+
 /// A listener with its cap and its counters.
 #[derive(Debug)]
 pub(super) struct Acceptor {
     listener: TcpListener,
     stats: Arc<ListenerStats>,
     backoff: Duration,
-    errors: RateLimited,
-    refusals: RateLimited,
+    logs: Arc<AcceptLogs>,
 }
 
 impl Acceptor {
-    pub(super) fn new(listener: TcpListener, stats: Arc<ListenerStats>) -> Self {
+    pub(super) fn new(
+        listener: TcpListener,
+        stats: Arc<ListenerStats>,
+        logs: Arc<AcceptLogs>,
+    ) -> Self {
         Self {
             listener,
             stats,
             backoff: Duration::ZERO,
-            errors: RateLimited::new(Duration::from_secs(1)),
-            refusals: RateLimited::new(Duration::from_secs(1)),
+            logs,
         }
     }
 
@@ -64,7 +89,7 @@ impl Acceptor {
         let _ = stream.set_zero_linger();
         drop(stream);
         self.stats.refused();
-        if let Some(more) = self.refusals.admit(Instant::now()) {
+        if let Some(more) = admit(&self.logs.refusals, Instant::now()) {
             tracing::warn!(
                 listener = self.stats.snapshot().listener,
                 max = self.stats.max(),
@@ -76,7 +101,7 @@ impl Acceptor {
 
     async fn failed(&mut self, e: std::io::Error) {
         self.stats.accept_error();
-        if let Some(more) = self.errors.admit(Instant::now()) {
+        if let Some(more) = admit(&self.logs.errors, Instant::now()) {
             tracing::warn!(
                 listener = self.stats.snapshot().listener,
                 error = %e,

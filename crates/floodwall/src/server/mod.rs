@@ -23,7 +23,7 @@ use crate::admin::Admin;
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
 use crate::tls::{ArrivedOverTls, TlsListener};
-use accept::Acceptor;
+use accept::{AcceptLogs, Acceptor};
 use conn::{Shared, Timeouts};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -153,7 +153,7 @@ pub(crate) fn serve(
     let task = tokio::spawn(async move {
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin_task = tokio::spawn(serve_admin(
-            Acceptor::new(admin_listener, connections.admin.clone()),
+            Acceptor::new(admin_listener, connections.admin.clone(), AcceptLogs::new()),
             admin,
             timeouts,
             admin_stop_rx,
@@ -162,7 +162,9 @@ pub(crate) fn serve(
         // draining its own connections; the admin port closes once every
         // worker has drained.
         let mut workers = Vec::with_capacity(proxy_listeners.len());
+        let proxy_logs = AcceptLogs::new();
         for (i, listener) in proxy_listeners.into_iter().enumerate() {
+            let logs = proxy_logs.clone();
             let (proxy, tls, stop, draining) = (
                 proxy.clone(),
                 tls.clone(),
@@ -179,7 +181,7 @@ pub(crate) fn serve(
                     }
                 };
                 serve_proxy(
-                    Acceptor::new(listener, stats),
+                    Acceptor::new(listener, stats, logs),
                     proxy,
                     tls,
                     timeouts,
