@@ -229,7 +229,9 @@ mod tests {
     use crate::limit::{Cause, Limit};
     use std::time::Duration;
 
-    fn vegas() -> VegasLimit {
+    /// A Vegas limit at 20 with no ramp or hysteresis, against a fixed
+    /// `rtt_noload` of `baseline_us`.
+    fn vegas(baseline_us: u64) -> VegasLimit {
         VegasLimit::new(VegasConfig {
             shaping: ShapingConfig {
                 slow_start: false,
@@ -238,7 +240,7 @@ mod tests {
                 stable_for: Duration::ZERO,
                 ..ShapingConfig::default()
             },
-            baseline: Baseline::Fixed(Duration::from_micros(10_000)),
+            baseline: Baseline::Fixed(Duration::from_micros(baseline_us)),
             ..VegasConfig::default()
         })
         .unwrap()
@@ -253,7 +255,7 @@ mod tests {
 
     #[test]
     fn the_queue_estimate_drives_the_steps() {
-        let (l, mut f) = (vegas(), Feeder::new());
+        let (l, mut f) = (vegas(10_000), Feeder::new());
         // L = 20, D = 1. rtt = noload: queue 0 ≤ threshold 1 → +beta (6).
         assert_eq!(us(&l, &mut f, 10_000), 26.0);
         // queue = 26 × (1 − 10/10.5) = 1.2: above threshold, below alpha 3
@@ -269,19 +271,7 @@ mod tests {
 
     #[test]
     fn less_than_the_floor_of_queueing_is_not_a_queue() {
-        let l = VegasLimit::new(VegasConfig {
-            shaping: ShapingConfig {
-                slow_start: false,
-                min: 20,
-                ramp_up: Duration::ZERO,
-                stable_for: Duration::ZERO,
-                ..ShapingConfig::default()
-            },
-            baseline: Baseline::Fixed(Duration::from_micros(300)),
-            ..VegasConfig::default()
-        })
-        .unwrap();
-        let mut f = Feeder::new();
+        let (l, mut f) = (vegas(300), Feeder::new());
         // L = 20 at a 0.3 ms baseline, a 1.2 ms mean: the ratio says 15 of
         // 20 are queued (above beta), but each waited 0.9 ms: grow by D.
         assert_eq!(us(&l, &mut f, 1_200), 21.0);
