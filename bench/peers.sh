@@ -20,7 +20,8 @@
 # slack that covers hand-off time, see BENCHMARKS.md), FAST_W (the peers'
 # and floodwall's fixed limit for fast-upstream, default 1000), OUT (results
 # dir), FLOODWALL_BENCH (path to the floodwall-bench binary; built in
-# release if unset).
+# release if unset), BENCH_ARGS (extra `floodwall-bench run` flags, split
+# on spaces, e.g. "--retry-budget --no-direct").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -164,8 +165,8 @@ done
 for s in "${scenarios[@]}"; do
   case $s in
     fast-upstream)
-      "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$TRIVIAL" --limit "$FAST_W" --scale "${SCALE:-1}" "${fast_gates[@]}" --out "$OUT" ;;
+      "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$TRIVIAL" --limit "$FAST_W" --scale "${SCALE:-1}" "${fast_gates[@]}" ${BENCH_ARGS:-} --out "$OUT" ;;
     *)
-      "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" --out "$OUT" ;;
+      "$FLOODWALL_BENCH" run "$s" --backend-addr "127.0.0.1:$BACKEND" --limit "$W" --scale "${SCALE:-1}" "${gates[@]}" ${BENCH_ARGS:-} --out "$OUT" ;;
   esac
 done

@@ -26,6 +26,20 @@
 //! whose client has already given up, so under a storm the fresh ones
 //! should win.
 //!
+//! **Fresh requests first.** A ratio alone does not make fresh requests
+//! win: in a 3x spike the first attempts alone earn 0.2 × three times the
+//! capacity in retries, which the gate then admits beside the fresh
+//! requests in proportion to their arrivals. Those retries are mostly for
+//! requests already past their client's patience, so the capacity they
+//! take is goodput lost. So while the gate is refusing *first attempts*
+//! (one was refused within `yield_window`, default 500 ms), the budget has
+//! no room for any retry ([`RetryBudget::first_attempt_refused`]): every
+//! slot goes to a request whose client still waits for it, and retries
+//! come back as soon as fresh traffic leaves room. Nothing is wasted: the
+//! gate refuses fresh requests only when it is full. The refused retry is
+//! told to come back in a second, the wait nginx's and HAProxy's clients
+//! use by default, so it is not pushed past the end of the overload.
+//!
 //! The window is ten buckets of `ttl / 10`, so it slides in tenths and
 //! holds two counters per bucket whatever the rate. Time comes from the
 //! injected [`Clock`]; one mutex guards the buckets, held for a few
@@ -33,6 +47,7 @@
 
 use crate::clock::{duration_nanos, Clock, Nanos};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,7 +65,16 @@ pub struct RetryBudgetConfig {
     /// Retries a second allowed whatever the first attempts, so a service
     /// with little traffic can still retry. Default 10.
     pub min_per_s: u32,
+    /// How long after a first attempt was refused for lack of capacity no
+    /// retry is let through (fresh requests first, see the module doc).
+    /// Default 500 ms; zero turns it off; at most `ttl`.
+    pub yield_window: Duration,
 }
+
+/// The wait a retry refused while first attempts are being refused is
+/// told: one second, as long as nginx's and HAProxy's clients wait when
+/// told nothing, so retries come back soon after the overload ends.
+pub const YIELD_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
@@ -58,6 +82,7 @@ impl Default for RetryBudgetConfig {
             ratio: 0.2,
             ttl: Duration::from_secs(10),
             min_per_s: 10,
+            yield_window: Duration::from_millis(500),
         }
     }
 }
@@ -93,6 +118,12 @@ impl RetryBudgetConfig {
             return Err(RetryBudgetConfigError(format!(
                 "min_per_s: must be at most 1000000 (got {})",
                 self.min_per_s
+            )));
+        }
+        if self.yield_window > self.ttl {
+            return Err(RetryBudgetConfigError(format!(
+                "yield_window: must be at most ttl ({:?}) (got {:?})",
+                self.ttl, self.yield_window
             )));
         }
         Ok(())
@@ -144,6 +175,9 @@ pub struct RetryBudget {
     width: u64,
     clock: Arc<dyn Clock>,
     buckets: Mutex<[Bucket; BUCKETS]>,
+    /// When a first attempt was last refused for lack of capacity, in
+    /// clock nanoseconds plus one (0: never).
+    fresh_refused: AtomicU64,
 }
 
 impl fmt::Debug for RetryBudget {
@@ -166,6 +200,7 @@ impl RetryBudget {
             config,
             clock,
             buckets: Mutex::new([Bucket::default(); BUCKETS]),
+            fresh_refused: AtomicU64::new(0),
         })
     }
 
@@ -216,10 +251,36 @@ impl RetryBudget {
         Self::bucket(&mut b, tick).first += 1;
     }
 
+    /// Records that a first attempt was just refused for lack of capacity
+    /// (the gate, the bulkhead or the global limit was full): for
+    /// `yield_window` from now, retries get no room. One relaxed store; a
+    /// refusal path calls it, never an admission.
+    pub fn first_attempt_refused(&self) {
+        if !self.config.yield_window.is_zero() {
+            let now = self.clock.now();
+            self.fresh_refused.store(now.0 + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether retries yield at `now`: a first attempt was refused within
+    /// `yield_window`.
+    fn yielding(&self, now: Nanos) -> bool {
+        match self.fresh_refused.load(Ordering::Relaxed) {
+            0 => false,
+            at => now.0.saturating_sub(at - 1) < duration_nanos(self.config.yield_window),
+        }
+    }
+
     /// Asks to let a retry through: withdraws one token, or refuses when
-    /// fewer than one is left.
+    /// fewer than one is left or while first attempts are being refused.
     pub fn try_retry(&self) -> Result<(), RetryBudgetExhausted> {
-        let tick = self.tick(self.clock.now());
+        let now = self.clock.now();
+        if self.yielding(now) {
+            return Err(RetryBudgetExhausted {
+                retry_after: YIELD_RETRY_AFTER,
+            });
+        }
+        let tick = self.tick(now);
         let mut b = self.lock();
         let (first, retries) = Self::totals(&b, tick);
         if self.allowed(first, retries) >= 1.0 {
@@ -246,9 +307,14 @@ impl RetryBudget {
         })
     }
 
-    /// Retries allowed now (whole tokens, never negative).
+    /// Retries allowed now (whole tokens, never negative; zero while
+    /// retries yield to refused first attempts).
     pub fn remaining(&self) -> u64 {
-        let tick = self.tick(self.clock.now());
+        let now = self.clock.now();
+        if self.yielding(now) {
+            return 0;
+        }
+        let tick = self.tick(now);
         let b = self.lock();
         let (first, retries) = Self::totals(&b, tick);
         self.allowed(first, retries).max(0.0).floor() as u64
@@ -306,6 +372,7 @@ mod tests {
             min_per_s: 0,
             ratio: 0.5,
             ttl: 10 * S,
+            ..RetryBudgetConfig::default()
         });
         for _ in 0..10 {
             b.deposit();
@@ -328,6 +395,34 @@ mod tests {
             b.deposit();
         }
         assert_eq!(b.remaining(), 1);
+    }
+
+    #[test]
+    fn retries_yield_while_first_attempts_are_refused() {
+        let (b, clock) = budget(RetryBudgetConfig::default());
+        b.try_retry().unwrap();
+        b.first_attempt_refused();
+        let e = b.try_retry().unwrap_err();
+        assert_eq!(e.retry_after(), YIELD_RETRY_AFTER);
+        assert_eq!(b.remaining(), 0);
+        clock.advance(Duration::from_millis(499));
+        assert!(b.try_retry().is_err(), "still within the 500 ms window");
+        clock.advance(Duration::from_millis(1));
+        b.try_retry().unwrap();
+        assert!(b.remaining() > 0);
+        // A refused retry withdrew nothing: the reserve is the same as if
+        // they had never been asked for, less the two admitted.
+        assert_eq!(b.remaining(), 100 - 2);
+    }
+
+    #[test]
+    fn a_zero_yield_window_never_yields() {
+        let (b, _) = budget(RetryBudgetConfig {
+            yield_window: Duration::ZERO,
+            ..RetryBudgetConfig::default()
+        });
+        b.first_attempt_refused();
+        b.try_retry().unwrap();
     }
 
     #[test]
@@ -361,6 +456,14 @@ mod tests {
                 },
                 "min_per_s:",
             ),
+            (
+                RetryBudgetConfig {
+                    ttl: S,
+                    yield_window: 2 * S,
+                    ..RetryBudgetConfig::default()
+                },
+                "yield_window:",
+            ),
         ] {
             let e = c.validate().unwrap_err();
             assert!(e.0.starts_with(key), "{e}");
@@ -379,7 +482,7 @@ mod tests {
             min_per_s in 0u32..5,
         ) {
             let ttl = 10 * S;
-            let (b, clock) = budget(RetryBudgetConfig { ratio, ttl, min_per_s });
+            let (b, clock) = budget(RetryBudgetConfig { ratio, ttl, min_per_s, yield_window: Duration::ZERO });
             let mut log: Vec<(u64, bool)> = Vec::new(); // (ms, is_retry)
             let mut now_ms = 0u64;
             for (op, ms) in ops {

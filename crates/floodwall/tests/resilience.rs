@@ -482,6 +482,53 @@ async fn retries_over_the_budget_are_refused_and_first_attempts_are_not() {
     running.shutdown().await;
 }
 
+/// Fresh requests first: once the gate has refused a first attempt for
+/// lack of room, a retry within `yield_window` is refused
+/// (`retry_budget_exhausted`, told 1 s) even when the gate has room again
+/// and the ratio would allow it, while a first attempt is admitted; after
+/// the window, retries are let through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_yield_to_first_attempts_while_the_gate_refuses_them() {
+    let up = common::Upstream::start(Duration::from_millis(300)).await;
+    let running = common::start(common::config_from_toml(
+        "[[upstreams]]\nname = \"api\"\nurl = \"{upstream}\"\n\
+         [[routes]]\nname = \"all\"\nupstream = \"api\"\n\
+         [routes.limit]\nalgorithm = \"fixed\"\nvalue = 2\n\
+         [routes.retry_budget]\nmin_per_s = 1000\nyield_window = \"3s\"\n",
+        &up.uri(),
+    ))
+    .await;
+    let (addr, admin) = (running.proxy_addr, running.admin_addr);
+    let client = Client::http1();
+    let retry = [("x-retry-attempt", "1")];
+    // A retry while nothing was refused: the reserve admits it.
+    assert_eq!(client.get(addr, "/", &retry).await.status, 200);
+    // Fill the gate, and have a first attempt refused by it.
+    let (held, refused) = tokio::join!(common::burst(&client, addr, 2, "/", &[]), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.get(addr, "/", &[]).await
+    });
+    assert_eq!(common::count_status(&held, 200), 2);
+    refused.assert_refused(503, "wip_limit_exceeded");
+    // The gate is empty again, but retries yield; first attempts do not.
+    let r = client.get(addr, "/", &retry).await;
+    r.assert_refused(503, "retry_budget_exhausted");
+    assert_eq!(r.retry_after(), Some(1), "{r:?}");
+    assert_eq!(client.get(addr, "/", &[]).await.status, 200);
+    let m = common::metrics(admin).await;
+    assert_eq!(
+        common::sum(&m, "floodwall_retry_budget_remaining", &[("route", "all")]),
+        0.0,
+        "no room for retries while they yield"
+    );
+    // After the window, with no first attempt refused since, retries are
+    // admitted again.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(client.get(addr, "/", &retry).await.status, 200);
+    assert_eq!(common::wip_current(admin).await, 0.0, "no slot leaked");
+    running.shutdown().await;
+}
+
 /// The same overload, enforced and in shadow mode: shadow refuses
 /// nothing, marks what it would have refused, and counts within 5 % of
 /// what enforcement refused; afterwards nothing is held.

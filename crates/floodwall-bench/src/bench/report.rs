@@ -109,6 +109,24 @@ fn frac(x: Option<f64>) -> String {
     x.map_or("n/a".into(), |v| format!("{v:.2}"))
 }
 
+/// How long after the overload the service is back: the seconds from the
+/// start of `after` until the first second from which every second to the
+/// end of `after` serves at least 90 % of its arrivals within the SLO
+/// ("never" if none does). The retry-storm question: how long a retry wave
+/// keeps hurting the requests that arrive after the spike.
+fn recovery(seconds: &[SecondRow], after: Range<usize>) -> String {
+    let good = |r: &SecondRow| r.sent == 0 || r.ok_within_slo as f64 >= 0.9 * r.sent as f64;
+    let rows: Vec<&SecondRow> = seconds
+        .iter()
+        .filter(|r| after.contains(&(r.second as usize)))
+        .collect();
+    let from = (0..rows.len()).find(|&i| rows[i..].iter().all(|r| good(r)));
+    match from {
+        Some(i) if i < rows.len() => format!("{i} s"),
+        _ => "never".into(),
+    }
+}
+
 /// The headline of every run.
 pub fn headlines(report: &BenchReport) -> Vec<Headline> {
     let sc = &report.scenario;
@@ -128,6 +146,12 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                         let good =
                             (sent > 0.0).then(|| 100.0 * a.totals.ok_within_slo as f64 / sent);
                         extra.push(("good after".into(), pct(good)));
+                        if sc.name == ScenarioName::RetryStorm {
+                            extra.push((
+                                "recovered after".into(),
+                                recovery(&run.load.seconds, after.clone()),
+                            ));
+                        }
                     }
                 }
                 ScenarioName::CapacityDrop | ScenarioName::WorkersDrop => {
@@ -446,4 +470,37 @@ pub fn write_all(report: &BenchReport, dir: &Path) -> anyhow::Result<Vec<PathBuf
     let mut paths = vec![json, md];
     paths.extend(plot::write(&figure(report), dir, stem)?);
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(second: u64, sent: u64, ok_within_slo: u64) -> SecondRow {
+        SecondRow {
+            second,
+            sent,
+            ok_within_slo,
+            ..SecondRow::default()
+        }
+    }
+
+    #[test]
+    fn recovery_is_the_first_second_from_which_every_second_is_good() {
+        let rows: Vec<SecondRow> = [
+            (10, 100, 20),
+            (11, 100, 95),
+            (12, 100, 50),
+            (13, 100, 91),
+            (14, 100, 100),
+        ]
+        .into_iter()
+        .map(|(s, n, ok)| row(s, n, ok))
+        .collect();
+        // 11 is good but 12 is not: back from 13, 3 s after 10.
+        assert_eq!(recovery(&rows, 10..15), "3 s");
+        assert_eq!(recovery(&rows, 13..15), "0 s");
+        let bad = [row(10, 100, 10), row(11, 100, 80)];
+        assert_eq!(recovery(&bad, 10..12), "never");
+    }
 }

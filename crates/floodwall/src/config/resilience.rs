@@ -266,6 +266,11 @@ pub struct RetryBudgetKeys {
     pub ttl: Duration,
     /// Retries a second allowed whatever the first attempts. Default 10.
     pub min_per_s: u32,
+    /// No retry is let through for this long after a first attempt was
+    /// refused for lack of capacity: fresh requests first. Default 500 ms;
+    /// `"0s"` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub yield_window: Duration,
     /// A request with this header at 1 or more is a retry (the number of
     /// retries before it). Default `x-retry-attempt`; `""` turns it off.
     pub attempt_header: String,
@@ -282,6 +287,7 @@ impl Default for RetryBudgetKeys {
             ratio: d.ratio,
             ttl: d.ttl,
             min_per_s: d.min_per_s,
+            yield_window: d.yield_window,
             attempt_header: "x-retry-attempt".into(),
             attempt_count_header: "x-envoy-attempt-count".into(),
         }
@@ -295,6 +301,7 @@ impl RetryBudgetKeys {
             ratio: self.ratio,
             ttl: self.ttl,
             min_per_s: self.min_per_s,
+            yield_window: self.yield_window,
         };
         c.validate().map_err(|e| {
             let (name, msg) = e.0.split_once(": ").unwrap_or(("ratio", &e.0));

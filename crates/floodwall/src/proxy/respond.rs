@@ -155,6 +155,18 @@ impl Refusal {
         }
     }
 
+    /// Whether this says the route or upstream is full (the gate, its
+    /// queue, the bulkhead, the global limit), as opposed to this client
+    /// or tenant being over its share or the request being at fault: what
+    /// makes a retry budget's retries yield to first attempts.
+    pub fn is_capacity(&self) -> bool {
+        match self {
+            Refusal::Rejected(r) => r.reason != floodwall_core::Reason::TenantLimitExceeded,
+            Refusal::BulkheadFull(_) | Refusal::GlobalLimitExceeded => true,
+            _ => false,
+        }
+    }
+
     /// The suggested wait, for refusals where retrying later can work.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -240,6 +252,7 @@ mod tests {
                 min_per_s: 0,
                 ttl: Duration::from_secs(2),
                 ratio: 0.2,
+                yield_window: Duration::ZERO,
             },
             std::sync::Arc::new(floodwall_core::ManualClock::new()),
         )

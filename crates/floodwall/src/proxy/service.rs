@@ -138,6 +138,10 @@ impl Proxy {
         //     upstream. A first attempt deposits its share of the budget;
         //     first attempts are never refused here (Finagle's choice, see
         //     `floodwall_core::retry_budget`).
+        //     And while first attempts are being refused for lack of
+        //     capacity (2c-2e below tell the budget), retries yield: the
+        //     slots go to requests whose clients still wait for them.
+        let mut fresh = None;
         if let Some(retry) = &route.retry {
             if retry.is_retry(req.headers()) {
                 check!(retry
@@ -146,8 +150,18 @@ impl Proxy {
                     .map_err(Refusal::RetryBudgetExhausted));
             } else {
                 retry.budget.deposit();
+                fresh = Some(&retry.budget);
             }
         }
+        // A first attempt refused for lack of capacity (not a tenant over
+        // its share, whose refusals say nothing about the others' room),
+        // told to the budget.
+        let full = |refusal: Refusal| {
+            if let (Some(budget), true) = (fresh, refusal.is_capacity()) {
+                budget.first_attempt_refused();
+            }
+            refusal
+        };
 
         // 2b. The upstream's breaker. Open, it refuses at once without
         //     touching the upstream or the route's limit, which would
@@ -168,7 +182,7 @@ impl Proxy {
         //     no ticket; before the gate, so a full bulkhead never holds a
         //     slot of the route's limit. No queue: a ticket or a refusal.
         let ticket = match (&upstream.guards.bulkhead, &shadowed) {
-            (Some(b), None) => check!(b.try_acquire().map_err(Refusal::BulkheadFull)),
+            (Some(b), None) => check!(b.try_acquire().map_err(|f| full(Refusal::BulkheadFull(f)))),
             _ => None,
         };
 
@@ -185,7 +199,7 @@ impl Proxy {
                     Err(_) => Err(acquire.timed_out()),
                 },
             };
-            permit = check!(admitted.map_err(Refusal::Rejected));
+            permit = check!(admitted.map_err(|r| full(Refusal::Rejected(r))));
         }
 
         // 2e. Distributed strict mode: the global limit in Redis, asked
@@ -194,7 +208,7 @@ impl Proxy {
         //     A refusal here drops the local permit unrecorded (ignored).
         let mut slot = None;
         if let (Some(global), Some(_)) = (&route.global, &permit) {
-            slot = check!(global.admit().await.map_err(Refusal::from)).flatten();
+            slot = check!(global.admit().await.map_err(|e| full(Refusal::from(e)))).flatten();
         }
         // Shadow mode: a request refused at a later check lets go of what
         // an earlier one gave it, as an enforced refusal would (a trial
