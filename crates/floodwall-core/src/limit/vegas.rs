@@ -166,6 +166,10 @@ impl Rule for Vegas {
         Statistic::Mean
     }
 
+    fn queue_floor(&self) -> std::time::Duration {
+        self.cfg.min_queue_delay
+    }
+
     fn evaluate(&self, ctl: &Controller, w: &WindowSummary) -> Evaluation {
         let limit = ctl.value();
         if let Some(cut) = self.cfg.failures.check(w, limit) {

@@ -188,6 +188,10 @@ impl Rule for Wip {
         Statistic::Mean
     }
 
+    fn queue_floor(&self) -> std::time::Duration {
+        self.cfg.min_queue_delay
+    }
+
     /// `ema ← α × rtt + (1 − α) × ema`, by compare-and-swap.
     fn observe(&self, s: &Sample) {
         let x = s.rtt.as_secs_f64();

@@ -63,7 +63,10 @@
 //! so the measurement is thrown away and a pinned one runs instead, as
 //! before; the same when its last quarter of requests is slower than its
 //! first by more than `shift`, which is how load a little above capacity
-//! shows itself before any limit is reached. An open measurement near capacity may carry a little queueing,
+//! shows itself before any limit is reached. Neither counts when the queue
+//! costs less than the rule's `min_queue_delay`, which the rule itself never
+//! calls overload (a closed loop of 64 in front of a fast upstream fills the
+//! limit exactly). An open measurement near capacity may carry a little queueing,
 //! so the first pinned probe follows at a quarter of the interval.
 //!
 //! **A change of speed replaces the pool.** When a probe's median is more
@@ -250,6 +253,9 @@ pub(crate) struct Prober {
     /// The running measurement is open (not pinned): the limit it runs
     /// at, and the highest in flight any of its samples was admitted with.
     open: Option<usize>,
+    /// What a queue must cost before an open measurement calls itself
+    /// crowded (nanoseconds; see [`Prober::begin_open`]).
+    open_floor: u64,
     peak: usize,
     crowded: bool,
     /// When each timed sample of an open measurement was admitted, beside
@@ -269,6 +275,7 @@ impl Prober {
             pool: VecDeque::with_capacity(cfg.history * cfg.samples),
             baseline: None,
             open: None,
+            open_floor: 0,
             peak: 0,
             crowded: false,
             admitted: Vec::new(),
@@ -335,9 +342,19 @@ impl Prober {
     /// the limit full, demand may exceed what the upstream runs at once,
     /// so the measurement ends [`ProbeEnd::Crowded`] and a pinned one
     /// follows.
-    pub(crate) fn begin_open(&mut self, now: Nanos, limit: usize) {
+    ///
+    /// Unless the queue that may form costs less than `floor` (the rule's
+    /// `min_queue_delay`): a request admitted with the limit full but
+    /// answered within `floor` does not make the measurement crowded, nor
+    /// do quarters that differ by less than `floor`. The rule never calls
+    /// such a queue overload, and in front of a fast upstream (64
+    /// connections to one that answers at once) the closed loop fills
+    /// `initial` exactly, so the pinned fallback refused most of the first
+    /// second for a queue worth a fraction of a millisecond.
+    pub(crate) fn begin_open(&mut self, now: Nanos, limit: usize, floor: Duration) {
         self.begin(now);
         self.open = Some(limit);
+        self.open_floor = duration_nanos(floor);
     }
 
     /// Whether an open measurement's samples show a queue building: the
@@ -365,7 +382,7 @@ impl Prober {
         };
         let first = median(&by_start[..q]);
         let last = median(&by_start[by_start.len() - q..]);
-        last > self.cfg.shift * first.max(1.0)
+        last > self.cfg.shift * first.max(1.0) && last - first >= self.open_floor as f64
     }
 
     /// The most in flight any sample of the last open measurement saw.
@@ -381,7 +398,7 @@ impl Prober {
         if let Some(limit) = self.open {
             if s.start >= since {
                 self.peak = self.peak.max(s.inflight);
-                self.crowded |= s.inflight >= limit;
+                self.crowded |= s.inflight >= limit && duration_nanos(s.rtt) >= self.open_floor;
             }
             if !self.crowded
                 && s.outcome == Outcome::Success
@@ -570,7 +587,7 @@ mod tests {
     #[test]
     fn a_starved_probe_keeps_the_old_baseline() {
         let mut p = Prober::new(BaselineProbe::default());
-        p.begin_open(Nanos(0), 100);
+        p.begin_open(Nanos(0), 100, Duration::ZERO);
         for i in 0..60 {
             p.offer(&s(i, 10, 1), 3, Duration::ZERO);
         }
@@ -604,7 +621,7 @@ mod tests {
         // each probe of 2 pushes out the 2 oldest.
         let mut probe = |t: u64, ms: &[u64]| {
             match t {
-                0 => p.begin_open(Nanos(0), 100),
+                0 => p.begin_open(Nanos(0), 100, Duration::ZERO),
                 _ => p.begin(Nanos(t * 1_000_000)),
             }
             for &ms in ms {
@@ -629,7 +646,7 @@ mod tests {
         });
         let mut probe = |t: u64, ms: &[u64]| {
             match t {
-                0 => p.begin_open(Nanos(0), 100),
+                0 => p.begin_open(Nanos(0), 100, Duration::ZERO),
                 _ => p.begin(Nanos(t * 1_000_000)),
             }
             for &ms in ms {
@@ -665,7 +682,7 @@ mod tests {
             history: 2,
             ..BaselineProbe::default()
         });
-        p.begin_open(Nanos(0), 20);
+        p.begin_open(Nanos(0), 20, Duration::ZERO);
         for inflight in [5, 12, 19, 7, 3, 11, 9, 2] {
             p.offer(&s(0, 10, inflight), 3, Duration::ZERO);
         }
@@ -676,12 +693,42 @@ mod tests {
         // Another cold start whose traffic reaches the limit: crowded,
         // nothing kept, a pinned probe asked for at once.
         let mut p = Prober::new(BaselineProbe::default());
-        p.begin_open(Nanos(0), 20);
+        p.begin_open(Nanos(0), 20, Duration::ZERO);
         p.offer(&s(0, 10, 4), 3, Duration::ZERO);
         p.offer(&s(0, 80, 20), 3, Duration::ZERO);
         assert_eq!(p.finish(Nanos(1)), Some(ProbeEnd::Crowded));
         assert!(p.baseline().is_none());
         assert!(p.due(Nanos(2)));
+    }
+
+    #[test]
+    fn a_full_limit_answered_within_the_queue_floor_is_not_crowded() {
+        let sample = |rtt_us: u64, inflight| Sample {
+            start: Nanos(1),
+            rtt: Duration::from_micros(rtt_us),
+            inflight,
+            outcome: Outcome::Success,
+        };
+        let floor = Duration::from_millis(2);
+        let cfg = BaselineProbe {
+            samples: 4,
+            history: 2,
+            ..BaselineProbe::default()
+        };
+        // A fast upstream behind a closed loop of exactly `initial`: every
+        // request sees the limit full, and is answered in 0.3-1.5 ms.
+        let mut p = Prober::new(cfg);
+        p.begin_open(Nanos(0), 64, floor);
+        for rtt in [300, 900, 400, 1500, 700, 350, 1200, 600] {
+            p.offer(&sample(rtt, 64), 3, Duration::ZERO);
+        }
+        assert!(matches!(p.finish(Nanos(2)), Some(ProbeEnd::Measured(_))));
+        // The same with the upstream answering in 3 ms: a queue that
+        // costs more than the floor, crowded as before.
+        let mut p = Prober::new(cfg);
+        p.begin_open(Nanos(0), 64, floor);
+        p.offer(&sample(3000, 64), 3, Duration::ZERO);
+        assert_eq!(p.finish(Nanos(2)), Some(ProbeEnd::Crowded));
     }
 
     #[test]
@@ -693,7 +740,7 @@ mod tests {
         });
         // Far below the limit, but each request waits longer than the one
         // before: a queue filling slowly.
-        p.begin_open(Nanos(0), 64);
+        p.begin_open(Nanos(0), 64, Duration::ZERO);
         for i in 0..16u64 {
             p.offer(&s(i, 80 + 10 * i, 10), 3, Duration::ZERO);
         }

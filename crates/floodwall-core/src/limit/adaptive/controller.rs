@@ -56,6 +56,8 @@ pub(crate) struct Controller {
     shaping: Shaping,
     source: Source,
     statistic: Statistic,
+    /// The rule's `min_queue_delay`, for the cold start's open measurement.
+    queue_floor: Duration,
     limit: f64,
     before_probe: Option<f64>,
     floor_streak: usize,
@@ -112,8 +114,10 @@ impl Controller {
         min_rtt: Duration,
         baseline: Baseline,
         statistic: Statistic,
+        queue_floor: Duration,
     ) -> Self {
         Self {
+            queue_floor,
             scratch: Recorder::new(),
             min_rtt,
             shaping: Shaping::new(shaping),
@@ -230,7 +234,7 @@ impl Controller {
         let initial = self.shaping.initial();
         if p.baseline().is_none() && !self.open_tried && initial > self.shaping.floor() {
             self.open_tried = true;
-            p.begin_open(now, initial as usize);
+            p.begin_open(now, initial as usize, self.queue_floor);
             let from = self.limit;
             self.limit = initial;
             win.restart(now, &mut self.scratch);

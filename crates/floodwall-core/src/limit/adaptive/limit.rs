@@ -67,7 +67,13 @@ impl<R: Rule> Adaptive<R> {
         window: WindowConfig,
         baseline: Baseline,
     ) -> Self {
-        let ctl = Controller::new(shaping, window.min_rtt, baseline, rule.statistic());
+        let ctl = Controller::new(
+            shaping,
+            window.min_rtt,
+            baseline,
+            rule.statistic(),
+            rule.queue_floor(),
+        );
         Self {
             window: Window::new(window),
             locked_from: AtomicU64::new(ctl.locked_from()),

@@ -29,6 +29,13 @@ pub(crate) trait Rule: Send + Sync + 'static {
     /// baseline is summarised with the same one.
     fn statistic(&self) -> Statistic;
 
+    /// The least queueing the rule ever calls overload
+    /// (`min_queue_delay`): a cold start's open measurement is not thrown
+    /// away as crowded for less (see `Prober::begin_open`).
+    fn queue_floor(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// The verdict on a closed window `w`, given the limit and baseline
     /// in `ctl`.
     fn evaluate(&self, ctl: &Controller, w: &WindowSummary) -> Evaluation;
