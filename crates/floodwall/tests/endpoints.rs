@@ -335,7 +335,8 @@ async fn sharding_over_membership_changes_never_puts_a_key_on_two_instances() {
     let source = text.clone();
     let load_fn: Box<floodwall::reload::LoadFn> =
         Box::new(move || Ok(parse(&source.lock().unwrap())));
-    let fw = floodwall::app::start_reloadable(parse(&text.lock().unwrap()), Some(load_fn))
+    let first = parse(&text.lock().unwrap());
+    let fw = floodwall::app::start_reloadable(first, Some(load_fn))
         .await
         .unwrap();
     // 40 clients over 120 keys: keys are often in flight twice at once.
