@@ -11,12 +11,13 @@
 //! Adding one endpoint to `N` moves only the keys that fall on its new
 //! points, about `1/(N+1)` of them, and moves them only *to* the new one.
 //!
-//! **Why our own 60 lines, not a crate.** The hashing crates looked at
-//! either do not say which scheme they implement, hash with Rust's
-//! `DefaultHasher` (whose output is not stable across Rust releases, so two
-//! replicas built apart could disagree on owners), or pull in more than a
-//! ring. Ketama is short, fully specified by libketama's source, and
-//! interoperable: the same names give the same owners as any ketama client.
+//! **Why our own 60 lines, not a crate.** Ketama is short and fully
+//! specified by libketama's source, so the same names give the same owners
+//! as any ketama client, and its hash (MD5) is stable everywhere, so two
+//! replicas built apart agree on every owner (Rust's `DefaultHasher` is not
+//! stable across releases). No survey of ring crates was made for this
+//! change: one that states its scheme could replace this file behind the
+//! same two functions.
 //! MD5 here is a spreading function, not a security boundary.
 
 use md5::{Digest, Md5};
