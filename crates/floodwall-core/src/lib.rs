@@ -22,11 +22,16 @@
 //! from any refusal to its HTTP status, headers and body, shared by the
 //! gateway and `floodwall-tower`.
 //!
+//! For an upstream of many endpoints, [`balance`] chooses one per request
+//! (least in-flight, round robin, or a ketama ring with a graceful drain)
+//! and ejects failing endpoints for a backoff.
+//!
 //! The crate depends on no runtime: the queue's future is a plain
 //! [`std::future::Future`] and timeouts belong to the caller.
 
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
 pub mod clock;

@@ -25,6 +25,9 @@
 //! own limit, so for the length of one request the upstream may see both.
 //! A removed route takes no new requests; its requests finish. A changed
 //! upstream gets a new connection pool; requests on the old one finish.
+//! An upstream whose endpoints alone changed is kept: its membership
+//! changes in place (a new ring version; keys in flight drain, see
+//! `floodwall_core::balance`).
 //! Probes restart when they or the routes they constrain change (their
 //! hysteresis starts over; each flag file is lowered, then kept by the new
 //! task). Listener addresses, TLS, timeouts, buffers, `[log]` and
@@ -149,6 +152,22 @@ impl Reloader {
                     // routes' new limits.
                     if let Some(b) = &up.guards.bulkhead {
                         b.set_quota_of(new.upstream_ceiling(&u.name));
+                    }
+                    up.clone()
+                }
+                // Only the membership changed: the same upstream (its pool,
+                // breaker, and each kept endpoint's counters and health)
+                // with new members, a new ring version, and a graceful
+                // drain of the keys whose owner moved.
+                (Some(o), Some(up)) if o.with_urls_of(u) == *u && o.is_https() == u.is_https() => {
+                    if let Some(b) = &up.guards.bulkhead {
+                        b.set_quota_of(new.upstream_ceiling(&u.name));
+                    }
+                    if let Some(c) = up.endpoints.set_members(&u.name, u) {
+                        changes.push(format!(
+                            "upstream {}: membership version {} (added {:?}, removed {:?}; removed endpoints finish their requests)",
+                            u.name, c.version, c.added, c.removed
+                        ));
                     }
                     up.clone()
                 }

@@ -111,7 +111,7 @@ fn minimal_config_gets_every_default() {
         panic!("one upstream expected")
     };
     assert_eq!(up.name, "api");
-    assert_eq!(up.url, uri("http://127.0.0.1:3000"));
+    assert_eq!(up.url, Some(uri("http://127.0.0.1:3000")));
     assert_eq!(up.connect_timeout, Duration::from_secs(1));
     assert_eq!(up.response_timeout, Duration::from_secs(30));
     assert_eq!(up.pool_idle_timeout, Duration::from_secs(90));
@@ -202,7 +202,7 @@ tenant = { max_share = 0.5, contention_window = "500ms" }
     assert_eq!(config.classes[1].reserved, 0.0, "reserved defaults to 0");
 
     let up = &config.upstreams[0];
-    assert_eq!(up.url, uri("http://api.internal"));
+    assert_eq!(up.url, Some(uri("http://api.internal")));
     assert_eq!(up.connect_timeout, Duration::from_millis(250));
     assert_eq!(up.response_timeout, Duration::from_secs(60));
     assert_eq!(up.pool_idle_timeout, Duration::from_secs(10));
@@ -897,7 +897,7 @@ fn flags_override_the_file() {
         .unwrap();
     assert_eq!(config.server.listen, addr("0.0.0.0:1234"));
     assert_eq!(config.server.admin, addr("0.0.0.0:5678"));
-    assert_eq!(config.upstreams[0].url, uri("http://10.0.0.1:81"));
+    assert_eq!(config.upstreams[0].url, Some(uri("http://10.0.0.1:81")));
     assert_eq!(config.upstreams[0].name, "api", "only the url is replaced");
     for route in &config.routes {
         assert_eq!(
@@ -943,14 +943,14 @@ fn bad_upstream_override_names_the_flag() {
         &err.to_string(),
         &["--upstream: ", "scheme must be http:// or https://"],
     );
-    assert_eq!(config.upstreams[0].url, uri("http://127.0.0.1:3000"));
+    assert_eq!(config.upstreams[0].url, Some(uri("http://127.0.0.1:3000")));
     config
         .apply_overrides(&Overrides {
             upstream: Some(uri("https://a:443")),
             ..Overrides::default()
         })
         .unwrap();
-    assert_eq!(config.upstreams[0].url, uri("https://a:443"));
+    assert_eq!(config.upstreams[0].url, Some(uri("https://a:443")));
 }
 
 #[test]
@@ -1398,4 +1398,103 @@ fn wrong_store_scheme_does_not_echo_the_password() {
         assert!(!message.contains("hunter2"), "{message}");
         assert_eq!(err.key(), Some("store.url"), "{message}");
     }
+}
+
+fn with_upstream_keys(keys: &str) -> String {
+    MINIMAL.replace("url = \"http://127.0.0.1:3000\"", keys)
+}
+
+#[test]
+fn endpoints_and_balancing_keys_parse_with_their_defaults() {
+    let c = Config::from_toml_str(&with_upstream_keys(
+        "endpoints = [\"http://10.0.0.1:80\", \"http://10.0.0.2:80\"]",
+    ))
+    .unwrap();
+    let up = &c.upstreams[0];
+    assert_eq!(up.url, None);
+    assert_eq!(up.urls().len(), 2);
+    assert_eq!(up.balance, floodwall::config::Balance::LeastInflight);
+    assert_eq!(up.max_ejection_percent, 50);
+    assert_eq!(up.consecutive_failures, 3);
+    assert_eq!(up.base_ejection_time, Duration::from_secs(5));
+    assert_eq!(up.max_ejection_time, Duration::from_secs(60));
+    assert_eq!(up.drain_timeout, Duration::from_secs(30));
+    let c = Config::from_toml_str(&with_upstream_keys(
+        "endpoints = [\"http://a:1\", \"http://b:1\"]\nbalance = \"hash\"\nhash_on = \"header:X-Tenant-Id\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.upstreams[0].hash_key(),
+        Some(floodwall::config::HashOn::Header(
+            http::HeaderName::from_static("x-tenant-id")
+        ))
+    );
+    // `url` alone is one endpoint.
+    assert_eq!(
+        Config::from_toml_str(MINIMAL).unwrap().upstreams[0]
+            .urls()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn endpoint_mistakes_name_their_key() {
+    let cases: [(&str, &str, &str); 10] = [
+        ("name = \"x\"", "upstreams[0].url", "missing: set url"),
+        (
+            "url = \"http://a:1\"\nendpoints = [\"http://b:1\"]",
+            "upstreams[0].endpoints",
+            "either url",
+        ),
+        (
+            "endpoints = [\"http://a:1\", \"ftp://b:1\"]",
+            "upstreams[0].endpoints[1]",
+            "scheme must be",
+        ),
+        (
+            "endpoints = [\"http://a:1\", \"https://b:1\"]",
+            "upstreams[0].endpoints[1]",
+            "one scheme",
+        ),
+        (
+            "endpoints = [\"http://a:1\", \"http://A:1\"]",
+            "upstreams[0].endpoints[1]",
+            "more than once",
+        ),
+        (
+            "endpoints = [\"http://a:1\"]\nbalance = \"hash\"",
+            "upstreams[0].hash_on",
+            "needs hash_on",
+        ),
+        (
+            "endpoints = [\"http://a:1\"]\nbalance = \"hash\"\nhash_on = \"query:x\"",
+            "upstreams[0].hash_on",
+            "header:NAME",
+        ),
+        (
+            "endpoints = [\"http://a:1\"]\nhash_on = \"path\"",
+            "upstreams[0].hash_on",
+            "only applies with balance",
+        ),
+        (
+            "endpoints = [\"http://a:1\"]\nmax_ejection_percent = 101",
+            "upstreams[0].max_ejection_percent",
+            "0 to 100",
+        ),
+        (
+            "endpoints = [\"http://a:1\"]\nbase_ejection_time = \"10s\"\nmax_ejection_time = \"5s\"",
+            "upstreams[0].max_ejection_time",
+            "at least base_ejection_time",
+        ),
+    ];
+    for (keys, key, problem) in cases {
+        let toml =
+            with_upstream_keys(keys).replace("name = \"api\"\nname = \"x\"", "name = \"api\"");
+        assert_invalid(&toml, key, &[problem]);
+    }
+    let unknown = error_of(&with_upstream_keys(
+        "endpoints = [\"http://a:1\"]\nbalance = \"random\"",
+    ));
+    assert!(unknown.contains("least_inflight"), "{unknown}");
 }

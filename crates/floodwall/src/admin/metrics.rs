@@ -147,6 +147,12 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    upstream: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
     upstream: String,
     from: String,
@@ -231,6 +237,7 @@ pub fn render(sources: &Sources<'_>) -> String {
     let mut reg = Registry::default();
     register_routes(&mut reg, sources);
     register_resilience(&mut reg, sources.routes);
+    register_endpoints(&mut reg, sources.routes);
     register_probes(&mut reg, sources.probes);
     if let Some(d) = sources.distributed {
         register_distributed(&mut reg, d);
@@ -413,6 +420,74 @@ fn register_routes(reg: &mut Registry, sources: &Sources<'_>) {
         "Admitted requests from arrival until the upstream finished the response body, by route and class",
         Unit::Seconds,
         Durations(durations),
+    );
+}
+
+/// Each upstream's endpoints (see `docs/metrics.md`), once per upstream
+/// however many routes share it. A leaving endpoint still finishing is
+/// listed until it is idle.
+fn register_endpoints(reg: &mut Registry, routes: &[Arc<Route>]) {
+    let inflight = Family::<EndpointLabels, Gauge>::default();
+    let requests = Family::<EndpointLabels, Counter>::default();
+    let ejected = Family::<EndpointLabels, Gauge>::default();
+    let ejections = Family::<EndpointLabels, Counter>::default();
+    let version = Family::<UpstreamLabels, Gauge>::default();
+    let keys = Family::<UpstreamLabels, Gauge>::default();
+    let mut seen: Vec<&Arc<crate::proxy::Upstream>> = Vec::new();
+    for route in routes {
+        let up = &route.upstream;
+        if seen.iter().any(|u| Arc::ptr_eq(u, up)) {
+            continue;
+        }
+        seen.push(up);
+        let s = up.endpoints.balancer.snapshot();
+        let l = UpstreamLabels {
+            upstream: up.name.clone(),
+        };
+        version.get_or_create(&l).set(s.version as i64);
+        keys.get_or_create(&l).set(s.keys_in_flight as i64);
+        for e in &s.endpoints {
+            let l = EndpointLabels {
+                upstream: up.name.clone(),
+                endpoint: e.name.clone(),
+            };
+            inflight.get_or_create(&l).set(e.inflight as i64);
+            requests.get_or_create(&l).inc_by(e.requests);
+            ejected
+                .get_or_create(&l)
+                .set(e.ejected_for.is_some() as i64);
+            ejections.get_or_create(&l).inc_by(e.ejections);
+        }
+    }
+    reg.register(
+        "floodwall_endpoint_inflight",
+        "Requests in flight at the upstream's endpoint, from its choice until the upstream finished",
+        inflight,
+    );
+    reg.register(
+        "floodwall_endpoint_requests",
+        "Requests sent to the endpoint since it joined the upstream",
+        requests,
+    );
+    reg.register(
+        "floodwall_endpoint_ejected",
+        "1 while the endpoint is ejected by passive health (connect errors or timeouts), else 0",
+        ejected,
+    );
+    reg.register(
+        "floodwall_endpoint_ejections",
+        "Times the endpoint was ejected by passive health",
+        ejections,
+    );
+    reg.register(
+        "floodwall_upstream_ring_version",
+        "The upstream's membership version: 1 at start, one more per change (sent as X-Floodwall-Ring-Version with balance = hash)",
+        version,
+    );
+    reg.register(
+        "floodwall_upstream_keys_in_flight",
+        "Distinct hash keys with a request in flight on the upstream (balance = hash; else 0)",
+        keys,
     );
 }
 

@@ -1,5 +1,6 @@
 //! The `/status` document: per route, the limit and why, in-flight per
-//! class, queue depth and refusals by reason, its upstream's breaker and
+//! class, queue depth and refusals by reason, its upstream's endpoints
+//! (ring version, each endpoint's in-flight and ejection), breaker and
 //! bulkhead, its retry budget and shadow refusals; then the probes and
 //! distributed mode. Rendered from snapshots; nothing here holds state.
 
@@ -113,6 +114,34 @@ fn route(route: &Route, s: &Snapshot, probe: Option<String>) -> Value {
             "in_use": b.in_use(),
             "tickets": b.tickets(),
         })),
+        "endpoints": endpoints(&route.upstream.endpoints.balancer.snapshot()),
+    })
+}
+
+/// A route's upstream's membership: the ring version, the keys in flight
+/// (hash only) and each endpoint, members first, then any leaving
+/// endpoint still finishing its requests.
+fn endpoints(s: &floodwall_core::balance::BalanceSnapshot) -> Value {
+    let list: Vec<Value> = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            json!({
+                "endpoint": e.name,
+                "inflight": e.inflight,
+                "requests": e.requests,
+                "ejected": e.ejected_for.is_some(),
+                "ejected_for_ms": e.ejected_for.map(|d| d.as_millis() as u64),
+                "ejections": e.ejections,
+                "latency_ms": e.latency.as_secs_f64() * 1000.0,
+                "leaving": e.leaving,
+            })
+        })
+        .collect();
+    json!({
+        "ring_version": s.version,
+        "keys_in_flight": s.keys_in_flight,
+        "members": list,
     })
 }
 

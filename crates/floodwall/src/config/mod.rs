@@ -52,4 +52,4 @@ pub use route::{
 pub use server::{LogConfig, LogFormat, ServerConfig};
 pub use store::{StoreConfig, StoreFailure, StoreMode};
 pub use tls::TlsConfig;
-pub use upstream::UpstreamConfig;
+pub use upstream::{Balance, HashOn, UpstreamConfig};

@@ -70,7 +70,10 @@ impl Config {
                 message,
             })?;
             match self.upstreams.as_mut_slice() {
-                [only] => only.url = url.clone(),
+                [only] => {
+                    only.url = Some(url.clone());
+                    only.endpoints.clear();
+                }
                 many => {
                     return Err(ConfigError::Flag {
                         flag: "--upstream",

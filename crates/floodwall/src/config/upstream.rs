@@ -14,6 +14,53 @@ use crate::tls::certs;
 /// ephemeral ports to one upstream address.
 const MAX_IDLE_PER_HOST: usize = 65_536;
 
+/// How an upstream's endpoint is chosen (`balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices over requests in flight (Envoy's
+    /// `least_request`).
+    #[default]
+    LeastInflight,
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// By the key `hash_on` names, on a ketama ring, with a graceful drain.
+    Hash,
+}
+
+/// What a request's key is, for `balance = "hash"` (`hash_on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// A request header's value (`header:NAME`).
+    Header(http::HeaderName),
+    /// The request's path, without the query (`path`).
+    Path,
+    /// A cookie's value (`cookie:NAME`).
+    Cookie(String),
+}
+
+impl HashOn {
+    /// Parses `header:NAME`, `path` or `cookie:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("must be \"header:NAME\", \"path\" or \"cookie:NAME\" (got {text:?})");
+        match text.split_once(':') {
+            None if text == "path" => Ok(Self::Path),
+            Some(("header", name)) => http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map(Self::Header)
+                .map_err(|_| bad()),
+            Some(("cookie", name))
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) =>
+            {
+                Ok(Self::Cookie(name.to_owned()))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// A backend floodwall forwards admitted requests to (`[[upstreams]]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,12 +68,44 @@ pub struct UpstreamConfig {
     /// The name routes refer to it by; also a metric label, so letters,
     /// digits, `_`, `.` and `-` only.
     pub name: String,
-    /// Where the upstream listens: `http://host:port`, or `http://host` for
-    /// port 80; `https://host:port` (port 443 by default) for TLS, verified
-    /// against the system's roots or `ca_file`. No path: the request's own
-    /// path is forwarded unchanged.
-    #[serde(deserialize_with = "deserialize_uri")]
-    pub url: http::Uri,
+    /// Where the upstream listens, for an upstream of one endpoint:
+    /// `http://host:port`, or `http://host` for port 80; `https://host:port`
+    /// (port 443 by default) for TLS, verified against the system's roots
+    /// or `ca_file`. No path: the request's own path is forwarded
+    /// unchanged. Exactly one of `url` and `endpoints`.
+    #[serde(default, deserialize_with = "deserialize_opt_uri")]
+    pub url: Option<http::Uri>,
+    /// The upstream's instances, each a URL as `url` is, all of one
+    /// scheme: requests are spread over them by `balance`. Exactly one of
+    /// `url` and `endpoints`.
+    #[serde(default, deserialize_with = "deserialize_uris")]
+    pub endpoints: Vec<http::Uri>,
+    /// How a request's endpoint is chosen (`endpoints` only matters with
+    /// more than one).
+    #[serde(default)]
+    pub balance: Balance,
+    /// `balance = "hash"` only, and required there: what a request's key
+    /// is: `"header:NAME"`, `"path"` or `"cookie:NAME"`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// Connect errors or timeouts in a row that eject an endpoint
+    /// (Envoy's `consecutive_gateway_failure`).
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each ejection in a row doubles it.
+    #[serde(default = "default_base_ejection_time", with = "humantime_serde")]
+    pub base_ejection_time: Duration,
+    /// The longest an ejection lasts.
+    #[serde(default = "default_max_ejection_time", with = "humantime_serde")]
+    pub max_ejection_time: Duration,
+    /// At most this percent of the endpoints is ejected at once.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u8,
+    /// After a membership change, how long a key keeps going to the
+    /// endpoint that has it in flight, and how long a removed endpoint may
+    /// finish its requests.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// How long to wait for a TCP connection. Keep it short: a backend that
     /// cannot accept a connection in time is down, not slow.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
@@ -70,7 +149,15 @@ impl UpstreamConfig {
     pub fn new(name: impl Into<String>, url: http::Uri) -> UpstreamConfig {
         UpstreamConfig {
             name: name.into(),
-            url,
+            url: Some(url),
+            endpoints: Vec::new(),
+            balance: Balance::default(),
+            hash_on: None,
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection_time: default_base_ejection_time(),
+            max_ejection_time: default_max_ejection_time(),
+            max_ejection_percent: default_max_ejection_percent(),
+            drain_timeout: default_drain_timeout(),
             connect_timeout: default_connect_timeout(),
             response_timeout: default_response_timeout(),
             pool_idle_timeout: default_pool_idle_timeout(),
@@ -82,17 +169,46 @@ impl UpstreamConfig {
         }
     }
 
-    /// The port floodwall connects to: the URL's, else 80 for `http://`
-    /// and 443 for `https://`.
+    /// Its endpoints' URLs: `url` alone, or `endpoints`.
+    pub fn urls(&self) -> Vec<&http::Uri> {
+        match &self.url {
+            Some(u) => vec![u],
+            None => self.endpoints.iter().collect(),
+        }
+    }
+
+    /// The first endpoint's URL (validated: there is one).
+    pub fn first_url(&self) -> Option<&http::Uri> {
+        self.url.as_ref().or(self.endpoints.first())
+    }
+
+    /// The port floodwall connects to: the (first) URL's, else 80 for
+    /// `http://` and 443 for `https://`.
     pub fn port(&self) -> u16 {
-        self.url
-            .port_u16()
+        self.first_url()
+            .and_then(|u| u.port_u16())
             .unwrap_or(if self.is_https() { 443 } else { 80 })
     }
 
-    /// Whether floodwall speaks TLS to this upstream.
+    /// Whether floodwall speaks TLS to this upstream (all its endpoints
+    /// share one scheme).
     pub fn is_https(&self) -> bool {
-        self.url.scheme_str() == Some("https")
+        self.first_url().and_then(|u| u.scheme_str()) == Some("https")
+    }
+
+    /// The key `hash_on` names (validated for `balance = "hash"`).
+    pub fn hash_key(&self) -> Option<HashOn> {
+        self.hash_on.as_deref().and_then(|t| HashOn::parse(t).ok())
+    }
+
+    /// This config with another membership: what a reload can change in
+    /// place (see `reload.rs`).
+    pub fn with_urls_of(&self, other: &UpstreamConfig) -> UpstreamConfig {
+        UpstreamConfig {
+            url: other.url.clone(),
+            endpoints: other.endpoints.clone(),
+            ..self.clone()
+        }
     }
 }
 
@@ -109,7 +225,7 @@ pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> 
     for (i, up) in upstreams.iter().enumerate() {
         let key = |field: &str| format!("upstreams[{i}].{field}");
         check::label(&key("name"), &up.name)?;
-        check_url(&up.url).map_err(|m| ConfigError::invalid(key("url"), m))?;
+        validate_endpoints(up, &key)?;
         check::positive_at_most(&key("connect_timeout"), up.connect_timeout, check::HOUR)?;
         check::positive_at_most(&key("response_timeout"), up.response_timeout, check::DAY)?;
         check::positive_at_most(&key("pool_idle_timeout"), up.pool_idle_timeout, check::DAY)?;
@@ -130,6 +246,111 @@ pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// The most endpoints one upstream may list.
+const MAX_ENDPOINTS: usize = 1024;
+
+/// Exactly one of `url` and `endpoints`, every URL usable, one scheme, no
+/// repeats; the balancing keys in range and `hash_on` iff `hash`.
+fn validate_endpoints(
+    up: &UpstreamConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    match (&up.url, up.endpoints.is_empty()) {
+        (Some(url), true) => {
+            check_url(url).map_err(|m| ConfigError::invalid(key("url"), m))?;
+        }
+        (Some(_), false) => {
+            return Err(ConfigError::invalid(
+                key("endpoints"),
+                "set either url (one endpoint) or endpoints (several), not both",
+            ))
+        }
+        (None, true) => return Err(ConfigError::invalid(
+            key("url"),
+            "missing: set url = \"http://host:port\" or endpoints = [\"http://host:port\", ...]",
+        )),
+        (None, false) => {
+            if up.endpoints.len() > MAX_ENDPOINTS {
+                return Err(ConfigError::invalid(
+                    key("endpoints"),
+                    format!(
+                        "at most {MAX_ENDPOINTS} endpoints (got {})",
+                        up.endpoints.len()
+                    ),
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (j, url) in up.endpoints.iter().enumerate() {
+                let at = key(&format!("endpoints[{j}]"));
+                check_url(url).map_err(|m| ConfigError::invalid(&at, m))?;
+                if url.scheme_str() != up.endpoints[0].scheme_str() {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!(
+                            "every endpoint must use one scheme: \"{url}\" is not {}:// like endpoints[0]",
+                            up.endpoints[0].scheme_str().unwrap_or("http")
+                        ),
+                    ));
+                }
+                let authority = url.authority().map(|a| a.as_str().to_ascii_lowercase());
+                if !seen.insert(authority) {
+                    return Err(ConfigError::invalid(
+                        at,
+                        format!("\"{url}\" is listed more than once"),
+                    ));
+                }
+            }
+        }
+    }
+    match (up.balance, &up.hash_on) {
+        (Balance::Hash, None) => {
+            return Err(ConfigError::invalid(
+                key("hash_on"),
+                "balance = \"hash\" needs hash_on: \"header:NAME\", \"path\" or \"cookie:NAME\"",
+            ))
+        }
+        (Balance::Hash, Some(h)) => {
+            HashOn::parse(h).map_err(|m| ConfigError::invalid(key("hash_on"), m))?;
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::invalid(
+                key("hash_on"),
+                "only applies with balance = \"hash\"",
+            ))
+        }
+        (_, None) => {}
+    }
+    check::count(
+        &key("consecutive_failures"),
+        up.consecutive_failures as usize,
+        1,
+        1000,
+    )?;
+    check::positive_at_most(
+        &key("base_ejection_time"),
+        up.base_ejection_time,
+        check::HOUR,
+    )?;
+    check::positive_at_most(&key("max_ejection_time"), up.max_ejection_time, check::DAY)?;
+    if up.max_ejection_time < up.base_ejection_time {
+        return Err(ConfigError::invalid(
+            key("max_ejection_time"),
+            format!(
+                "must be at least base_ejection_time ({:?})",
+                up.base_ejection_time
+            ),
+        ));
+    }
+    if up.max_ejection_percent > 100 {
+        return Err(ConfigError::invalid(
+            key("max_ejection_percent"),
+            format!("must be 0 to 100 (got {})", up.max_ejection_percent),
+        ));
+    }
+    check::positive_at_most(&key("drain_timeout"), up.drain_timeout, check::HOUR)?;
+    Ok(())
+}
+
 /// `ca_file` and `sni` only make sense for `https://`; a CA file must load
 /// as at least one CA certificate and a name must be a valid DNS name.
 fn validate_tls(up: &UpstreamConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
@@ -138,7 +359,7 @@ fn validate_tls(up: &UpstreamConfig, key: &dyn Fn(&str) -> String) -> Result<(),
             key(field),
             format!(
                 "only applies to an https:// upstream (url is \"{}\")",
-                up.url
+                up.first_url().map(|u| u.to_string()).unwrap_or_default()
             ),
         )
     };
@@ -180,6 +401,46 @@ fn default_pool_idle_timeout() -> Duration {
 
 fn default_pool_max_idle_per_host() -> usize {
     256
+}
+
+fn default_consecutive_failures() -> u32 {
+    3
+}
+
+fn default_base_ejection_time() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_ejection_time() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_ejection_percent() -> u8 {
+    50
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn deserialize_opt_uri<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<http::Uri>, D::Error> {
+    deserialize_uri(deserializer).map(Some)
+}
+
+fn deserialize_uris<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<http::Uri>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .into_iter()
+        .map(|text| {
+            text.parse().map_err(|e| {
+                serde::de::Error::custom(format!("invalid endpoint url {text:?}: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// Parses the URL ourselves because `http::Uri` has no serde support. Only

@@ -23,6 +23,7 @@
 //! Small responses that have fully arrived with their headers skip the
 //! task: they are finished on the spot.
 
+use super::endpoints::EndpointPick;
 use crate::distributed::Slot;
 use bytes::Bytes;
 use floodwall_core::{BulkheadPermit, Outcome, Permit};
@@ -92,6 +93,9 @@ pub struct Finish {
     // The upstream's bulkhead ticket: concurrency at the upstream lasts
     // until its body ends.
     ticket: Option<BulkheadPermit>,
+    // The chosen endpoint: its in-flight count (and a hash key's hold)
+    // also lasts until the upstream's body ends.
+    endpoint: Option<EndpointPick>,
     done: bool,
 }
 
@@ -113,8 +117,15 @@ impl Finish {
             duration,
             slot,
             ticket,
+            endpoint: None,
             done: false,
         }
+    }
+
+    /// Also holds the chosen endpoint until the upstream finishes.
+    pub fn holding(mut self, endpoint: EndpointPick) -> Self {
+        self.endpoint = Some(endpoint);
+        self
     }
 
     /// The upstream went silent mid-body: a drop.
@@ -139,6 +150,7 @@ impl Finish {
         self.duration.observe(self.started.elapsed().as_secs_f64());
         self.slot.take();
         self.ticket.take();
+        self.endpoint.take();
     }
 }
 

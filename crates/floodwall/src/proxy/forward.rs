@@ -1,5 +1,6 @@
 //! Forwarding: the upstream client and the header rewrites of a proxy.
 
+use super::endpoints::{EndpointPick, Endpoints, RING_VERSION_HEADER};
 use super::resilience::Guards;
 use super::upload::Upload;
 use crate::config::UpstreamConfig;
@@ -26,13 +27,14 @@ pub fn enter_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
-/// One upstream: its address and a pooled keep-alive client per worker.
+/// One upstream: its endpoints and a pooled keep-alive client per worker.
 #[derive(Debug)]
 pub struct Upstream {
     /// The upstream name.
     pub name: String,
     scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// Its endpoints and the choice among them (`endpoints.rs`).
+    pub endpoints: Endpoints,
     /// One pooled client per proxy worker; connections are kept alive and
     /// reused. Per worker because a connection's task runs on the runtime
     /// that opened it: a worker using another's connection would wake that
@@ -72,16 +74,32 @@ impl Upstream {
                     .build(connector.clone())
             })
             .collect();
-        let parts = cfg.url.clone().into_parts();
+        let scheme = cfg
+            .first_url()
+            .and_then(|u| u.scheme().cloned())
+            .unwrap_or(http::uri::Scheme::HTTP);
         Ok(Self {
             name: cfg.name.clone(),
-            scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
-            authority: parts.authority.expect("validated: upstream url has a host"),
+            scheme,
+            endpoints: Endpoints::new(cfg, clock.clone()),
             clients,
             response_timeout: cfg.response_timeout,
             guards: Guards::new(cfg, clock, quota_of)
                 .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", cfg.name))?,
         })
+    }
+
+    /// A connect error or a timeout at the endpoint of `pick`: its
+    /// passive health hears it, and an ejection is logged.
+    pub fn endpoint_failed(&self, pick: &EndpointPick) {
+        if let Some(length) = pick.failure() {
+            tracing::warn!(
+                upstream = %self.name,
+                endpoint = %pick.endpoint().name,
+                ejected_ms = length.as_millis() as u64,
+                "endpoint ejected after connect errors or timeouts; the others take its requests"
+            );
+        }
     }
 
     /// The calling worker's client.
@@ -91,15 +109,17 @@ impl Upstream {
     }
 
     /// Rewrites a canonical client request (`canonical.rs`) into the
-    /// upstream request: the upstream's address with the request's path and
+    /// upstream request: the chosen endpoint's address with the request's path and
     /// query, hop-by-hop headers removed (RFC 9110 §7.6.1),
     /// `X-Forwarded-For` / `X-Forwarded-Proto` added, and the Host kept so
     /// virtual hosting upstream still works. Path and Host are sent as they
     /// are: they are the values the request was routed on.
     /// `X-Forwarded-Proto` is the scheme the client used (`https` when the
     /// request arrived over TLS, see [`ArrivedOverTls`]), replacing any the
-    /// client sent.
-    pub fn prepare<B>(&self, req: Request<B>, peer: SocketAddr) -> Request<B> {
+    /// client sent. With `balance = "hash"`, `X-Floodwall-Ring-Version`
+    /// carries the version `to` was chosen on, replacing any the client
+    /// sent.
+    pub fn prepare<B>(&self, req: Request<B>, peer: SocketAddr, to: &EndpointPick) -> Request<B> {
         let (mut parts, body) = req.into_parts();
         let path = parts
             .uri
@@ -108,7 +128,7 @@ impl Upstream {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
+            .authority(to.endpoint().addr.clone())
             .path_and_query(path)
             .build()
             .expect("scheme, authority and path are all valid");
@@ -124,6 +144,11 @@ impl Upstream {
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(proto),
         );
+        if self.endpoints.sends_ring_version() {
+            parts
+                .headers
+                .insert(RING_VERSION_HEADER, HeaderValue::from(to.version()));
+        }
         Request::from_parts(parts, body)
     }
 }

@@ -9,12 +9,15 @@
 //! under a rate rule (`upload.rs`), and reads the answer ahead of the
 //! client (`body.rs`) so the permit is released when the upstream
 //! finishes, not when a slow client does.
+//! After admission, the request's endpoint is chosen (`endpoints.rs`,
+//! over `floodwall_core::balance`).
 //! An upstream's breaker and bulkhead, and a route's retry budget, are
 //! built in `resilience.rs`; `service.rs` runs them in a written order.
 //! Every response floodwall makes itself is decided in [`respond`].
 
 mod body;
 pub mod canonical;
+pub mod endpoints;
 mod forward;
 mod refusals;
 pub mod resilience;
@@ -26,6 +29,7 @@ mod service;
 pub mod upload;
 
 pub use body::{Body, BoxError, ResponseLimits};
+pub use endpoints::{Endpoints, RING_VERSION_HEADER};
 pub use forward::{enter_worker, Upstream};
 pub use refusals::{RefusalCounters, ShadowCounters};
 pub use respond::Refusal;

@@ -221,6 +221,16 @@ impl Proxy {
             }
         };
 
+        // 2f. Choose the endpoint, only now that the gate admitted: under a
+        //     spike the refusal stays at the gate, before any endpoint is
+        //     picked, and the choice itself never waits (`endpoints.rs`,
+        //     over `floodwall_core::balance`). The pick holds the
+        //     endpoint's in-flight count (and a hash key) until the
+        //     upstream finishes.
+        let Some(pick) = upstream.endpoints.choose(&req) else {
+            return mark(self.refuse(at, Refusal::UpstreamUnavailable), &shadowed);
+        };
+
         // 3. Forward. The response timeout runs once the client's body has
         //    been sent: it bounds the upstream, not the upload, which the
         //    rate rule bounds; a half-open trial gets the breaker's
@@ -233,7 +243,7 @@ impl Proxy {
         if let Some(p) = permit.as_mut() {
             p.abandon();
         }
-        let outbound = upstream.prepare(req, peer);
+        let outbound = upstream.prepare(req, peer, &pick);
         let timeout = call
             .as_ref()
             .and_then(|c| c.timeout())
@@ -268,6 +278,7 @@ impl Proxy {
                     if let Some(c) = call {
                         c.failure();
                     }
+                    upstream.endpoint_failed(&pick);
                     return mark(self.refuse(at, Refusal::UpstreamUnavailable), &shadowed);
                 }
             },
@@ -277,6 +288,7 @@ impl Proxy {
                 if let Some(c) = call {
                     c.failure();
                 }
+                upstream.endpoint_failed(&pick);
                 return mark(self.refuse(at, Refusal::UpstreamTimeout), &shadowed);
             }
         };
@@ -289,6 +301,7 @@ impl Proxy {
         //    when the upstream finishes (`body.rs`). A client leaving or
         //    stalling from here on says nothing about the upstream.
         let (mut parts, body) = response.into_parts();
+        pick.success();
         if let (Some(c), Some(b)) = (call, &upstream.guards.breaker) {
             c.finish(b.failures.judge_status(parts.status.as_u16()));
         }
@@ -302,7 +315,8 @@ impl Proxy {
             route.series.duration(class).clone(),
             slot,
             ticket,
-        );
+        )
+        .holding(pick);
         mark(
             Response::from_parts(
                 parts,

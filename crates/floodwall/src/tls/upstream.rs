@@ -122,7 +122,7 @@ impl UpstreamConnector {
         http.set_keepalive(Some(Duration::from_secs(60)));
         // Let `https://` URIs through to the TLS layer.
         http.enforce_http(false);
-        let https = cfg.url.scheme_str() == Some("https");
+        let https = cfg.is_https();
         let name = &cfg.name;
         let roots = match (&cfg.ca_file, https) {
             (_, false) => Arc::new(RootCertStore::empty()),

@@ -1,0 +1,433 @@
+//! Upstreams of many endpoints against real upstream processes on loopback
+//! (`tests/endpoints/upstream.py`, one process per instance, free ports):
+//! a `kill -9`'d instance is ejected and its traffic moves, then it
+//! rejoins; a slow instance gets less work with least in-flight; and
+//! sharding by key over a membership change (hot reload) under load never
+//! has a key in flight on two instances at once.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use floodwall::config::Config;
+use http::Method;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One upstream instance: a real process.
+struct Instance {
+    child: Child,
+    port: u16,
+}
+
+impl Instance {
+    /// Starts `upstream.py` on `port` (0: a free one), each request taking
+    /// `delay_ms`.
+    fn start(port: u16, delay_ms: u64) -> Instance {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/endpoints/upstream.py");
+        // A restart on the same port may meet it still held for a moment.
+        for _ in 0..20 {
+            let mut child = Command::new("python3")
+                .args([script, &port.to_string(), &delay_ms.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 runs");
+            let mut line = String::new();
+            let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+            if let Some(p) = line.trim().strip_prefix("listening ") {
+                return Instance {
+                    child,
+                    port: p.parse().unwrap(),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("upstream.py did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn name(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`.
+    fn kill9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+
+    /// Every request it served: (key, start ns, end ns, ring version).
+    async fn records(&self) -> Vec<(String, u64, u64, String)> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let reply = Client::http1().get(addr, "/__records", &[]).await;
+        String::from_utf8(reply.body.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap_or("").to_owned(),
+                    v["start"].as_u64().unwrap(),
+                    v["end"].as_u64().unwrap(),
+                    v["version"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(instances: &[&Instance], upstream_keys: &str) -> String {
+    let endpoints: Vec<String> = instances
+        .iter()
+        .map(|i| format!("\"{}\"", i.url()))
+        .collect();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[[upstreams]]
+name = "svc"
+endpoints = [{}]
+{upstream_keys}
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "svc"
+limit = {{ algorithm = "fixed", value = 64 }}
+queue = {{ capacity = 1000, timeout = "20s" }}
+"#,
+        endpoints.join(", ")
+    )
+}
+
+fn parse(text: &str) -> Config {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The route's `endpoints` object on /status.
+async fn membership(admin: SocketAddr) -> Value {
+    status(admin).await["routes"][0]["endpoints"].clone()
+}
+
+fn member<'a>(m: &'a Value, name: &str) -> Option<&'a Value> {
+    m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == name)
+}
+
+/// Closed-loop clients, each sending `GET path` with `X-Tenant-Id` from
+/// `key(i)` until stopped; every answer kept as (finished at, status).
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    answers: Arc<Mutex<Vec<(Instant, u16)>>>,
+}
+
+impl Load {
+    fn start(
+        addr: SocketAddr,
+        path: &'static str,
+        clients: usize,
+        key: impl Fn(usize) -> String + Send + Sync + 'static,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let key = Arc::new(key);
+        let tasks = (0..clients)
+            .map(|c| {
+                let (stop, answers, key) = (stop.clone(), answers.clone(), key.clone());
+                tokio::spawn(async move {
+                    let client = Client::http1();
+                    let mut i = c;
+                    while !stop.load(Ordering::Relaxed) {
+                        let k = key(i);
+                        i += clients;
+                        let req = request(
+                            Method::GET,
+                            addr,
+                            path,
+                            &[("x-tenant-id", &k)],
+                            Bytes::new(),
+                        );
+                        let status = match client.try_send(req).await {
+                            Ok(r) => r.status.as_u16(),
+                            Err(_) => 0,
+                        };
+                        answers.lock().unwrap().push((Instant::now(), status));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            tasks,
+            answers,
+        }
+    }
+
+    async fn stop(self) -> Vec<(Instant, u16)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let mut a = self.answers.lock().unwrap().clone();
+        a.sort_by_key(|(t, _)| *t);
+        a
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_endpoint_is_ejected_its_traffic_moves_and_it_rejoins_after_restart() {
+    let mut instances: Vec<Instance> = (0..4).map(|_| Instance::start(0, 10)).collect();
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let text = config_text(&refs, "base_ejection_time = \"2s\"");
+    let fw = start(parse(&text)).await;
+    let load = Load::start(fw.proxy_addr, "/", 8, |i| format!("k{i}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victim = instances[2].name();
+    let port = instances[2].port;
+    let killed_at = Instant::now();
+    instances[2].kill9();
+    wait_until(
+        Duration::from_secs(10),
+        "the killed endpoint is ejected",
+        || async { member(&membership(fw.admin_addr).await, &victim).unwrap()["ejected"] == true },
+    )
+    .await;
+    let ejected_after = killed_at.elapsed();
+    let before = member(&membership(fw.admin_addr).await, &victim).unwrap()["requests"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let m = membership(fw.admin_addr).await;
+    let during = member(&m, &victim).unwrap()["requests"].as_u64().unwrap();
+    // Ejected for 2 s: while out, it is sent nothing.
+    assert_eq!(during, before, "an ejected endpoint got requests: {m}");
+
+    // Restarted on the same port, it rejoins when its ejection ends (at
+    // most 2 s, or 4 s if it failed once more on rejoining).
+    instances[2] = Instance::start(port, 10);
+    wait_until(
+        Duration::from_secs(15),
+        "the restarted endpoint serves again",
+        || async {
+            let m = membership(fw.admin_addr).await;
+            let e = member(&m, &victim).unwrap();
+            e["ejected"] == false && e["requests"].as_u64().unwrap() > during + 20
+        },
+    )
+    .await;
+    let served_after_restart = instances[2].records().await.len();
+    let answers = load.stop().await;
+
+    let bad: Vec<_> = answers.iter().filter(|(_, s)| *s != 200).collect();
+    let mut run = 0;
+    let mut longest = 0;
+    for (_, s) in &answers {
+        run = if *s == 502 { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    eprintln!(
+        "kill -9: {} answers, {} not 200 ({:?}), longest run of 502s {longest}, ejected {:?} after the kill, {} served by the restarted instance",
+        answers.len(),
+        bad.len(),
+        bad.iter().fold(BTreeMap::<u16, usize>::new(), |mut m, (_, s)| {
+            *m.entry(*s).or_default() += 1;
+            m
+        }),
+        ejected_after,
+        served_after_restart
+    );
+    assert!(served_after_restart > 0);
+    // What it had in flight, plus the failures that eject it (3 in a row,
+    // and the clients' requests already on their way): bounded by the
+    // clients, never a long outage.
+    assert!(longest <= 8, "a run of {longest} 502s");
+    assert!(bad.len() <= 24, "{} failed requests", bad.len());
+    assert!(bad.iter().all(|(_, s)| *s == 502), "only 502s: {bad:?}");
+    fw.shutdown().await;
+}
+
+/// Requests each endpoint served in `run` seconds of `clients` closed-loop
+/// clients, over instances of 20 ms with one of 100 ms, with `balance`.
+async fn shares(balance: &str, clients: usize, run: Duration) -> (Vec<u64>, f64) {
+    let instances: Vec<Instance> = [20, 20, 20, 100]
+        .into_iter()
+        .map(|d| Instance::start(0, d))
+        .collect();
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let fw = start(parse(&config_text(
+        &refs,
+        &format!("balance = \"{balance}\""),
+    )))
+    .await;
+    let load = Load::start(fw.proxy_addr, "/", clients, |i| format!("k{i}"));
+    tokio::time::sleep(run).await;
+    let answers = load.stop().await;
+    let ok = answers.iter().filter(|(_, s)| *s == 200).count();
+    let m = membership(fw.admin_addr).await;
+    let served = instances
+        .iter()
+        .map(|i| member(&m, &i.name()).unwrap()["requests"].as_u64().unwrap())
+        .collect();
+    fw.shutdown().await;
+    (served, ok as f64 / run.as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_gets_less_work_with_least_inflight() {
+    let run = Duration::from_secs(6);
+    let (least, least_rate) = shares("least_inflight", 12, run).await;
+    let (rr, rr_rate) = shares("round_robin", 12, run).await;
+    let share = |v: &[u64]| v[3] as f64 / v.iter().sum::<u64>() as f64;
+    eprintln!(
+        "4 endpoints, the 4th 5x slower, 12 clients, {run:?}: least_inflight served {least:?} \
+         (slow share {:.3}, {least_rate:.0} ok/s); round_robin served {rr:?} (slow share {:.3}, \
+         {rr_rate:.0} ok/s)",
+        share(&least),
+        share(&rr)
+    );
+    // Round robin gives the slow one a quarter; least in-flight gives it
+    // far less (its in-flight count stays higher), and serves more.
+    assert!((0.2..=0.3).contains(&share(&rr)), "round robin: {rr:?}");
+    assert!(share(&least) < 0.15, "least_inflight: {least:?}");
+    assert!(least_rate > rr_rate, "{least_rate} ok/s against {rr_rate}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharding_over_membership_changes_never_puts_a_key_on_two_instances() {
+    let instances: Vec<Instance> = (0..5).map(|_| Instance::start(0, 150)).collect();
+    let keys = "balance = \"hash\"\nhash_on = \"header:X-Tenant-Id\"\ndrain_timeout = \"3s\"";
+    let four: Vec<&Instance> = instances[..4].iter().collect();
+    let five: Vec<&Instance> = instances.iter().collect();
+    let without_first: Vec<&Instance> = instances[1..].iter().collect();
+    let text = Arc::new(Mutex::new(config_text(&four, keys)));
+    let source = text.clone();
+    let load_fn: Box<floodwall::reload::LoadFn> =
+        Box::new(move || Ok(parse(&source.lock().unwrap())));
+    let first = parse(&text.lock().unwrap());
+    let fw = floodwall::app::start_reloadable(first, Some(load_fn))
+        .await
+        .unwrap();
+    // 40 clients over 30 keys of 150 ms: a key has 1.3 requests in flight
+    // on average, so a moved key is nearly always still in flight on its
+    // old owner when its next request comes (with drain_timeout = "1ms"
+    // this test finds overlaps), yet idle often enough to drain well
+    // within 3 s.
+    let load = Load::start(fw.proxy_addr, "/", 40, |i| {
+        format!("tenant-{}", (i.wrapping_mul(2_654_435_761)) % 30)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    *text.lock().unwrap() = config_text(&five, keys);
+    let changes = fw.reload().expect("reload to five endpoints");
+    assert!(
+        changes.iter().any(|c| c.contains("membership version 2")),
+        "{changes:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    *text.lock().unwrap() = config_text(&without_first, keys);
+    let changes = fw.reload().expect("reload without the first endpoint");
+    assert!(
+        changes.iter().any(|c| c.contains("membership version 3")),
+        "{changes:?}"
+    );
+    assert_eq!(membership(fw.admin_addr).await["ring_version"], 3);
+    // Past the drain, each key settles on its owner.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let answers = load.stop().await;
+    assert!(
+        answers.iter().all(|(_, s)| *s == 200),
+        "every request answered 200"
+    );
+
+    let mut all = Vec::new();
+    for (i, inst) in instances.iter().enumerate() {
+        for (key, start, end, version) in inst.records().await {
+            all.push((key, start, end, version, i));
+        }
+    }
+    // No key in flight on two instances at once.
+    let mut by_key: HashMap<&str, Vec<(u64, u64, usize)>> = HashMap::new();
+    for (k, s, e, _, i) in &all {
+        by_key.entry(k.as_str()).or_default().push((*s, *e, *i));
+    }
+    let mut overlaps = Vec::new();
+    let mut moved = 0;
+    for (k, spans) in &by_key {
+        for a in spans {
+            for b in spans {
+                if a.2 != b.2 && a.0 < b.1 && b.0 < a.1 {
+                    overlaps.push((k.to_string(), *a, *b));
+                }
+            }
+        }
+        let mut on: Vec<usize> = spans.iter().map(|s| s.2).collect();
+        on.sort();
+        on.dedup();
+        moved += usize::from(on.len() > 1);
+    }
+    assert!(
+        overlaps.is_empty(),
+        "{} overlaps, e.g. {:?}",
+        overlaps.len(),
+        &overlaps[..overlaps.len().min(3)]
+    );
+    // Every version seen, and only those: one per membership change.
+    let mut versions: Vec<&str> = all.iter().map(|r| r.3.as_str()).collect();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions, ["1", "2", "3"]);
+    // In the last second (well past the second change's drain), each key
+    // is served by one instance, and never by the removed one.
+    let last = all.iter().map(|r| r.2).max().unwrap();
+    let mut late: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (k, s, _, v, i) in &all {
+        if *s > last - 1_000_000_000 {
+            assert_eq!(v, "3");
+            assert_ne!(*i, 0, "the removed instance served {k} late");
+            late.entry(k.as_str()).or_default().push(*i);
+        }
+    }
+    for (k, on) in &late {
+        assert!(on.iter().all(|i| *i == on[0]), "{k} late on {on:?}");
+    }
+    let served_by_new = all.iter().filter(|r| r.4 == 4).count();
+    eprintln!(
+        "sharding: {} requests over {} keys, {moved} keys served by more than one instance over the two changes, {served_by_new} by the added one, 0 overlaps",
+        all.len(),
+        by_key.len()
+    );
+    assert!(served_by_new > 0 && moved > 0);
+    assert_eq!(membership(fw.admin_addr).await["keys_in_flight"], 0);
+    fw.shutdown().await;
+}
