@@ -62,7 +62,11 @@ impl KeyTable {
                 }
             }
             _ => {
-                if !held_by_owner {
+                // No move pending (nothing held away from the owner): a
+                // later membership change starts its own drain. Keeping
+                // the old mark while the key stayed in flight made the
+                // next change move it at once, onto a second instance.
+                if elsewhere.is_none() {
                     e.moved_at = None;
                 }
                 owner
@@ -128,6 +132,30 @@ mod tests {
             t.hold(7, 2, late, DRAIN, |_| true),
             2,
             "the owner has it now"
+        );
+    }
+
+    #[test]
+    fn a_second_change_gets_a_drain_of_its_own() {
+        let t = KeyTable::default();
+        // Owner 1 to 2, and 1 never drains: the key moves at the timeout,
+        // while 1 still has it.
+        assert_eq!(t.hold(7, 1, Nanos(0), DRAIN, |_| true), 1);
+        assert_eq!(t.hold(7, 2, Nanos(1), DRAIN, |_| true), 1);
+        let moved = Nanos(1).plus(DRAIN);
+        assert_eq!(t.hold(7, 2, moved, DRAIN, |_| true), 2);
+        t.release(7, 1);
+        t.release(7, 1);
+        // The key stays in flight on 2 without a break, then the owner
+        // changes to 3 long after: it stays on 2 for a drain of its own,
+        // not moved at once on the first change's mark.
+        let later = moved.plus(DRAIN).plus(DRAIN);
+        assert_eq!(t.hold(7, 2, later, DRAIN, |_| true), 2);
+        t.release(7, 2);
+        assert_eq!(
+            t.hold(7, 3, later, DRAIN, |_| true),
+            2,
+            "still in flight on 2"
         );
     }
 
