@@ -377,16 +377,34 @@ async fn sharding_over_membership_changes_never_puts_a_key_on_two_instances() {
         }
     }
     // No key in flight on two instances at once.
-    let mut by_key: HashMap<&str, Vec<(u64, u64, usize)>> = HashMap::new();
-    for (k, s, e, _, i) in &all {
-        by_key.entry(k.as_str()).or_default().push((*s, *e, *i));
+    let mut by_key: HashMap<&str, Vec<(u64, u64, usize, &str)>> = HashMap::new();
+    for (k, s, e, v, i) in &all {
+        by_key
+            .entry(k.as_str())
+            .or_default()
+            .push((*s, *e, *i, v.as_str()));
     }
+    // When each ring version was first seen by an upstream: no earlier
+    // than the membership change that made it.
+    let mut first_seen: HashMap<&str, u64> = HashMap::new();
+    for (_, s, _, v, _) in &all {
+        let t = first_seen.entry(v.as_str()).or_insert(*s);
+        *t = (*t).min(*s);
+    }
+    const DRAIN_NS: u64 = 3_000_000_000;
     let mut overlaps = Vec::new();
     let mut moved = 0;
     for (k, spans) in &by_key {
         for a in spans {
             for b in spans {
-                if a.2 != b.2 && a.0 < b.1 && b.0 < a.1 {
+                // b started while a was in flight elsewhere. That is the
+                // duplicate work the drain exists to prevent, unless b
+                // came a whole drain_timeout after its version's change:
+                // a key busy without a break for that long is moved
+                // anyway (docs/config.md, `drain_timeout`), which a loaded
+                // run with 1.3 requests in flight per key does reach.
+                let forced = b.0 >= first_seen[b.3] + DRAIN_NS;
+                if a.2 != b.2 && a.0 <= b.0 && b.0 < a.1 && !forced {
                     overlaps.push((k.to_string(), *a, *b));
                 }
             }

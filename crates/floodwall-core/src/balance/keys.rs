@@ -20,8 +20,9 @@ use std::time::Duration;
 struct Entry {
     /// (endpoint id, requests in flight for this key there); usually one.
     holders: Vec<(u64, u32)>,
-    /// When a request first found the key held away from its owner.
-    moved_at: Option<Nanos>,
+    /// When a request first found the key held away from its owner, and
+    /// which owner that was: a later change of owner starts a new drain.
+    moved_at: Option<(Nanos, u64)>,
 }
 
 /// The keys in flight and where.
@@ -54,7 +55,13 @@ impl KeyTable {
             .next();
         let chosen = match (held_by_owner, elsewhere) {
             (false, Some(old)) => {
-                let since = *e.moved_at.get_or_insert(now);
+                let since = match e.moved_at {
+                    Some((at, to)) if to == owner => at,
+                    _ => {
+                        e.moved_at = Some((now, owner));
+                        now
+                    }
+                };
                 if now.since(since) < drain {
                     old
                 } else {
@@ -157,6 +164,19 @@ mod tests {
             2,
             "still in flight on 2"
         );
+    }
+
+    #[test]
+    fn a_new_owner_starts_a_new_drain() {
+        let t = KeyTable::default();
+        assert_eq!(t.hold(7, 1, Nanos(0), DRAIN, |_| true), 1);
+        // Owner 1 to 2, and 1 stays busy.
+        assert_eq!(t.hold(7, 2, Nanos(1), DRAIN, |_| true), 1);
+        // Long after, the owner changes again, to 3: the key still drains
+        // on 1 instead of moving at once on the mark made for 2.
+        let later = Nanos(1).plus(DRAIN).plus(DRAIN);
+        assert_eq!(t.hold(7, 3, later, DRAIN, |_| true), 1);
+        assert_eq!(t.hold(7, 3, later.plus(DRAIN), DRAIN, |_| true), 3);
     }
 
     #[test]
