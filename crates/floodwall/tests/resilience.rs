@@ -513,7 +513,14 @@ async fn retries_yield_to_first_attempts_while_the_gate_refuses_them() {
     // The gate is empty again, but retries yield; first attempts do not.
     let r = client.get(addr, "/", &retry).await;
     r.assert_refused(503, "retry_budget_exhausted");
-    assert_eq!(r.retry_after(), Some(1), "{r:?}");
+    // 1 s, jittered over 0.5-1.5 s: `Retry-After` rounds it up.
+    let ms: u64 = r.headers["x-floodwall-retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((500..=1500).contains(&ms), "{r:?}");
+    assert!(matches!(r.retry_after(), Some(1 | 2)), "{r:?}");
     assert_eq!(client.get(addr, "/", &[]).await.status, 200);
     let m = common::metrics(admin).await;
     assert_eq!(
