@@ -120,11 +120,9 @@ fn recovery(seconds: &[SecondRow], after: Range<usize>) -> String {
         .iter()
         .filter(|r| after.contains(&(r.second as usize)))
         .collect();
-    let from = (0..rows.len()).find(|&i| rows[i..].iter().all(|r| good(r)));
-    match from {
-        Some(i) if i < rows.len() => format!("{i} s"),
-        _ => "never".into(),
-    }
+    (0..rows.len())
+        .find(|&i| rows[i..].iter().all(|r| good(r)))
+        .map_or("never".into(), |i| format!("{i} s"))
 }
 
 /// The headline of every run.
