@@ -49,7 +49,7 @@ queue = {{ capacity = 200, timeout = "10s" }}
 name = "learned"
 path_prefix = "/"
 upstream = "b"
-limit = {{ algorithm = "aimd", min = 3, ramp_up = "0s", baseline = "20ms" }}
+limit = {{ algorithm = "aimd", min = 3, ramp_up = "0s", baseline = "30ms" }}
 queue = {{ capacity = 200, timeout = "10s" }}
 {extra}
 "#,
