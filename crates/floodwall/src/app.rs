@@ -138,6 +138,13 @@ pub async fn start_reloadable(
     ));
     let routes = proxy.router.routes();
 
+    // 1b. A `dns` upstream's first answer, so the first requests find its
+    //     members (bounded by the resolver's timeout; a failure starts
+    //     with none and keeps resolving).
+    for up in upstreams.values() {
+        up.endpoints.ready().await;
+    }
+
     // 2. Distributed mode, before any listener: the first renewal sets
     //    every route's share, so nothing is admitted beyond what this
     //    replica holds.

@@ -176,15 +176,17 @@ impl Reloader {
                         Some(_) => format!("upstream {}: changed, a new connection pool (requests on the old one finish)", u.name),
                         None => format!("upstream {}: added", u.name),
                     });
-                    Arc::new(
-                        Upstream::new(
-                            u,
-                            old.server.worker_count(),
-                            self.clock.clone(),
-                            new.upstream_ceiling(&u.name),
-                        )
-                        .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?,
+                    let up = Upstream::new(
+                        u,
+                        old.server.worker_count(),
+                        self.clock.clone(),
+                        new.upstream_ceiling(&u.name),
                     )
+                    .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?;
+                    if let Some(was) = current.upstreams.get(&u.name) {
+                        up.endpoints.adopt_members(&was.endpoints);
+                    }
+                    Arc::new(up)
                 }
             };
             upstreams.insert(u.name.clone(), up);

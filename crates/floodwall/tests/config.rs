@@ -1440,12 +1440,27 @@ fn endpoints_and_balancing_keys_parse_with_their_defaults() {
 
 #[test]
 fn endpoint_mistakes_name_their_key() {
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 13] = [
         ("name = \"x\"", "upstreams[0].url", "missing: set url"),
         (
             "url = \"http://a:1\"\nendpoints = [\"http://b:1\"]",
             "upstreams[0].endpoints",
-            "either url",
+            "set one of url",
+        ),
+        (
+            "url = \"http://a:1\"\ndns = \"api.internal:80\"",
+            "upstreams[0].dns",
+            "set one of url",
+        ),
+        (
+            "dns = \"ftp://api.internal:80\"",
+            "upstreams[0].dns",
+            "http:// or https://",
+        ),
+        (
+            "dns = \"api.internal:80\"\ndns_refresh = \"1ms\"",
+            "upstreams[0].dns_refresh",
+            "between 100ms and 1h",
         ),
         (
             "endpoints = [\"http://a:1\", \"ftp://b:1\"]",

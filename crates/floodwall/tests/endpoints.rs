@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 /// One upstream instance: a real process.
 struct Instance {
     child: Child,
+    host: &'static str,
     port: u16,
 }
 
@@ -30,11 +31,16 @@ impl Instance {
     /// Starts `upstream.py` on `port` (0: a free one), each request taking
     /// `delay_ms`.
     fn start(port: u16, delay_ms: u64) -> Instance {
+        Self::start_on("127.0.0.1", port, delay_ms).expect("upstream.py starts")
+    }
+
+    /// Starts `upstream.py` on `host:port`; `None` if it cannot bind there.
+    fn start_on(host: &'static str, port: u16, delay_ms: u64) -> Option<Instance> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/endpoints/upstream.py");
         // A restart on the same port may meet it still held for a moment.
         for _ in 0..20 {
             let mut child = Command::new("python3")
-                .args([script, &port.to_string(), &delay_ms.to_string()])
+                .args([script, &port.to_string(), &delay_ms.to_string(), host])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -43,16 +49,17 @@ impl Instance {
             let mut line = String::new();
             let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
             if let Some(p) = line.trim().strip_prefix("listening ") {
-                return Instance {
+                return Some(Instance {
                     child,
+                    host,
                     port: p.parse().unwrap(),
-                };
+                });
             }
             let _ = child.kill();
             let _ = child.wait();
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("upstream.py did not start on port {port}");
+        None
     }
 
     fn url(&self) -> String {
@@ -75,7 +82,7 @@ impl Instance {
 
     /// Every request it served: (key, start ns, end ns, ring version).
     async fn records(&self) -> Vec<(String, u64, u64, String)> {
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let addr: SocketAddr = format!("{}:{}", self.host, self.port).parse().unwrap();
         let reply = Client::http1().get(addr, "/__records", &[]).await;
         String::from_utf8(reply.body.to_vec())
             .unwrap()
@@ -483,4 +490,148 @@ async fn sharding_over_membership_changes_never_puts_a_key_on_two_instances() {
     assert!(served_by_new > 0 && moved > 0);
     assert_eq!(membership(fw.admin_addr).await["keys_in_flight"], 0);
     fw.shutdown().await;
+}
+
+/// Three instances on one port of three loopback addresses, for a `dns`
+/// upstream whose name resolves to some of them.
+fn instances_on_one_port(hosts: [&'static str; 3]) -> Vec<Instance> {
+    for _ in 0..10 {
+        let first = Instance::start_on(hosts[0], 0, 5).expect("upstream.py starts");
+        let port = first.port;
+        let rest: Vec<Instance> = hosts[1..]
+            .iter()
+            .filter_map(|h| Instance::start_on(h, port, 5))
+            .collect();
+        if rest.len() == 2 {
+            return std::iter::once(first).chain(rest).collect();
+        }
+    }
+    panic!("no port free on all of {hosts:?}");
+}
+
+/// Sends `n` requests through the gateway; every one must answer 200.
+async fn send(proxy: SocketAddr, n: usize) {
+    for _ in 0..n {
+        let reply = Client::http1().get(proxy, "/", &[]).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+}
+
+/// A `dns` upstream follows its name's real answer, through the system's
+/// resolver: floodwall runs in a mount namespace of its own (`unshare -m`)
+/// whose /etc/hosts is a file this test rewrites in place. A changed
+/// answer is a membership change (a new ring version; the dropped address
+/// gets no more requests, the new one gets some); a name that stops
+/// resolving keeps the last membership, and requests go on answering 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_upstream_follows_its_names_answer() {
+    let inst = instances_on_one_port(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let port = inst[0].port;
+    let addr = |i: usize| format!("{}:{port}", inst[i].host);
+    let name = "svc.floodwall.test";
+    let hosts_file = |ips: &[usize]| {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for i in ips {
+            text.push_str(&format!("{} {name}\n", inst[*i].host));
+        }
+        text
+    };
+    let hosts = temp_file("dns-hosts", &hosts_file(&[0, 1]));
+    let config = temp_file(
+        "dns",
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[[upstreams]]
+name = "svc"
+dns = "{name}:{port}"
+dns_refresh = "200ms"
+balance = "round_robin"
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "svc"
+"#
+        ),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /etc/hosts && exec "$1" serve --config "$2""#,
+        hosts.to_str().unwrap(),
+        binary_path().to_str().unwrap(),
+        config.to_str().unwrap(),
+    ]);
+    let fw = spawn_command(cmd);
+    let served = |i: usize| {
+        let inst = &inst[i];
+        async move { inst.records().await.len() }
+    };
+
+    // Start-up waited for the first answer: both addresses are members.
+    let m = membership(fw.admin).await;
+    assert_eq!(m["dns"]["name"], format!("{name}:{port}"), "{m}");
+    assert_eq!(m["dns"]["addresses"], serde_json::json!([addr(0), addr(1)]));
+    assert!(member(&m, &addr(0)).is_some() && member(&m, &addr(1)).is_some());
+    assert!(member(&m, &addr(2)).is_none(), "{m}");
+    // Version 1 had no members; the first answer made version 2.
+    assert_eq!(m["ring_version"], 2, "{m}");
+    send(fw.proxy, 20).await;
+    assert!(served(0).await >= 5 && served(1).await >= 5);
+    assert_eq!(served(2).await, 0);
+
+    // The answer changes to the second and third: a new membership.
+    std::fs::write(&hosts, hosts_file(&[1, 2])).unwrap();
+    let admin = fw.admin;
+    wait_until(
+        Duration::from_secs(5),
+        "the new answer is the membership",
+        || async move {
+            let m = membership(admin).await;
+            m["dns"]["addresses"] == serde_json::json!([addr(1), addr(2)])
+                && m["ring_version"] == 3
+                && member(&m, &addr(0)).is_none_or(|e| e["leaving"] == true)
+        },
+    )
+    .await;
+    let before = served(0).await;
+    send(fw.proxy, 20).await;
+    assert_eq!(served(0).await, before, "the dropped address got requests");
+    assert!(served(2).await >= 5, "the new address got none");
+
+    // The name stops resolving: the membership is kept.
+    std::fs::write(&hosts, hosts_file(&[])).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "a failed resolution",
+        || async move { membership(admin).await["dns"]["failures"].as_u64() > Some(0) },
+    )
+    .await;
+    let m = membership(fw.admin).await;
+    assert!(m["dns"]["last_error"].is_string(), "{m}");
+    assert_eq!(m["ring_version"], 3, "a failure is no membership change");
+    assert!(member(&m, &addr(1)).is_some() && member(&m, &addr(2)).is_some());
+    send(fw.proxy, 10).await;
+    let scrape = metrics(fw.admin).await;
+    let failed = sum(
+        &scrape,
+        "floodwall_upstream_dns_resolutions_total",
+        &[("upstream", "svc"), ("result", "failed")],
+    );
+    let ok = sum(
+        &scrape,
+        "floodwall_upstream_dns_resolutions_total",
+        &[("upstream", "svc"), ("result", "ok")],
+    );
+    assert!(failed >= 1.0 && ok >= 2.0, "failed {failed}, ok {ok}");
+    assert!(
+        fw.stderr().contains("dns resolution failed"),
+        "the failure is logged"
+    );
 }

@@ -147,6 +147,12 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    upstream: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     upstream: String,
     endpoint: String,
@@ -433,6 +439,7 @@ fn register_endpoints(reg: &mut Registry, routes: &[Arc<Route>]) {
     let ejections = Family::<EndpointLabels, Counter>::default();
     let version = Family::<UpstreamLabels, Gauge>::default();
     let keys = Family::<UpstreamLabels, Gauge>::default();
+    let resolutions = Family::<DnsLabels, Counter>::default();
     let mut seen: Vec<&Arc<crate::proxy::Upstream>> = Vec::new();
     for route in routes {
         let up = &route.upstream;
@@ -446,6 +453,17 @@ fn register_endpoints(reg: &mut Registry, routes: &[Arc<Route>]) {
         };
         version.get_or_create(&l).set(s.version as i64);
         keys.get_or_create(&l).set(s.keys_in_flight as i64);
+        if let Some(d) = &up.endpoints.dns {
+            let d = d.snapshot();
+            for (result, n) in [("ok", d.ok), ("failed", d.failed)] {
+                resolutions
+                    .get_or_create(&DnsLabels {
+                        upstream: up.name.clone(),
+                        result,
+                    })
+                    .inc_by(n);
+            }
+        }
         for e in &s.endpoints {
             let l = EndpointLabels {
                 upstream: up.name.clone(),
@@ -483,6 +501,11 @@ fn register_endpoints(reg: &mut Registry, routes: &[Arc<Route>]) {
         "floodwall_upstream_ring_version",
         "The upstream's membership version: 1 at start, one more per change (sent as X-Floodwall-Ring-Version with balance = hash)",
         version,
+    );
+    reg.register(
+        "floodwall_upstream_dns_resolutions",
+        "Resolutions of a dns upstream's name: ok (at least one address) or failed (an error, a timeout or no address: the membership was kept)",
+        resolutions,
     );
     reg.register(
         "floodwall_upstream_keys_in_flight",

@@ -114,14 +114,16 @@ fn route(route: &Route, s: &Snapshot, probe: Option<String>) -> Value {
             "in_use": b.in_use(),
             "tickets": b.tickets(),
         })),
-        "endpoints": endpoints(&route.upstream.endpoints.balancer.snapshot()),
+        "endpoints": endpoints(&route.upstream.endpoints),
     })
 }
 
 /// A route's upstream's membership: the ring version, the keys in flight
 /// (hash only) and each endpoint, members first, then any leaving
-/// endpoint still finishing its requests.
-fn endpoints(s: &floodwall_core::balance::BalanceSnapshot) -> Value {
+/// endpoint still finishing its requests; for a `dns` upstream, its
+/// resolutions (`dns`: name, refresh, counts, last error, addresses).
+fn endpoints(e: &crate::proxy::Endpoints) -> Value {
+    let s = &e.balancer.snapshot();
     let list: Vec<Value> = s
         .endpoints
         .iter()
@@ -142,6 +144,18 @@ fn endpoints(s: &floodwall_core::balance::BalanceSnapshot) -> Value {
         "ring_version": s.version,
         "keys_in_flight": s.keys_in_flight,
         "members": list,
+        "dns": e.dns.as_ref().map(|d| {
+            let d = d.snapshot();
+            json!({
+                "name": d.name,
+                "refresh_ms": d.refresh_ms,
+                "resolutions": d.ok,
+                "failures": d.failed,
+                "changes": d.changes,
+                "last_error": d.last_error,
+                "addresses": d.addresses,
+            })
+        }),
     })
 }
 

@@ -80,6 +80,19 @@ pub struct UpstreamConfig {
     /// `url` and `endpoints`.
     #[serde(default, deserialize_with = "deserialize_uris")]
     pub endpoints: Vec<http::Uri>,
+    /// The upstream's instances as the addresses a DNS name resolves to
+    /// (`"api.internal:8080"`, or `"https://api.internal:8443"` for TLS,
+    /// verified against the name): a Kubernetes headless service, a
+    /// Consul name. Re-resolved every `dns_refresh` through the system's
+    /// resolver; a change of the answer is a membership change (logged,
+    /// counted, on `/status`, drained as a reload's is). A failed or empty
+    /// answer keeps the last membership. Exactly one of `url`,
+    /// `endpoints` and `dns`.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// How often `dns` is resolved again.
+    #[serde(default = "default_dns_refresh", with = "humantime_serde")]
+    pub dns_refresh: Duration,
     /// How a request's endpoint is chosen (`endpoints` only matters with
     /// more than one).
     #[serde(default)]
@@ -151,6 +164,8 @@ impl UpstreamConfig {
             name: name.into(),
             url: Some(url),
             endpoints: Vec::new(),
+            dns: None,
+            dns_refresh: default_dns_refresh(),
             balance: Balance::default(),
             hash_on: None,
             consecutive_failures: default_consecutive_failures(),
@@ -169,7 +184,8 @@ impl UpstreamConfig {
         }
     }
 
-    /// Its endpoints' URLs: `url` alone, or `endpoints`.
+    /// Its endpoints' URLs as configured: `url` alone, or `endpoints`;
+    /// none for `dns`, whose members come from the resolver.
     pub fn urls(&self) -> Vec<&http::Uri> {
         match &self.url {
             Some(u) => vec![u],
@@ -177,9 +193,42 @@ impl UpstreamConfig {
         }
     }
 
-    /// The first endpoint's URL (validated: there is one).
-    pub fn first_url(&self) -> Option<&http::Uri> {
-        self.url.as_ref().or(self.endpoints.first())
+    /// The first endpoint's URL, or for `dns` the name's (validated: there
+    /// is one): its scheme and port are every endpoint's.
+    pub fn first_url(&self) -> Option<http::Uri> {
+        self.url
+            .clone()
+            .or_else(|| self.endpoints.first().cloned())
+            .or_else(|| self.dns_url().and_then(Result::ok))
+    }
+
+    /// `dns` as a URL: `http://` unless it names a scheme.
+    pub fn dns_url(&self) -> Option<Result<http::Uri, String>> {
+        let text = self.dns.as_deref()?.trim();
+        let full = if text.contains("://") {
+            text.to_owned()
+        } else {
+            format!("http://{text}")
+        };
+        Some(full.parse::<http::Uri>().map_err(|e| {
+            format!("must be \"host:port\" or \"https://host:port\" ({e}; got {text:?})")
+        }))
+    }
+
+    /// The name and port `dns` resolves, if this upstream has one.
+    pub fn dns_target(&self) -> Option<(String, u16)> {
+        let url = self.dns_url()?.ok()?;
+        let host = url.host()?.to_owned();
+        Some((host, self.port()))
+    }
+
+    /// The name an `https://` upstream's certificate is checked against,
+    /// when not the endpoint's own address: `sni`, else a `dns` name (the
+    /// endpoints are its addresses, the certificate names the service).
+    pub fn tls_name(&self) -> Option<String> {
+        self.sni
+            .clone()
+            .or_else(|| self.dns_target().map(|(host, _)| host))
     }
 
     /// The port floodwall connects to: the (first) URL's, else 80 for
@@ -193,7 +242,7 @@ impl UpstreamConfig {
     /// Whether floodwall speaks TLS to this upstream (all its endpoints
     /// share one scheme).
     pub fn is_https(&self) -> bool {
-        self.first_url().and_then(|u| u.scheme_str()) == Some("https")
+        self.first_url().as_ref().and_then(|u| u.scheme_str()) == Some("https")
     }
 
     /// The key `hash_on` names (validated for `balance = "hash"`).
@@ -202,8 +251,12 @@ impl UpstreamConfig {
     }
 
     /// This config with another membership: what a reload can change in
-    /// place (see `reload.rs`).
+    /// place (see `reload.rs`). A `dns` upstream's membership is the
+    /// resolver's, so a change of `dns` makes a new upstream.
     pub fn with_urls_of(&self, other: &UpstreamConfig) -> UpstreamConfig {
+        if self.dns.is_some() || other.dns.is_some() {
+            return self.clone();
+        }
         UpstreamConfig {
             url: other.url.clone(),
             endpoints: other.endpoints.clone(),
@@ -255,7 +308,25 @@ fn validate_endpoints(
     up: &UpstreamConfig,
     key: &dyn Fn(&str) -> String,
 ) -> Result<(), ConfigError> {
+    let given = [up.url.is_some(), !up.endpoints.is_empty(), up.dns.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ConfigError::invalid(
+            key(if up.dns.is_some() { "dns" } else { "endpoints" }),
+            "set one of url (one endpoint), endpoints (several) or dns (a name's addresses)",
+        ));
+    }
+    if let Some(dns) = up.dns_url() {
+        let url = dns.map_err(|m| ConfigError::invalid(key("dns"), m))?;
+        check_url(&url).map_err(|m| ConfigError::invalid(key("dns"), m))?;
+        check::duration(
+            &key("dns_refresh"),
+            up.dns_refresh,
+            Duration::from_millis(100),
+            check::HOUR,
+        )?;
+    }
     match (&up.url, up.endpoints.is_empty()) {
+        (None, true) if up.dns.is_some() => {}
         (Some(url), true) => {
             check_url(url).map_err(|m| ConfigError::invalid(key("url"), m))?;
         }
@@ -267,7 +338,7 @@ fn validate_endpoints(
         }
         (None, true) => return Err(ConfigError::invalid(
             key("url"),
-            "missing: set url = \"http://host:port\" or endpoints = [\"http://host:port\", ...]",
+            "missing: set url = \"http://host:port\", endpoints = [\"http://host:port\", ...] or dns = \"host:port\"",
         )),
         (None, false) => {
             if up.endpoints.len() > MAX_ENDPOINTS {
@@ -385,6 +456,10 @@ fn validate_tls(up: &UpstreamConfig, key: &dyn Fn(&str) -> String) -> Result<(),
         }
     }
     Ok(())
+}
+
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_connect_timeout() -> Duration {

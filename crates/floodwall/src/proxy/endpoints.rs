@@ -9,6 +9,7 @@
 //! inside it, with the upstream's `pool_max_idle_per_host` each; a removed
 //! endpoint's idle connections expire after `pool_idle_timeout`.
 
+use super::dns::{self, DnsStatus, Resolve};
 use crate::config::{Balance, HashOn, UpstreamConfig};
 use floodwall_core::balance::{BalanceConfig, Balancer, Change, EjectionConfig, Pick, Policy};
 use floodwall_core::Clock;
@@ -32,6 +33,8 @@ pub struct Endpoints {
     /// The members and the choice among them.
     pub balancer: Arc<Balancer<Authority>>,
     hash_on: Option<HashOn>,
+    /// A `dns` upstream's resolutions (`dns.rs`), which set its members.
+    pub dns: Option<Arc<DnsStatus>>,
 }
 
 /// Each endpoint as (name, authority): the name is the authority as
@@ -45,8 +48,15 @@ fn members(cfg: &UpstreamConfig) -> Vec<(String, Authority)> {
 }
 
 impl Endpoints {
-    /// The endpoints of `cfg` (validated), on `clock`.
-    pub fn new(cfg: &UpstreamConfig, clock: Arc<dyn Clock>) -> Self {
+    /// The endpoints of `cfg` (validated), on `clock`. A `dns` upstream
+    /// starts with no members and resolves its name on `resolver` at once
+    /// and every `dns_refresh` (see [`Endpoints::ready`]); that needs a
+    /// tokio runtime, which is the one error.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        clock: Arc<dyn Clock>,
+        resolver: Arc<dyn Resolve>,
+    ) -> anyhow::Result<Self> {
         let config = BalanceConfig {
             policy: match cfg.balance {
                 Balance::LeastInflight => Policy::LeastInflight,
@@ -62,10 +72,64 @@ impl Endpoints {
             drain_timeout: cfg.drain_timeout,
         };
         let seed = u64::from(std::process::id()) << 32 ^ fastrand::u64(..);
-        Self {
-            balancer: Balancer::new(config, members(cfg), clock, seed),
+        let balancer = Balancer::new(config, members(cfg), clock, seed);
+        let dns = match cfg.dns_target() {
+            None => None,
+            Some((host, port)) => {
+                tokio::runtime::Handle::try_current().map_err(|_| {
+                    anyhow::anyhow!("upstream {}: dns needs a tokio runtime", cfg.name)
+                })?;
+                Some(dns::spawn(
+                    cfg.name.clone(),
+                    host,
+                    port,
+                    cfg.dns_refresh,
+                    &balancer,
+                    resolver,
+                ))
+            }
+        };
+        Ok(Self {
+            balancer,
             hash_on: cfg.hash_key(),
+            dns,
+        })
+    }
+
+    /// Returns once the endpoints can be chosen from: at once, except for
+    /// a `dns` upstream, whose first resolution is waited for (it fails or
+    /// answers within the resolver's 5 s timeout), so that the first
+    /// requests after start-up are not refused for want of members.
+    pub async fn ready(&self) {
+        if let Some(d) = &self.dns {
+            d.first_attempt().await;
         }
+    }
+
+    /// On a reload that replaced a `dns` upstream resolving the same name:
+    /// starts from the old upstream's members instead of none, so requests
+    /// between the swap and the first answer are not refused. Does nothing
+    /// if an answer already arrived or the names differ.
+    pub fn adopt_members(&self, old: &Endpoints) {
+        let (Some(new), Some(was)) = (&self.dns, &old.dns) else {
+            return;
+        };
+        if new.name != was.name || !self.balancer.snapshot().endpoints.is_empty() {
+            return;
+        }
+        let members = old
+            .balancer
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .filter(|e| !e.leaving)
+            .filter_map(|e| {
+                Authority::try_from(e.name.as_str())
+                    .ok()
+                    .map(|a| (e.name, a))
+            })
+            .collect();
+        self.balancer.set_members(members);
     }
 
     /// Whether requests carry [`RING_VERSION_HEADER`].

@@ -1,5 +1,6 @@
 //! Forwarding: the upstream client and the header rewrites of a proxy.
 
+use super::dns::SystemResolver;
 use super::endpoints::{EndpointPick, Endpoints, RING_VERSION_HEADER};
 use super::resilience::Guards;
 use super::upload::Upload;
@@ -81,7 +82,7 @@ impl Upstream {
         Ok(Self {
             name: cfg.name.clone(),
             scheme,
-            endpoints: Endpoints::new(cfg, clock.clone()),
+            endpoints: Endpoints::new(cfg, clock.clone(), Arc::new(SystemResolver))?,
             clients,
             response_timeout: cfg.response_timeout,
             guards: Guards::new(cfg, clock, quota_of)

@@ -10,13 +10,15 @@
 //! client (`body.rs`) so the permit is released when the upstream
 //! finishes, not when a slow client does.
 //! After admission, the request's endpoint is chosen (`endpoints.rs`,
-//! over `floodwall_core::balance`).
+//! over `floodwall_core::balance`); a `dns` upstream's members are its
+//! name's answer, resolved again every `dns_refresh` (`dns.rs`).
 //! An upstream's breaker and bulkhead, and a route's retry budget, are
 //! built in `resilience.rs`; `service.rs` runs them in a written order.
 //! Every response floodwall makes itself is decided in [`respond`].
 
 mod body;
 pub mod canonical;
+pub mod dns;
 pub mod endpoints;
 mod forward;
 mod refusals;

@@ -140,7 +140,8 @@ impl UpstreamConnector {
             .with_no_client_auth();
         // floodwall speaks HTTP/1.1 to upstreams.
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let server_name: Arc<dyn ResolveServerName + Send + Sync> = match &cfg.sni {
+        // `sni`, or a `dns` upstream's name: its endpoints are addresses.
+        let server_name: Arc<dyn ResolveServerName + Send + Sync> = match &cfg.tls_name() {
             Some(sni) => Arc::new(FixedServerNameResolver::new(
                 ServerName::try_from(sni.clone())
                     .map_err(|e| anyhow::anyhow!("upstream {name:?} sni {sni:?}: {e}"))?,

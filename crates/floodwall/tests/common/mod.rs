@@ -699,9 +699,15 @@ fn drain_into(mut r: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
 /// Runs `floodwall serve ARGS` and waits (up to 10 s) for its ready line,
 /// `floodwall listening proxy=ADDR admin=ADDR`.
 pub fn spawn_binary(args: &[&str]) -> Binary {
-    let mut child = Command::new(binary_path())
-        .arg("serve")
-        .args(args)
+    let mut cmd = Command::new(binary_path());
+    cmd.arg("serve").args(args);
+    spawn_command(cmd)
+}
+
+/// Runs `cmd`, which execs `floodwall serve` (through a wrapper such as
+/// `unshare`), and waits for its ready line as [`spawn_binary`] does.
+pub fn spawn_command(mut cmd: Command) -> Binary {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

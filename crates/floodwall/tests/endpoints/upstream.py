@@ -2,7 +2,8 @@
 """One upstream instance for tests/endpoints.rs: a real process that can be
 killed with kill -9 and started again on the same port.
 
-usage: upstream.py PORT DELAY_MS   (PORT 0: any free port)
+usage: upstream.py PORT DELAY_MS [HOST]   (PORT 0: any free port; HOST
+127.0.0.1 unless given, another loopback address for a dns test)
 
 Prints "listening PORT" once bound. Every request sleeps DELAY_MS (or
 ?ms=N) and answers 200 with the port as body. Each served request is
@@ -19,6 +20,7 @@ import urllib.parse
 
 PORT = int(sys.argv[1])
 DELAY = float(sys.argv[2]) / 1000.0
+HOST = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
 RECORDS = []
 LOCK = threading.Lock()
 
@@ -74,6 +76,6 @@ class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 256
 
 
-server = Server(("127.0.0.1", PORT), Handler)
+server = Server((HOST, PORT), Handler)
 print("listening", server.server_address[1], flush=True)
 server.serve_forever()
