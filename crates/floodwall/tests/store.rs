@@ -1143,13 +1143,21 @@ async fn cluster_down_at_start_then_outage_resyncs() {
         )
         .await;
         // The last grant lasts until its lease would expire (it may be 0
-        // for a replica that had just joined), then the fallback share.
+        // for a replica that had just joined), then the fallback share:
+        // 1 before any answer, global ÷ replicas after.
         common::wait_until(
             Duration::from_secs(5),
             "the local policy serves",
             || async { client.get(bins[0].proxy, "/", &[]).await.status == 200 },
         )
         .await;
+        if round == 0 {
+            // Never answered: each serves 1 at a time, not the whole
+            // global limit (it holds no lease the others count).
+            for b in &bins {
+                assert_eq!(share_of(b).await, 1, "a replica that never reached Redis");
+            }
+        }
         cluster.restart();
         let t = Instant::now();
         converged(&all, 3).await;

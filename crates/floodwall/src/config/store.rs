@@ -40,7 +40,8 @@ impl StoreMode {
 #[serde(rename_all = "snake_case")]
 pub enum StoreFailure {
     /// Keep the last grant until its lease would have expired, then the
-    /// global limit ÷ the last known replica count. The default.
+    /// global limit ÷ the last known replica count (1 before any answer).
+    /// The default.
     Local,
     /// Drop the share: only the local limits apply.
     Open,

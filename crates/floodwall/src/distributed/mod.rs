@@ -58,7 +58,8 @@
 //! `on_store_failure = "local"` a replica keeps its last grant until its
 //! lease would have expired in Redis (measured from when the renewal was
 //! *sent*, so never later than Redis's own expiry), then uses
-//! `max(1, global ÷ last known replica count)` ([`share::failure_share`]).
+//! `max(1, global ÷ last known replica count)` ([`share::failure_share`]),
+//! or 1 if it has never had an answer (it holds no lease the others count).
 //! If every replica loses Redis together, the total is then at most
 //! `replicas × max(1, ⌊global ÷ replicas⌋)`, i.e. at most `global` when
 //! `global ≥ replicas`. If only some lose it, the others reclaim their
@@ -323,7 +324,7 @@ impl Distributed {
             st.grant,
             left,
             global,
-            st.replicas,
+            st.known_replicas(),
         )
     }
 }

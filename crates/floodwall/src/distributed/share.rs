@@ -102,8 +102,18 @@ pub fn ramp_cap(global: usize, since_join: Duration, join_ramp: Duration) -> usi
 /// The share to use without Redis: the global limit ÷ the last known
 /// replica count, at least 1 (a replica that cannot serve at all is the
 /// self-inflicted outage the failure policy exists to avoid).
-pub fn fallback_share(global: usize, replicas: usize) -> usize {
-    (global / replicas.max(1)).max(1)
+///
+/// `None`: this replica has never had an answer, so it knows neither how
+/// many replicas there are nor holds a lease anyone else counts. It then
+/// serves 1 at a time, as a Doorman client without a lease serves no more
+/// than its safe capacity: assuming it was alone let each of a scale-up's
+/// new replicas whose first renewal timed out admit the whole global
+/// limit on top of what the others hold.
+pub fn fallback_share(global: usize, replicas: Option<usize>) -> usize {
+    match replicas {
+        Some(n) => (global / n.max(1)).max(1),
+        None => 1,
+    }
 }
 
 /// The share to apply while Redis is unreachable, under `policy`.
@@ -116,7 +126,7 @@ pub fn failure_share(
     last_grant: Option<usize>,
     lease_left: Duration,
     global: usize,
-    last_replicas: usize,
+    last_replicas: Option<usize>,
 ) -> Option<usize> {
     match policy {
         StoreFailure::Open => None,
@@ -168,15 +178,25 @@ mod tests {
     fn failure_policies() {
         let s = Duration::from_secs(1);
         use StoreFailure::*;
-        assert_eq!(failure_share(Local, Some(5), s, 12, 3), Some(5));
+        let three = Some(3);
+        assert_eq!(failure_share(Local, Some(5), s, 12, three), Some(5));
         assert_eq!(
-            failure_share(Local, Some(5), Duration::ZERO, 12, 3),
+            failure_share(Local, Some(5), Duration::ZERO, 12, three),
             Some(4)
         );
-        assert_eq!(failure_share(Local, None, s, 12, 3), Some(4));
-        assert_eq!(failure_share(Local, None, s, 2, 3), Some(1), "at least 1");
-        assert_eq!(failure_share(Open, Some(5), s, 12, 3), None);
-        assert_eq!(failure_share(Closed, Some(5), s, 12, 3), Some(0));
+        assert_eq!(failure_share(Local, None, s, 12, three), Some(4));
+        assert_eq!(
+            failure_share(Local, None, s, 2, three),
+            Some(1),
+            "at least 1"
+        );
+        assert_eq!(
+            failure_share(Local, None, s, 12, None),
+            Some(1),
+            "never answered: not the whole global limit"
+        );
+        assert_eq!(failure_share(Open, Some(5), s, 12, three), None);
+        assert_eq!(failure_share(Closed, Some(5), s, 12, three), Some(0));
     }
 
     proptest! {

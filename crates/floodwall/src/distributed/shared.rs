@@ -63,6 +63,14 @@ pub(super) struct LeaseState {
     pub(super) refused_seen: u64,
 }
 
+impl LeaseState {
+    /// The live member count, once a call has succeeded (`joined`); before
+    /// that it is unknown, whatever `replicas` holds.
+    pub(super) fn known_replicas(&self) -> Option<usize> {
+        self.joined.map(|_| self.replicas.max(1))
+    }
+}
+
 /// What the renew loop and every route's [`GlobalLimit`] share: the
 /// config, this replica's id, the Redis backend and the last error.
 #[derive(Debug)]

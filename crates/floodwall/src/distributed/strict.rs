@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::redis::StoreError;
+use super::share;
 use super::shared::{lock, GlobalLimit, RouteEntry, Shared};
 use crate::config::{StoreFailure, StoreMode};
 
@@ -89,8 +90,8 @@ impl GlobalLimit {
             // can only over-count (the slot is released locally, and the
             // heartbeat sets Redis's count back to ours), never under-count.
             StoreFailure::Local => {
-                let replicas = lock(&r.state).replicas.max(1);
-                let part = (r.global / replicas).max(1);
+                let replicas = lock(&r.state).known_replicas();
+                let part = share::fallback_share(r.global, replicas);
                 if r.held.fetch_add(1, Ordering::AcqRel) >= part {
                     r.held.fetch_sub(1, Ordering::AcqRel);
                     return Err(Refused::GlobalLimitExceeded);
