@@ -682,6 +682,8 @@ fn register_distributed(registry: &mut Registry, d: &DistributedSnapshot) {
     commands.inc_by(d.commands);
     let errors = Counter::<u64>::default();
     errors.inc_by(d.errors);
+    let switches = Counter::<u64>::default();
+    switches.inc_by(d.switches);
     let per = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     per.set(d.commands_per_admitted);
     let replicas = Family::<RouteLabels, Gauge>::default();
@@ -719,6 +721,11 @@ fn register_distributed(registry: &mut Registry, d: &DistributedSnapshot) {
         "floodwall_store_errors",
         "Redis calls that failed or timed out",
         errors,
+    );
+    registry.register(
+        "floodwall_store_switches",
+        "Times the Redis primary behind Sentinel changed (a failover): every lease was re-registered and grants capped at the fallback share for one lease_ttl",
+        switches,
     );
     registry.register(
         "floodwall_store_commands_per_admitted",

@@ -232,6 +232,7 @@ pub fn distributed(d: &DistributedSnapshot) -> Value {
         "last_error": d.last_error,
         "commands": d.commands,
         "errors": d.errors,
+        "switches": d.switches,
         "commands_per_admitted": d.commands_per_admitted,
         "routes": routes,
     })

@@ -50,6 +50,6 @@ pub use route::{
     QueueConfig, QueueOrder, RouteConfig, TenantConfig, TenantQuota, MAX_TENANT_QUOTAS,
 };
 pub use server::{LogConfig, LogFormat, ServerConfig};
-pub use store::{StoreConfig, StoreFailure, StoreMode};
+pub use store::{SentinelTarget, StoreConfig, StoreFailure, StoreMode};
 pub use tls::TlsConfig;
 pub use upstream::{Balance, HashOn, UpstreamConfig};

@@ -66,7 +66,10 @@ impl StoreFailure {
 pub struct StoreConfig {
     /// The Redis URL, `redis://[user:password@]host:port[/db]`; for a Redis
     /// Cluster, one or more of its nodes' URLs separated by commas (any
-    /// node will do: the client learns the others from it).
+    /// node will do: the client learns the others from it); for a primary
+    /// behind Redis Sentinel, `redis+sentinel://[user:password@]host:port,
+    /// host:port/PRIMARY[/db]`, the Sentinels and the primary's name (the
+    /// credentials are the primary's), so floodwall follows a failover.
     pub url: String,
     /// Talk to a Redis Cluster (slot routing, `MOVED` followed) even when
     /// `url` names one node; implied when it names several.
@@ -100,6 +103,77 @@ pub struct StoreConfig {
     /// replicas must never share one.
     #[serde(default)]
     pub replica_id: Option<String>,
+}
+
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// Where a primary behind Redis Sentinel is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// Each Sentinel as `redis://host:port` (no credentials: Sentinels are
+    /// asked only where the primary is).
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the primary under.
+    pub primary: String,
+    /// A `redis://` URL with the primary's credentials and db (its host is
+    /// the first Sentinel's, unused): what a connection to whichever node
+    /// is primary is opened with.
+    pub primary_settings: String,
+}
+
+/// `[user:password@]host[:port],host[:port]/PRIMARY[/db]`, after the
+/// scheme. A port defaults to Sentinel's 26379.
+fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
+    let (auth, rest) = match rest.rfind('@') {
+        Some(at) if rest[..at].find('/').is_none() => (&rest[..=at], &rest[at + 1..]),
+        _ => ("", rest),
+    };
+    let (hosts, path) = rest
+        .split_once('/')
+        .ok_or("must end in /PRIMARY, the name the Sentinels monitor")?;
+    let mut sentinels = Vec::new();
+    for h in hosts.split(',').map(str::trim) {
+        if h.is_empty() {
+            return Err("an empty Sentinel address".into());
+        }
+        let with_port = if h
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            h.to_owned()
+        } else {
+            format!("{h}:26379")
+        };
+        let url = format!("redis://{with_port}");
+        redis::Client::open(url.as_str()).map_err(|e| format!("Sentinel {h:?}: {e}"))?;
+        sentinels.push(url);
+    }
+    let (primary, db) = match path.split_once('/') {
+        Some((name, db)) => (name, db),
+        None => (path, "0"),
+    };
+    let name_ok = !primary.is_empty()
+        && primary
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok {
+        return Err(format!(
+            "the primary's name must be letters, digits, '-', '_' or '.' (got {primary:?})"
+        ));
+    }
+    if db.parse::<u16>().is_err() {
+        return Err(format!(
+            "the db after the primary's name must be a number (got {db:?})"
+        ));
+    }
+    let first = sentinels[0].trim_start_matches("redis://");
+    let primary_settings = format!("redis://{auth}{first}/{db}");
+    redis::Client::open(primary_settings.as_str()).map_err(|e| e.to_string())?;
+    Ok(SentinelTarget {
+        sentinels,
+        primary: primary.to_owned(),
+        primary_settings,
+    })
 }
 
 fn default_mode() -> StoreMode {
@@ -141,6 +215,18 @@ impl StoreConfig {
         }
     }
 
+    /// Whether `url` names a primary behind Redis Sentinel
+    /// (`redis+sentinel://`).
+    pub fn is_sentinel(&self) -> bool {
+        self.url.trim_start().starts_with(SENTINEL_SCHEME)
+    }
+
+    /// A `redis+sentinel://` `url` taken apart: `None` for any other.
+    pub fn sentinel(&self) -> Option<Result<SentinelTarget, String>> {
+        let rest = self.url.trim().strip_prefix(SENTINEL_SCHEME)?;
+        Some(parse_sentinel(rest))
+    }
+
     /// The node URLs `url` lists (one unless it is a cluster's).
     pub fn nodes(&self) -> Vec<&str> {
         self.url
@@ -153,13 +239,29 @@ impl StoreConfig {
     /// Whether the store is a Redis Cluster: `cluster = true`, or `url`
     /// lists several nodes.
     pub fn is_cluster(&self) -> bool {
-        self.cluster || self.nodes().len() > 1
+        !self.is_sentinel() && (self.cluster || self.nodes().len() > 1)
     }
 
     /// Ranges and relations serde cannot express.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let nodes = self.nodes();
-        if nodes.is_empty() {
+        let nodes = if self.is_sentinel() {
+            if self.cluster {
+                return Err(ConfigError::invalid(
+                    "store.cluster",
+                    "a redis+sentinel:// url names one primary, not a cluster: remove cluster = true",
+                ));
+            }
+            if let Some(Err(e)) = self.sentinel() {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    format!("{e} (got {:?})", check::redact_url(&self.url)),
+                ));
+            }
+            Vec::new()
+        } else {
+            self.nodes()
+        };
+        if nodes.is_empty() && !self.is_sentinel() {
             return Err(ConfigError::invalid("store.url", "must name a Redis"));
         }
         for u in &nodes {

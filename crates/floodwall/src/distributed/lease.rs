@@ -146,7 +146,10 @@ async fn renew_one(shared: &Shared, l: &(dyn Leased + Sync)) -> Result<(), Store
         demands.sort();
         let me = demands.iter().position(|(id, _)| *id == shared.id).unwrap();
         let values: Vec<usize> = demands.iter().map(|(_, d)| *d).collect();
-        let want = share::water_fill(global, &values)[me];
+        // While resyncing, asked for no more than the cap, so Redis counts
+        // what this replica may use, not a grant it cannot (which would
+        // leave the others nothing until its next renewal).
+        let want = share::water_fill(global, &values)[me].min(st.resync_cap.unwrap_or(usize::MAX));
         // Lower before asking, so nothing is admitted above what Redis
         // will count for us while the call is in flight.
         let lowered = l.share().unwrap_or(global).min(want);
@@ -163,7 +166,11 @@ async fn renew_one(shared: &Shared, l: &(dyn Leased + Sync)) -> Result<(), Store
         .backend
         .renew(l.keys(), &shared.id, global, shared.config.lease_ttl, ask)
         .await?;
-    l.set_share(renewal.grant);
+    // While resyncing, never above the cap (`distributed/mod.rs`,
+    // "Resync"), before any request can be admitted under the grant (the
+    // ask was capped; the cap may have been set while the call ran).
+    let cap = lock(l.state()).resync_cap.unwrap_or(usize::MAX);
+    l.set_share(renewal.grant.min(cap));
     let mut st = lock(l.state());
     st.grant = Some(renewal.grant);
     st.lease_until = Some(sent + shared.config.lease_ttl);

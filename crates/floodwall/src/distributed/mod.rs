@@ -68,6 +68,27 @@
 //! slack of the `local` policy. `open` lifts the share (only local limits
 //! apply); `closed` sets it to 0.
 //!
+//! # Resync
+//!
+//! When Redis answers again after a failure, the leases held before may be
+//! gone: Redis restarted empty, a promoted replica lacks the old primary's
+//! last writes, or they simply expired. The first replica back then sees
+//! no one else's usage or demand, and would be granted the whole global
+//! limit while the others still serve their fallback shares. So from the
+//! failure until `max(lease_ttl, 1 s) + renew_interval` after the first
+//! success (every live replica retries at most 1 s apart, so by then all
+//! have renewed), a replica asks for and uses at most
+//! `fallback_share(global, replicas known before the failure)`. The total
+//! then stays within the global limit through the resync.
+//!
+//! # Failover
+//!
+//! With `redis+sentinel://` the backend asks the Sentinels where the
+//! primary is after any failed call (`redis.rs`). A different primary is a
+//! switch: a replica must not assume the leases it held still exist, so it
+//! renews every lease at once instead of at the next interval, and the
+//! resync above applies (a switch always follows failed calls).
+//!
 //! Strict mode under `local` caps the same way per request: a replica
 //! whose call fails or is late admits only while it holds fewer than
 //! `max(1, global ÷ last known replica count)` slots in all (see
@@ -243,6 +264,9 @@ impl Distributed {
         let mut next = Instant::now() + if ok { every } else { backoff };
         let mut tick = tokio::time::interval(sample);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut switches = self.shared.backend.switches();
+        // Until when grants are capped after a resync (see "Resync").
+        let mut resync_until: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -253,13 +277,30 @@ impl Distributed {
                 st.peak = st.peak.max(r.limiter.inflight());
             }
             let now = Instant::now();
+            // A new primary (Sentinel failover): the leases written to the
+            // old one may be lost with its unreplicated writes, so
+            // re-register at once instead of at the next interval.
+            let seen = self.shared.backend.switches();
+            if seen != switches {
+                switches = seen;
+                next = now;
+            }
             if now >= next {
                 let was = ok;
                 ok = self.renew_all().await;
-                if ok {
-                    if !was {
-                        tracing::info!("store reachable again: resynced");
+                if ok && !was {
+                    tracing::info!("store reachable again: resyncing");
+                    resync_until = Some(Instant::now() + self.resync_window());
+                }
+                match resync_until {
+                    Some(u) if ok && Instant::now() < u => self.cap_while_resyncing(),
+                    Some(_) if ok => {
+                        resync_until = None;
+                        self.end_resync();
                     }
+                    _ => {}
+                }
+                if ok {
                     backoff = every;
                     next = Instant::now() + every;
                 } else {
@@ -295,10 +336,72 @@ impl Distributed {
         all
     }
 
+    /// How long a resync caps grants: until every live replica has renewed
+    /// since Redis answered again. A failing replica retries at most 1 s
+    /// apart, and one whose lease expired meanwhile is gone anyway.
+    fn resync_window(&self) -> Duration {
+        let c = &self.shared.config;
+        c.lease_ttl.max(Duration::from_secs(1)) + c.renew_interval
+    }
+
+    /// While resyncing: each route's share (and tenant quota) at most the
+    /// fallback share of the replica count known before the failure,
+    /// whatever Redis grants (`lease.rs` applies the cap before it sets a
+    /// share). The leases held before may be gone (a restarted Redis, a
+    /// promoted replica without the last writes, or just expired): the
+    /// first replica back then sees no one else's usage or demand and was
+    /// granted the whole global limit (19 in flight for a global limit of
+    /// 12 through a Sentinel failover, `tests/store.rs`).
+    fn cap_while_resyncing(&self) {
+        let cap = |st: &Mutex<LeaseState>, global: usize| {
+            let mut st = lock(st);
+            let before = st.before_failure.flatten();
+            let part = share::fallback_share(global, before.max(st.known_replicas()));
+            st.resync_cap = Some(part);
+            part
+        };
+        for r in &self.routes {
+            let part = cap(&r.state, r.global);
+            if let Some(s) = r.limiter.share() {
+                r.limiter.set_share(Some(s.min(part)));
+            }
+            for t in &r.tenants {
+                let part = cap(&t.state, t.global);
+                if let Some(u) = r.limiter.observe_tenant_quota(&t.tenant) {
+                    r.limiter.set_tenant_quota(&t.tenant, Some(u.cap.min(part)));
+                }
+            }
+        }
+    }
+
+    /// The resync is over: the next failure records its own count.
+    fn end_resync(&self) {
+        for r in &self.routes {
+            let states = std::iter::once(&r.state).chain(r.tenants.iter().map(|t| &t.state));
+            for st in states {
+                let mut st = lock(st);
+                st.before_failure = None;
+                st.resync_cap = None;
+            }
+        }
+    }
+
     /// Sets every route's share, and every tenant quota's cap, under the
     /// failure policy.
     fn apply_failure(&self, now: Instant) {
         for r in &self.routes {
+            // The first grant after Redis answers again is capped already
+            // (see "Resync").
+            let states = std::iter::once((&r.state, r.global))
+                .chain(r.tenants.iter().map(|t| (&t.state, t.global)));
+            for (st, global) in states {
+                let mut st = lock(st);
+                if st.before_failure.is_none() {
+                    let known = st.known_replicas();
+                    st.before_failure = Some(known);
+                    st.resync_cap = Some(share::fallback_share(global, known));
+                }
+            }
             r.limiter
                 .set_share(self.failure_share(&r.state, r.global, now));
             for t in &r.tenants {
@@ -379,6 +482,7 @@ impl Distributed {
             last_error,
             commands,
             errors: backend.errors.load(Ordering::Relaxed),
+            switches: backend.switches(),
             commands_per_admitted: commands as f64 / admitted.max(1) as f64,
             latency: backend.latency.clone(),
             routes,

@@ -9,17 +9,19 @@
 //! over the primaries; one route never spans two.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::AsyncConnectionConfig;
 use redis::Script;
 use tokio::sync::OnceCell;
 
-use crate::config::StoreConfig;
+use crate::config::{SentinelTarget, StoreConfig};
 
 /// The keys of one route's global limit. They share the `{ROUTE}` hash tag
 /// so that every script's keys live in one Redis Cluster slot.
@@ -102,6 +104,128 @@ enum Conn {
     /// the cluster connection reconnects to nodes and refreshes its slot
     /// map by itself.
     Cluster(Box<ClusterConn>),
+    /// A primary behind Redis Sentinel: found through the Sentinels, and
+    /// found again after any failed call, so a failover is followed.
+    Sentinel(Box<SentinelConn>),
+}
+
+/// A primary behind Sentinel and the connection to it.
+///
+/// Any failed call drops the connection and the next call asks the
+/// Sentinels where the primary is (redis-rs's `SentinelClient`, which also
+/// checks with `ROLE` that the node it names is a primary). A node that was
+/// demoted answers writes with `READONLY`, a dead one does not answer:
+/// either way the next call looks again. When the primary found is not the
+/// one before, that is a **switch**: counted ([`Backend::switches`]) and
+/// logged, and the renew loop then treats every lease as gone (see
+/// `distributed/mod.rs`, "Failover").
+struct SentinelConn {
+    client: Arc<tokio::sync::Mutex<SentinelClient>>,
+    config: AsyncConnectionConfig,
+    current: Arc<Mutex<Option<Primary>>>,
+    /// The address of the last primary connected to, once there was one.
+    last: Arc<Mutex<Option<String>>>,
+    switches: Arc<AtomicU64>,
+    connecting: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+}
+
+/// The primary connected to now.
+#[derive(Clone)]
+struct Primary {
+    generation: u64,
+    conn: MultiplexedConnection,
+}
+
+impl SentinelConn {
+    fn new(
+        store: &StoreConfig,
+        target: SentinelTarget,
+        connect: Duration,
+    ) -> Result<Self, StoreError> {
+        let settings =
+            redis::IntoConnectionInfo::into_connection_info(target.primary_settings.as_str())?
+                .redis_settings()
+                .clone();
+        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
+        let client = SentinelClient::build(
+            target.sentinels,
+            target.primary,
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(store.timeout));
+        Ok(Self {
+            client: Arc::new(tokio::sync::Mutex::new(client)),
+            config,
+            current: Arc::default(),
+            last: Arc::default(),
+            switches: Arc::default(),
+            connecting: Arc::default(),
+            generation: Arc::default(),
+        })
+    }
+
+    /// The primary's connection. Finding it (Sentinels, `ROLE`, connect)
+    /// runs on its own task, one attempt at a time, so a call's deadline
+    /// never cancels it halfway: calls fail by their deadline until it
+    /// succeeds.
+    async fn get(&self) -> Primary {
+        loop {
+            if let Some(p) = lock(&self.current).clone() {
+                return p;
+            }
+            if !self.connecting.swap(true, Ordering::AcqRel) {
+                let client = self.client.clone();
+                let config = self.config.clone();
+                let (current, last) = (self.current.clone(), self.last.clone());
+                let (switches, generation) = (self.switches.clone(), self.generation.clone());
+                let flag = self.connecting.clone();
+                tokio::spawn(async move {
+                    let found = async {
+                        let c = client.lock().await.async_get_client().await?;
+                        let addr = c.get_connection_info().addr().to_string();
+                        let conn = c
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        Ok::<_, redis::RedisError>((addr, conn))
+                    };
+                    match found.await {
+                        Ok((addr, conn)) => {
+                            let was = lock(&last).replace(addr.clone());
+                            if let Some(was) = was.filter(|w| *w != addr) {
+                                switches.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(from = %was, to = %addr, "store primary switched (Sentinel failover): re-registering every lease");
+                            }
+                            let generation = generation.fetch_add(1, Ordering::Relaxed) + 1;
+                            *lock(&current) = Some(Primary { generation, conn });
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no Redis primary from the Sentinels yet");
+                        }
+                    }
+                    flag.store(false, Ordering::Release);
+                });
+            }
+            // The caller's deadline ends the wait.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A call on the connection of `generation` failed: drop it, unless a
+    /// newer one replaced it already.
+    fn failed(&self, generation: u64) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|p| p.generation == generation) {
+            *current = None;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A Redis Cluster's client and its connection once made.
@@ -177,7 +301,16 @@ impl Backend {
     pub fn new(store: &StoreConfig) -> Result<Self, StoreError> {
         let timeout = store.timeout;
         let connect = timeout.max(Duration::from_millis(100));
-        let conn = if store.is_cluster() {
+        let conn = if let Some(target) = store.sentinel() {
+            let target = target.map_err(|e| {
+                StoreError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "store.url",
+                    e,
+                )))
+            })?;
+            Conn::Sentinel(Box::new(SentinelConn::new(store, target, connect)?))
+        } else if store.is_cluster() {
             let client = ClusterClient::builder(store.nodes())
                 .connection_timeout(connect)
                 .response_timeout(timeout)
@@ -217,6 +350,15 @@ impl Backend {
         })
     }
 
+    /// Times the primary behind Sentinel changed (always 0 for one Redis or
+    /// a cluster): each one means the leases this replica held may be gone.
+    pub fn switches(&self) -> u64 {
+        match &self.conn {
+            Conn::Sentinel(c) => c.switches.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
     /// Runs one script invocation under the deadline, counting it.
     async fn call<T: redis::FromRedisValue>(
         &self,
@@ -224,10 +366,18 @@ impl Backend {
     ) -> Result<T, StoreError> {
         let started = tokio::time::Instant::now();
         self.commands.fetch_add(1, Ordering::Relaxed);
+        // The Sentinel primary's connection generation this call used (0:
+        // none; generations start at 1).
+        let used = AtomicU64::new(0);
         let invoke = async {
             match &self.conn {
                 Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
                 Conn::Cluster(c) => inv.invoke_async(&mut c.get().await).await,
+                Conn::Sentinel(c) => {
+                    let mut p = c.get().await;
+                    used.store(p.generation, Ordering::Relaxed);
+                    inv.invoke_async(&mut p.conn).await
+                }
             }
         };
         let result = match tokio::time::timeout(self.timeout, invoke).await {
@@ -235,6 +385,9 @@ impl Backend {
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
+        if let (Conn::Sentinel(c), Err(_)) = (&self.conn, &result) {
+            c.failed(used.load(Ordering::Relaxed));
+        }
         self.latency.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => self.up.store(true, Ordering::Release),

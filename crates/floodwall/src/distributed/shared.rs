@@ -61,6 +61,12 @@ pub(super) struct LeaseState {
     pub(super) peak: usize,
     /// Refusals for lack of room counted at the last renewal.
     pub(super) refused_seen: u64,
+    /// The replica count known when Redis last stopped answering, kept
+    /// until the resync after it is over (see `distributed/mod.rs`,
+    /// "Resync").
+    pub(super) before_failure: Option<Option<usize>>,
+    /// While resyncing, the most a grant may set the share to.
+    pub(super) resync_cap: Option<usize>,
 }
 
 impl LeaseState {

@@ -29,6 +29,8 @@ pub struct DistributedSnapshot {
     pub commands: u64,
     /// Calls that failed or timed out.
     pub errors: u64,
+    /// Times the primary behind Sentinel changed.
+    pub switches: u64,
     /// Commands per admitted request since start, over every route.
     pub commands_per_admitted: f64,
     /// The live round-trip histogram (a handle: histograms cannot be read

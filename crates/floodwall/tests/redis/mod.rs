@@ -15,6 +15,8 @@ pub struct Redis {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     child: Option<Child>,
+    /// More `redis-server` arguments (`--replicaof`).
+    extra: Vec<String>,
     /// Cluster mode: the bus port and the directory of `nodes.conf`.
     cluster: Option<(u16, tempdir::Dir)>,
 }
@@ -103,6 +105,7 @@ impl Redis {
             let mut r = Redis {
                 port: free_port(),
                 child: None,
+                extra: Vec::new(),
                 cluster: None,
             };
             if r.spawn() {
@@ -126,6 +129,7 @@ impl Redis {
             "--protected-mode",
             "no",
         ]);
+        cmd.args(&self.extra);
         if let Some((bus, dir)) = &self.cluster {
             cmd.args([
                 "--cluster-enabled",
@@ -260,6 +264,183 @@ impl Drop for Redis {
     }
 }
 
+/// A primary, one replica of it and three Sentinels (quorum 2) watching it
+/// as [`Sentinels::PRIMARY`], all on free loopback ports, the Sentinels'
+/// config files in a temp dir. Down after 1 s without an answer, so a
+/// failover takes a few seconds. Killed when dropped.
+pub struct Sentinels {
+    /// The primary at start.
+    pub primary: Redis,
+    /// Its replica, the one promoted when the primary dies.
+    pub replica: Redis,
+    sentinels: Vec<(u16, Child)>,
+    _dir: tempdir::Dir,
+}
+
+impl Sentinels {
+    /// The name the Sentinels monitor the primary under.
+    pub const PRIMARY: &'static str = "fwprimary";
+
+    /// Starts them and waits until every Sentinel knows the replica and
+    /// the two other Sentinels (so a failover can be agreed).
+    pub fn start() -> Sentinels {
+        let primary = Redis::start();
+        let mut replica = None;
+        for _ in 0..5 {
+            let mut r = Redis {
+                port: free_port(),
+                child: None,
+                extra: vec![
+                    "--replicaof".into(),
+                    "127.0.0.1".into(),
+                    primary.port.to_string(),
+                ],
+                cluster: None,
+            };
+            if r.spawn() {
+                replica = Some(r);
+                break;
+            }
+        }
+        let replica = replica.expect("could not start the replica");
+        let dir = tempdir::Dir::new("sentinel");
+        let mut sentinels = Vec::new();
+        while sentinels.len() < 3 {
+            let port = free_port();
+            let conf = dir.0.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     sentinel monitor {p} 127.0.0.1 {} 2\n\
+                     sentinel down-after-milliseconds {p} 1000\n\
+                     sentinel failover-timeout {p} 10000\n\
+                     sentinel parallel-syncs {p} 1\n",
+                    dir.0.display(),
+                    primary.port,
+                    p = Self::PRIMARY
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server --sentinel");
+            let mut child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if sentinel_cli(port, &["PING"]).as_deref() == Some("PONG") {
+                    sentinels.push((port, child.take().unwrap()));
+                    break;
+                }
+                if child.as_mut().unwrap().try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(mut c) = child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let set = Sentinels {
+            primary,
+            replica,
+            sentinels,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = set.sentinels.iter().all(|(port, _)| {
+                let q = |what: &str| {
+                    sentinel_cli(*port, &["SENTINEL", what, Self::PRIMARY])
+                        .map_or(0, |o| o.lines().filter(|l| *l == "name").count())
+                };
+                q("replicas") >= 1 && q("sentinels") >= 2
+            });
+            if ready {
+                return set;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinels did not find each other and the replica in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/PRIMARY`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), Self::PRIMARY)
+    }
+
+    /// The primary's port as a live Sentinel reports it now.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|(port, _)| {
+            let out = sentinel_cli(
+                *port,
+                &["SENTINEL", "get-master-addr-by-name", Self::PRIMARY],
+            )?;
+            out.lines().nth(1)?.trim().parse().ok()
+        })
+    }
+
+    /// The node that is primary now (the replica once it was promoted).
+    pub fn current(&self) -> &Redis {
+        if self.primary_port() == Some(self.replica.port) {
+            &self.replica
+        } else {
+            &self.primary
+        }
+    }
+}
+
+impl Store for Sentinels {
+    fn url(&self) -> String {
+        Sentinels::url(self)
+    }
+    fn cli(&self, args: &[&str]) -> String {
+        self.current().cli(args)
+    }
+    fn script_calls(&self) -> u64 {
+        self.current().script_calls()
+    }
+    fn script_loads(&self) -> u64 {
+        self.current().script_loads()
+    }
+    fn dbsize(&self) -> u64 {
+        self.current().cli(&["DBSIZE"]).parse().unwrap()
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.sentinels {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sentinel_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// A Redis Cluster of three primaries and no replicas on loopback, each on
 /// free ports (client and bus) with its `nodes.conf` in its own temp dir,
 /// created with `redis-cli --cluster create`. Killed when dropped.
@@ -281,6 +462,7 @@ impl Cluster {
                 let mut r = Redis {
                     port,
                     child: None,
+                    extra: Vec::new(),
                     cluster: Some((bus, tempdir::Dir::new(&format!("cluster{i}")))),
                 };
                 if r.spawn() {
