@@ -285,6 +285,9 @@ impl Sentinels {
     /// the two other Sentinels (so a failover can be agreed).
     pub fn start() -> Sentinels {
         let primary = Redis::start();
+        // The replica saves the primary's snapshot at its full sync: into
+        // the temp dir, not the test's working directory.
+        let dir = tempdir::Dir::new("sentinel");
         let mut replica = None;
         for _ in 0..5 {
             let mut r = Redis {
@@ -294,6 +297,8 @@ impl Sentinels {
                     "--replicaof".into(),
                     "127.0.0.1".into(),
                     primary.port.to_string(),
+                    "--dir".into(),
+                    dir.0.display().to_string(),
                 ],
                 cluster: None,
             };
@@ -303,7 +308,6 @@ impl Sentinels {
             }
         }
         let replica = replica.expect("could not start the replica");
-        let dir = tempdir::Dir::new("sentinel");
         let mut sentinels = Vec::new();
         while sentinels.len() < 3 {
             let port = free_port();
