@@ -1373,3 +1373,109 @@ async fn sentinel_failover_keeps_the_global_limit_and_follows_the_new_primary() 
         "consistent {consistent:?}, {promoted:?} after the promotion"
     );
 }
+
+/// Jain's fairness index of `xs`: 1 when all are equal, 1/n when one has
+/// everything.
+fn jain(xs: &[usize]) -> f64 {
+    let sum: f64 = xs.iter().map(|&x| x as f64).sum();
+    let squares: f64 = xs.iter().map(|&x| (x as f64).powi(2)).sum();
+    if squares == 0.0 {
+        return 1.0;
+    }
+    sum * sum / (xs.len() as f64 * squares)
+}
+
+async fn shares_of(bins: &[Binary]) -> Vec<usize> {
+    let mut shares = Vec::new();
+    for b in bins {
+        shares.push(share_of(b).await);
+    }
+    shares
+}
+
+/// As many floodwall processes as this machine holds comfortably: 20
+/// replicas on the default lease timings (renew every 200 ms, lease 2 s,
+/// join ramp 3 s) over one real redis-server, a global limit of 40 and 60
+/// clients spread evenly. Measured, next to the simulation's 20-replica
+/// row in BENCHMARKS.md: the renew load on Redis (20 × 1 route ÷ 200 ms =
+/// 100 script calls a second, by the formula in docs/config.md), the
+/// fairness of the shares, the upstream's peak, and how long 10 more
+/// replicas joining at once take to get a share, the limit holding
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_replicas_share_one_limit_and_ten_more_join() {
+    const WIDE: usize = 40;
+    let redis = Redis::start();
+    let upstream = Upstream::start(Duration::from_millis(50)).await;
+    let text = format!(
+        "[log]\nlevel = \"warn\"\n\n[[upstreams]]\nname = \"app\"\nurl = \"{}\"\n\n\
+         [[routes]]\nname = \"api\"\nupstream = \"app\"\n\
+         limit = {{ algorithm = \"fixed\", value = {WIDE} }}\n\n[store]\nurl = \"{}\"\n",
+        upstream.uri(),
+        redis.url()
+    );
+    let (file, mut bins) = replicas("twenty", &text, 20);
+    let admins = |bins: &[Binary]| bins.iter().map(|b| b.admin).collect::<Vec<_>>();
+    converged_at(admins(&bins), 20).await;
+    let load = Load::start(bins.iter().map(|b| b.proxy).collect(), 60, false);
+    // Past the join ramp, then 5 s measured.
+    sleep(Duration::from_secs(4)).await;
+    upstream.reset_peaks();
+    let calls0 = redis.script_calls() - redis.script_loads();
+    let t0 = Instant::now();
+    let c0 = load.counts();
+    sleep(Duration::from_secs(5)).await;
+    let per_s =
+        (redis.script_calls() - redis.script_loads() - calls0) as f64 / t0.elapsed().as_secs_f64();
+    let steady = load.counts().minus(c0);
+    let shares = shares_of(&bins).await;
+    let fair = jain(&shares);
+    let peak = upstream.peak();
+
+    // 10 more at once.
+    upstream.reset_peaks();
+    let joined = Instant::now();
+    bins.extend((0..10).map(|_| replica(&file)));
+    load.set_targets(bins.iter().map(|b| b.proxy).collect());
+    converged_at(admins(&bins), 30).await;
+    let members = joined.elapsed();
+    common::wait_until(
+        Duration::from_secs(15),
+        "every newcomer has a share",
+        || async {
+            for b in &bins[20..] {
+                if share_of(b).await == 0 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let shared = joined.elapsed();
+    let after = shares_of(&bins).await;
+    let counts = load.stop().await;
+    let join_peak = upstream.peak();
+    eprintln!(
+        "twenty replicas: {per_s:.0} script calls/s; shares {shares:?} (sum {}, Jain {fair:.3}); \
+         peak {peak} of {WIDE}; steady {steady:?}; +10 at once: 30 members seen after \
+         {members:?}, every newcomer with a share after {shared:?}, shares then {after:?} (sum \
+         {}, Jain {:.3}); peak through the join {join_peak}; total {counts:?}",
+        shares.iter().sum::<usize>(),
+        after.iter().sum::<usize>(),
+        jain(&after)
+    );
+    assert!(
+        (80.0..=130.0).contains(&per_s),
+        "renew load {per_s:.0}/s, expected 20 ÷ 200 ms = 100/s"
+    );
+    assert!(
+        peak <= WIDE && join_peak <= WIDE,
+        "peaks {peak}, {join_peak}"
+    );
+    assert!(shares.iter().sum::<usize>() <= WIDE, "{shares:?}");
+    assert!(after.iter().sum::<usize>() <= WIDE, "{after:?}");
+    assert!(fair >= 0.9, "shares under even load: {shares:?}");
+    assert!(peak >= WIDE - 8, "the limit was used: peak {peak}");
+    assert_eq!(counts.failed, 0);
+}
