@@ -1479,3 +1479,269 @@ async fn twenty_replicas_share_one_limit_and_ten_more_join() {
     assert!(peak >= WIDE - 8, "the limit was used: peak {peak}");
     assert_eq!(counts.failed, 0);
 }
+
+/// `lease.lua` itself, called directly on a real redis-server.
+mod lease_script {
+    use super::Redis;
+    use floodwall::distributed::share;
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    const LEASE: &str = include_str!("../src/distributed/lua/lease.lua");
+    const LEAVE: &str = include_str!("../src/distributed/lua/leave.lua");
+
+    struct Route {
+        con: ::redis::Connection,
+        base: String,
+        lease: ::redis::Script,
+        leave: ::redis::Script,
+    }
+
+    impl Route {
+        fn new(redis: &Redis, base: &str) -> Route {
+            let client = ::redis::Client::open(redis.url()).unwrap();
+            Route {
+                con: client.get_connection().unwrap(),
+                base: format!("t:{{{base}}}"),
+                lease: ::redis::Script::new(LEASE),
+                leave: ::redis::Script::new(LEAVE),
+            }
+        }
+        fn key(&self, k: &str) -> String {
+            format!("{}:{k}", self.base)
+        }
+        /// One renewal: (grant, usage, members, fair).
+        #[allow(clippy::too_many_arguments)]
+        fn renew(
+            &mut self,
+            id: &str,
+            global: usize,
+            cap: usize,
+            floor: usize,
+            demand: usize,
+            fill_ms: u64,
+        ) -> (i64, i64, i64, i64) {
+            let mut inv = self.lease.prepare_invoke();
+            for k in ["members", "usage", "demand", "fair", "meta"] {
+                inv.key(self.key(k));
+            }
+            inv.arg(id)
+                .arg(global)
+                .arg(60_000)
+                .arg(cap)
+                .arg(floor)
+                .arg(demand)
+                .arg(fill_ms);
+            inv.invoke(&mut self.con).unwrap()
+        }
+        fn leave(&mut self, id: &str) {
+            let mut inv = self.leave.prepare_invoke();
+            for k in ["members", "usage", "demand", "held", "fair", "meta"] {
+                inv.key(self.key(k));
+            }
+            let _: i64 = inv.arg(id).invoke(&mut self.con).unwrap();
+        }
+        fn hash(&mut self, k: &str) -> Vec<(String, i64)> {
+            let mut v: Vec<(String, i64)> = ::redis::cmd("HGETALL")
+                .arg(self.key(k))
+                .query(&mut self.con)
+                .unwrap();
+            v.sort();
+            v
+        }
+        /// The next call fills, whatever the interval.
+        fn force_fill(&mut self) {
+            let _: i64 = ::redis::cmd("HDEL")
+                .arg(self.key("meta"))
+                .arg("filled")
+                .query(&mut self.con)
+                .unwrap();
+        }
+        fn meta(&mut self, field: &str) -> Option<i64> {
+            ::redis::cmd("HGET")
+                .arg(self.key("meta"))
+                .arg(field)
+                .query(&mut self.con)
+                .unwrap()
+        }
+    }
+
+    fn ids() -> impl Strategy<Value = Vec<String>> {
+        // Ids of mixed lengths, so their order matters. Lowercase and
+        // digits only: Lua compares strings by the server's collation,
+        // which is byte order for these under every common locale.
+        proptest::collection::btree_set("[a-z0-9]{1,12}", 1..40)
+            .prop_map(|s| s.into_iter().collect::<Vec<_>>())
+            .prop_shuffle()
+    }
+
+    /// The fill Redis computes is the gateway's `share::water_fill` over
+    /// the demands in id order, and a random run of renewals and leaves
+    /// (each floor at most the replica's previous usage, as the gateway
+    /// sends) never has the usages sum past the global limit, with the
+    /// running total equal to that sum.
+    #[test]
+    fn the_fill_is_water_fill_and_the_usages_never_pass_the_limit() {
+        let redis = Redis::start();
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 48,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let case = std::sync::atomic::AtomicU64::new(0);
+        runner
+            .run(
+                &(ids(), 0usize..200, any::<u64>()),
+                |(ids, global, seed)| {
+                    let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    one_case(&redis, case, ids, global, seed)
+                },
+            )
+            .unwrap();
+    }
+
+    fn one_case(
+        redis: &Redis,
+        case: u64,
+        ids: Vec<String>,
+        global: usize,
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let mut r = Route::new(redis, &format!("p{case}"));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut demands: Vec<(String, usize)> = Vec::new();
+        for id in &ids {
+            let d = rng.usize(0..60);
+            r.renew(id, global, global, 0, d, 3_600_000);
+            demands.push((id.clone(), d));
+        }
+        // Force a fill, then compare.
+        r.force_fill();
+        r.renew(&ids[0], global, global, 0, demands[0].1, 3_600_000);
+        demands.sort();
+        let values: Vec<usize> = demands.iter().map(|(_, d)| *d).collect();
+        let expected: Vec<(String, i64)> = demands
+            .iter()
+            .zip(share::water_fill(global, &values))
+            .map(|((id, _), s)| (id.clone(), s as i64))
+            .collect();
+        prop_assert_eq!(&r.hash("fair"), &expected);
+
+        let mut usage: std::collections::HashMap<String, usize> = r
+            .hash("usage")
+            .into_iter()
+            .map(|(id, u)| (id, u as usize))
+            .collect();
+        let mut live: Vec<String> = ids.clone();
+        for _ in 0..200 {
+            let i = rng.usize(0..live.len() + 2);
+            if i >= live.len() && !live.is_empty() && rng.bool() {
+                let gone = live.swap_remove(rng.usize(0..live.len()));
+                r.leave(&gone);
+                usage.remove(&gone);
+                continue;
+            }
+            let id = if i < live.len() {
+                live[i].clone()
+            } else {
+                let new = format!("new{}", rng.u32(..));
+                live.push(new.clone());
+                new
+            };
+            let prev = usage.get(&id).copied().unwrap_or(0);
+            let floor = rng.usize(0..=prev);
+            let cap = rng.usize(0..=global);
+            if rng.u8(0..4) == 0 {
+                r.force_fill();
+            }
+            let (grant, held, _, fair) =
+                r.renew(&id, global, cap, floor, rng.usize(0..60), 3_600_000);
+            prop_assert!(grant as usize <= cap, "grant {} above cap {}", grant, cap);
+            prop_assert!(
+                fair < 0 || grant <= fair,
+                "grant {} above fair {}",
+                grant,
+                fair
+            );
+            prop_assert_eq!(held as usize, (grant as usize).max(floor));
+            usage.insert(id, held as usize);
+            let sum: i64 = r.hash("usage").iter().map(|(_, u)| u).sum();
+            prop_assert!(
+                sum as usize <= global,
+                "usages {} above global {}",
+                sum,
+                global
+            );
+            prop_assert_eq!(r.meta("total"), Some(sum));
+        }
+        Ok(())
+    }
+
+    /// `usec_per_call` of the script calls since the last `CONFIG RESETSTAT`.
+    fn usec_per_call(redis: &Redis) -> f64 {
+        redis
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| {
+                let rest = l
+                    .strip_prefix("cmdstat_evalsha:")
+                    .or_else(|| l.strip_prefix("cmdstat_eval:"))?;
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix("usec_per_call="))?
+                    .parse()
+                    .ok()
+            })
+            .unwrap()
+    }
+
+    /// What a renewal costs Redis as the members grow, at the default fill
+    /// interval (renew 200 ms: fills every 100 ms), from `INFO
+    /// commandstats`: `cargo test -p floodwall --test store
+    /// lease_cost -- --nocapture` prints the table in docs/operations.md.
+    /// Asserted: the fills are at most one per fill interval however many
+    /// calls come (the property that keeps the cost flat), and the shares
+    /// of N equal demands are global ÷ N.
+    #[test]
+    fn lease_cost_per_call_stays_flat_as_members_grow() {
+        let redis = Redis::start();
+        let fill = share::fill_interval(Duration::from_millis(200));
+        eprintln!("| members | µs per renewal | fills / calls | µs per fill |");
+        for n in [10usize, 100, 300, 1000] {
+            let mut r = Route::new(&redis, &format!("cost{n}"));
+            let global = 4 * n;
+            let ids: Vec<String> = (0..n).map(|i| format!("replica-{i:05}")).collect();
+            for id in &ids {
+                r.renew(id, global, global, 0, 8, fill.as_millis() as u64);
+            }
+            redis.cli(&["CONFIG", "RESETSTAT"]);
+            let fills0 = r.meta("fills").unwrap_or(0);
+            let started = Instant::now();
+            let mut calls = 0u64;
+            while calls < 3_000 || started.elapsed() < 4 * fill {
+                let id = &ids[calls as usize % n];
+                r.renew(id, global, global, 4, 8, fill.as_millis() as u64);
+                calls += 1;
+            }
+            let elapsed = started.elapsed();
+            let fills = (r.meta("fills").unwrap_or(0) - fills0) as u64;
+            let usec = usec_per_call(&redis);
+            // And what one fill costs: calls that each recompute.
+            redis.cli(&["CONFIG", "RESETSTAT"]);
+            for k in 0..50 {
+                r.force_fill();
+                r.renew(&ids[k % n], global, global, 4, 8, fill.as_millis() as u64);
+            }
+            let per_fill = usec_per_call(&redis);
+            eprintln!("| {n} | {usec:.1} | {fills} / {calls} | {per_fill:.0} |");
+            let most = elapsed.as_millis() as u64 / fill.as_millis() as u64 + 1;
+            assert!(
+                fills <= most,
+                "{fills} fills in {elapsed:?}, at most {most}"
+            );
+            assert!(fills >= 1, "the shares were never recomputed");
+            let fair = r.hash("fair");
+            assert_eq!(fair.len(), n);
+            assert!(fair.iter().all(|(_, s)| *s == 4), "{n}: {fair:?}");
+        }
+    }
+}

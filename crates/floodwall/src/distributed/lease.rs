@@ -136,27 +136,22 @@ async fn renew_one(shared: &Shared, l: &(dyn Leased + Sync)) -> Result<(), Store
         let since = st.joined.map_or(Duration::ZERO, |j| now - j);
         let cap = share::ramp_cap(global, since, shared.config.join_ramp);
         let demand = share::demand(peak, refused, algorithm_limit, global, cap);
-        let mut demands: Vec<(String, usize)> = st
-            .demands
-            .iter()
-            .filter(|(id, _)| *id != shared.id)
-            .cloned()
-            .collect();
-        demands.push((shared.id.clone(), demand));
-        demands.sort();
-        let me = demands.iter().position(|(id, _)| *id == shared.id).unwrap();
-        let values: Vec<usize> = demands.iter().map(|(_, d)| *d).collect();
         // While resyncing, asked for no more than the cap, so Redis counts
         // what this replica may use, not a grant it cannot (which would
         // leave the others nothing until its next renewal).
-        let want = share::water_fill(global, &values)[me].min(st.resync_cap.unwrap_or(usize::MAX));
+        let cap = st.resync_cap.unwrap_or(global);
         // Lower before asking, so nothing is admitted above what Redis
-        // will count for us while the call is in flight.
-        let lowered = l.share().unwrap_or(global).min(want);
+        // will count for us while the call is in flight: to the fair share
+        // of the last fill (Redis computes the shares, `lease.lua`).
+        let lowered = l
+            .share()
+            .unwrap_or(global)
+            .min(st.fair.unwrap_or(global))
+            .min(cap);
         l.set_share(lowered);
         st.demand = demand;
         Ask {
-            want,
+            cap,
             floor: lowered.max(l.inflight()),
             demand,
         }
@@ -164,7 +159,14 @@ async fn renew_one(shared: &Shared, l: &(dyn Leased + Sync)) -> Result<(), Store
     let sent = Instant::now();
     let renewal = shared
         .backend
-        .renew(l.keys(), &shared.id, global, shared.config.lease_ttl, ask)
+        .renew(
+            l.keys(),
+            &shared.id,
+            global,
+            shared.config.lease_ttl,
+            share::fill_interval(shared.config.renew_interval),
+            ask,
+        )
         .await?;
     // While resyncing, never above the cap (`distributed/mod.rs`,
     // "Resync"), before any request can be admitted under the grant (the
@@ -174,9 +176,9 @@ async fn renew_one(shared: &Shared, l: &(dyn Leased + Sync)) -> Result<(), Store
     let mut st = lock(l.state());
     st.grant = Some(renewal.grant);
     st.lease_until = Some(sent + shared.config.lease_ttl);
-    st.replicas = renewal.demands.len().max(1);
+    st.replicas = renewal.members;
     st.usage = renewal.usage;
-    st.demands = renewal.demands;
+    st.fair = renewal.fair;
     st.joined.get_or_insert(sent);
     Ok(())
 }

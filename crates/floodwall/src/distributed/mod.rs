@@ -28,12 +28,17 @@
 //! # The lease invariant
 //!
 //! Redis keeps, per route, each live replica's *usage*: the slots it may
-//! hold. A renewal asks for a `want` (the replica's max-min fair share of
-//! the members' demands, [`share::water_fill`]) and gets
-//! `grant = min(want, global − Σ others' usage)`. Before sending, the
-//! replica lowers its local share to `min(share, want)` and reports
+//! hold. A renewal publishes the replica's demand and gets
+//! `grant = min(fair, cap, global − Σ others' usage)`, where `fair` is its
+//! max-min fair share of the members' demands as Redis last computed it
+//! (`lease.lua`'s fill, at most once per [`share::fill_interval`], with
+//! [`share::water_fill`]'s arithmetic) and `cap` the global limit or the
+//! resync cap. Before sending, the replica lowers its local share to
+//! `min(share, fair it last got, cap)` and reports
 //! `floor = max(that, in flight now)`; Redis records
-//! `usage = max(grant, floor)`. Since a replica admits only below its share,
+//! `usage = max(grant, floor)`. Σ others' usage is a running total kept by
+//! the scripts (and recomputed at each fill), so a call costs the same at
+//! 10 members as at 1,000. Since a replica admits only below its share,
 //! its in flight never exceeds `max(grant, in flight at its last renewal)`
 //! ≤ its usage, and `floor` never exceeds its previous usage, so
 //! **Σ in flight ≤ Σ usage ≤ global** at all times while Redis is reachable.

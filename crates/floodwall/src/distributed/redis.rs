@@ -35,6 +35,10 @@ pub struct RouteKeys {
     pub demand: String,
     /// HASH replica id → slots held now (strict mode).
     pub held: String,
+    /// HASH replica id → its fair share as of the last fill (lease mode).
+    pub fair: String,
+    /// HASH `total` (Σ usage), `filled` (ms), `global` (lease mode).
+    pub meta: String,
 }
 
 impl RouteKeys {
@@ -58,6 +62,8 @@ impl RouteKeys {
             usage: k("usage"),
             demand: k("demand"),
             held: k("held"),
+            fair: k("fair"),
+            meta: k("meta"),
         }
     }
 }
@@ -69,15 +75,18 @@ pub struct Renewal {
     pub grant: usize,
     /// What Redis now counts against this replica (≥ grant).
     pub usage: usize,
-    /// Every live member's demand, this replica's included, sorted by id.
-    pub demands: Vec<(String, usize)>,
+    /// Live members, this replica included.
+    pub members: usize,
+    /// Its fair share as of the last fill (`None` before its first).
+    pub fair: Option<usize>,
 }
 
 /// What a lease renewal asks for (see `lease.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ask {
-    /// The fair share this replica wants.
-    pub want: usize,
+    /// The most this replica will take whatever its fair share (the
+    /// global limit, or the resync cap after a failure).
+    pub cap: usize,
     /// What it may still hold whatever the grant: at least its in flight.
     pub floor: usize,
     /// Its demand, published for the others' fair-share computation.
@@ -399,36 +408,37 @@ impl Backend {
         result
     }
 
-    /// Renews this replica's lease on a route and asks for `want` slots
-    /// (see `lease.lua`).
+    /// Renews this replica's lease on a route and takes its fair share,
+    /// the shares recomputed if the last fill is older than `fill` (see
+    /// `lease.lua`).
     pub async fn renew(
         &self,
         keys: &RouteKeys,
         id: &str,
         global: usize,
         ttl: Duration,
+        fill: Duration,
         ask: Ask,
     ) -> Result<Renewal, StoreError> {
         let mut inv = self.lease.prepare_invoke();
         inv.key(&keys.members)
             .key(&keys.usage)
             .key(&keys.demand)
+            .key(&keys.fair)
+            .key(&keys.meta)
             .arg(id)
             .arg(global)
             .arg(ttl.as_millis() as u64)
-            .arg(ask.want)
+            .arg(ask.cap)
             .arg(ask.floor)
-            .arg(ask.demand);
-        let (grant, usage, flat): (i64, i64, Vec<String>) = self.call(inv).await?;
-        let mut demands: Vec<(String, usize)> = flat
-            .chunks_exact(2)
-            .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0)))
-            .collect();
-        demands.sort();
+            .arg(ask.demand)
+            .arg(fill.as_millis().max(1) as u64);
+        let (grant, usage, members, fair): (i64, i64, i64, i64) = self.call(inv).await?;
         Ok(Renewal {
             grant: grant.max(0) as usize,
             usage: usage.max(0) as usize,
-            demands,
+            members: members.max(1) as usize,
+            fair: usize::try_from(fair).ok(),
         })
     }
 
@@ -485,6 +495,8 @@ impl Backend {
             .key(&keys.usage)
             .key(&keys.demand)
             .key(&keys.held)
+            .key(&keys.fair)
+            .key(&keys.meta)
             .arg(id);
         let _: i64 = self.call(inv).await?;
         Ok(())

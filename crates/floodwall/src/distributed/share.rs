@@ -1,17 +1,20 @@
 //! How big each replica's share is: pure arithmetic, no Redis, no clock.
 //!
-//! The renew loop feeds it what it observed (peak in flight, refusals, the
-//! other members' demands as of the last renewal) and what time it is; it
-//! answers with a demand to publish, a target share to ask for, and the
-//! share to fall back to while Redis is unreachable. The Lua script
-//! (`lease.lua`) then caps the target atomically so that the sum of what
-//! replicas may hold never exceeds the global limit.
+//! The renew loop feeds it what it observed (peak in flight, refusals) and
+//! what time it is; it answers with a demand to publish and the share to
+//! fall back to while Redis is unreachable. The fair shares themselves are
+//! computed in Redis by `lease.lua`, at most once per [`fill_interval`],
+//! with the arithmetic of [`water_fill`] (tests/store.rs checks the two
+//! agree on random demands), and the script caps each grant atomically so
+//! that the sum of what replicas may hold never exceeds the global limit.
 
 use std::time::Duration;
 
 use crate::config::StoreFailure;
 
-/// Max-min fair split of `global` slots over `demands` (water-filling).
+/// Max-min fair split of `global` slots over `demands` (water-filling):
+/// the reference for `lease.lua`'s fill, which must give the same answer
+/// over the demands in id order.
 ///
 /// Every member gets `min(demand, level)`, with `level` raised until the
 /// slots run out; what is left once every demand is met is spread evenly,
@@ -60,6 +63,18 @@ pub fn water_fill(global: usize, demands: &[usize]) -> Vec<usize> {
         }
     }
     out
+}
+
+/// How often Redis recomputes the fair shares (`lease.lua`'s fill): half
+/// the renew interval, so a changed demand is in the shares by the next
+/// renewal of every replica, at least 10 ms.
+///
+/// Not on every call: a fill reads every member, so at every call the
+/// route's cost grew with the square of its replicas (about 1 ms a call at
+/// 1,000 members, saturating Redis at a 200 ms renewal); once per interval
+/// it grows linearly (BENCHMARKS.md, "Lease protocol at 1,000 replicas").
+pub fn fill_interval(renew_interval: Duration) -> Duration {
+    (renew_interval / 2).max(Duration::from_millis(10))
 }
 
 /// What a replica asks for, from what it saw since its last renewal.

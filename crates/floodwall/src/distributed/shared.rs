@@ -55,8 +55,8 @@ pub(super) struct LeaseState {
     pub(super) demand: usize,
     /// What Redis counts against this replica.
     pub(super) usage: usize,
-    /// Every member's demand at the last renewal.
-    pub(super) demands: Vec<(String, usize)>,
+    /// This replica's fair share at Redis's last fill (`lease.lua`).
+    pub(super) fair: Option<usize>,
     /// Peak in flight since the last renewal.
     pub(super) peak: usize,
     /// Refusals for lack of room counted at the last renewal.
