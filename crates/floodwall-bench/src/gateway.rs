@@ -112,3 +112,11 @@ impl Gateway {
         self.running.shutdown().await;
     }
 }
+
+/// The replica-side arithmetic of distributed mode (fair shares, demand,
+/// join ramp, failure shares), for the lease simulation (`sim.rs`), which
+/// must run the very code the gateway runs.
+pub use floodwall::distributed::share;
+
+/// `store.on_store_failure`, which [`share::failure_share`] takes.
+pub use floodwall::config::StoreFailure;

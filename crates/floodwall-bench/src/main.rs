@@ -1,5 +1,5 @@
 //! The `floodwall-bench` command: `demo`, `run SCENARIO`, `distributed`,
-//! `tls`.
+//! `tls`, `load`, `sim-lease`.
 //!
 //! The gateway binary (`floodwall`) only serves and checks configs; this one
 //! shows and measures it. See docs/bench.md.
@@ -42,6 +42,20 @@ enum Command {
     /// JSON line: the generator as a process of its own, for scripts that
     /// compare gates started outside (bench/overhead.sh).
     Load(LoadArgs),
+    /// Simulate the lease protocol at replica counts no machine here holds
+    /// (default 10, 100, 1,000 and 3,000) and print the table in
+    /// BENCHMARKS.md: deterministic, a few seconds, needs nothing.
+    SimLease(SimLeaseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimLeaseArgs {
+    /// Replica counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1000, 3000])]
+    replicas: Vec<usize>,
+    /// The generator's seed (the same seed prints the same table).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -394,6 +408,10 @@ fn main() -> ExitCode {
         Command::Distributed(args) => runtime.block_on(distributed(args)),
         Command::Tls(args) => runtime.block_on(tls(args)),
         Command::Load(args) => runtime.block_on(load(args)),
+        Command::SimLease(args) => {
+            print!("{}", floodwall_bench::sim::table(&args.replicas, args.seed));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
