@@ -61,6 +61,10 @@ pub struct SimConfig {
     /// `fallback_share` of an unknown replica count: `Some(n)` models a
     /// replica assuming `n` (the old behaviour assumed 1: the whole limit).
     pub unknown_as: Option<usize>,
+    /// Every replica's offered concurrency; `None`: skewed (Zipf-like over
+    /// the replicas, heavy enough that the biggest are refused and the
+    /// smallest are not).
+    pub load: Option<usize>,
     /// The generator's seed: the same seed, the same run.
     pub seed: u64,
     /// When the join storm comes.
@@ -92,6 +96,7 @@ impl SimConfig {
             cost_base: FILLED_BASE,
             cost_per_member: FILLED_PER_MEMBER,
             unknown_as: None,
+            load: None,
             seed: 1,
             join_at: Duration::from_secs(20),
             leave_at: Duration::from_secs(40),
@@ -126,6 +131,9 @@ pub const PER_CALL_PER_MEMBER: Duration = Duration::from_nanos(680);
 pub struct SimReport {
     /// Script calls per second in the steady phase (before the join).
     pub calls_per_s: f64,
+    /// Redis commands per second in the steady phase, the scripts' own
+    /// (`TIME`, `HGET`, ...: 10 a call in both scripts, plus a fill's).
+    pub commands_per_s: f64,
     /// Redis busy fraction in the steady phase (1.0: saturated).
     pub redis_busy: f64,
     /// Calls that failed their deadline, over the whole run.
@@ -176,7 +184,10 @@ pub fn run(c: &SimConfig) -> SimReport {
     let total = c.replicas + c.join;
     // Skewed demand: Zipf-like over the replicas, heavy enough that the
     // biggest are refused and the smallest are not.
-    let load_of = |i: usize| (3.0 * 4.0 * 8.0 / ((i % 97) as f64 + 1.0).powf(0.9)).ceil() as usize;
+    let load_of = |i: usize| {
+        c.load
+            .unwrap_or((3.0 * 4.0 * 8.0 / ((i % 97) as f64 + 1.0).powf(0.9)).ceil() as usize)
+    };
     let mut reps: Vec<Replica> = (0..total)
         .map(|i| Replica {
             load: load_of(i),
@@ -216,7 +227,7 @@ pub fn run(c: &SimConfig) -> SimReport {
     let (join_at, end) = (us(c.join_at), us(c.end));
     let storm_end = join_at + 2_000_000;
     let mut report = SimReport::default();
-    let (mut calls, mut steady_busy) = (0u64, 0u64);
+    let (mut calls, mut steady_busy, mut steady_commands) = (0u64, 0u64, 0u64);
     let steady_from = join_at / 2;
     let mut jain_samples = Vec::new();
     let mut alive: Vec<usize> = Vec::new();
@@ -303,6 +314,7 @@ pub fn run(c: &SimConfig) -> SimReport {
                 demand.insert(i, d);
                 let members = expiry.len();
                 let mut cost = us(c.cost_base);
+                let mut commands = 10;
                 let per_member = c.cost_per_member.as_secs_f64() * 1e6;
                 let target = match c.protocol {
                     Protocol::PerCall => {
@@ -324,6 +336,7 @@ pub fn run(c: &SimConfig) -> SimReport {
                                 .collect();
                             filled = Some(start);
                             cost += (per_member * members as f64) as u64;
+                            commands += 10 + members.div_ceil(100) as u64;
                         }
                         fair.get(&i).copied().unwrap_or(c.global)
                     }
@@ -332,6 +345,7 @@ pub fn run(c: &SimConfig) -> SimReport {
                 if now >= steady_from && now < join_at {
                     steady_busy += cost;
                     calls += 1;
+                    steady_commands += commands;
                     report.worst_wait =
                         report.worst_wait.max(Duration::from_micros(start - arrive));
                 }
@@ -425,6 +439,7 @@ pub fn run(c: &SimConfig) -> SimReport {
     report.settled = Some(Duration::from_micros(settled_at.map_or(0, |t| t - join_at)));
     let steady = (join_at - steady_from) as f64 / 1e6;
     report.calls_per_s = calls as f64 / steady;
+    report.commands_per_s = steady_commands as f64 / steady;
     report.redis_busy = steady_busy as f64 / (join_at - steady_from) as f64;
     report.jain = jain_samples.iter().sum::<f64>() / jain_samples.len().max(1) as f64;
     report
@@ -435,10 +450,12 @@ fn row(label: &str, c: &SimConfig, r: &SimReport) -> String {
     let ms =
         |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64()));
     format!(
-        "| {label} | {} | {} | {:.0} | {:.1}% | {:.1} ms | {} | {} | {} | {} | {:.3} |",
+        "| {label} | {} (+{}) | {} | {:.0} | {:.0} | {:.1}% | {:.1} ms | {} | {} | {} | {} | {:.3} |",
         c.replicas,
+        c.join,
         c.global,
         r.calls_per_s,
+        r.commands_per_s,
         100.0 * r.redis_busy,
         r.worst_wait.as_secs_f64() * 1e3,
         r.timeouts,
@@ -456,9 +473,9 @@ fn row(label: &str, c: &SimConfig, r: &SimReport) -> String {
 /// times out) under today's start-up fallback and the earlier one.
 pub fn table(replicas: &[usize], seed: u64) -> String {
     let mut out = String::from(
-        "| script | replicas | global | calls/s | Redis busy | worst queue wait | timed-out calls \
-         | +50: all have a share | +50: shares settled | most over global | Jain |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| script | replicas (joining) | global | calls/s | commands/s | Redis busy | worst queue wait \
+         | timed-out calls | joiners all have a share | shares settled | most over global | Jain |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in replicas {
         for (label, protocol, base, per) in [
@@ -491,6 +508,18 @@ pub fn table(replicas: &[usize], seed: u64) -> String {
             out.push('\n');
         }
     }
+    // The real 20-process run in tests/store.rs, simulated: global 40,
+    // 60 clients (3 each), 10 more at once.
+    let c = SimConfig {
+        join: 10,
+        leave: 0,
+        global: 40,
+        load: Some(3),
+        seed,
+        ..SimConfig::defaults(20)
+    };
+    out += &row("as tests/store.rs", &c, &run(&c));
+    out.push('\n');
     let n = replicas
         .iter()
         .copied()
