@@ -8,6 +8,7 @@ use crate::admin::history::History;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::distributed::Distributed;
+use crate::events::Events;
 use crate::probe::{self, ProbeSet};
 use crate::proxy::{Proxy, Route, Router, Upstream};
 use crate::reload::{LoadFn, Parts, Reloader};
@@ -94,6 +95,8 @@ pub async fn start_reloadable(
     // 1. Routes, each built with everything it owns: its limiter, its
     //    upstream's pooled client, and in distributed mode its handle on
     //    its part of the global limit (the client connects lazily).
+    // The decision log first: upstreams' breakers write to it too.
+    let events = Arc::new(Events::start(&config.events, config.server.worker_count())?);
     let upstreams: HashMap<String, Arc<Upstream>> = config
         .upstreams
         .iter()
@@ -105,6 +108,7 @@ pub async fn start_reloadable(
                     config.server.worker_count(),
                     clock.clone(),
                     config.upstream_ceiling(&u.name),
+                    &events,
                 )?),
             ))
         })
@@ -135,6 +139,7 @@ pub async fn start_reloadable(
         Router::new(&config, routes)?,
         config.server.upload_limits(),
         config.server.response_limits(),
+        events,
     ));
     let routes = proxy.router.routes();
 

@@ -37,6 +37,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod distributed;
+pub mod events;
 pub mod plan;
 pub mod probe;
 pub mod proxy;

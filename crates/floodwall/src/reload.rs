@@ -181,6 +181,7 @@ impl Reloader {
                         old.server.worker_count(),
                         self.clock.clone(),
                         new.upstream_ceiling(&u.name),
+                        &self.proxy.events,
                     )
                     .map_err(|e| refused(format!("upstreams[{i}]: {e:#}")))?;
                     if let Some(was) = current.upstreams.get(&u.name) {
@@ -329,6 +330,12 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), String> {
             "{key}: {what}; that needs a restart of floodwall, so the reload changed nothing"
         ))
     };
+    if old.events != new.events {
+        return restart(
+            "events",
+            "changed: the decision log's file and writer are set at start".into(),
+        );
+    }
     if o.listen != n.listen {
         return restart(
             "server.listen",
@@ -469,6 +476,9 @@ mod tests {
         assert!(restart_only(&old, &new)
             .unwrap_err()
             .starts_with("server.send_timeout:"));
+        let mut new = old.clone();
+        new.events.path = Some("stdout".into());
+        assert!(restart_only(&old, &new).unwrap_err().starts_with("events:"));
         let mut new = old.clone();
         new.server.tenant_header = "x-customer".into();
         new.server.retry_after_max *= 2;

@@ -276,6 +276,100 @@ async fn a_failing_upstream_opens_the_breaker_and_sees_only_trials() {
     running.shutdown().await;
 }
 
+/// The decision log (`[events]`) through the real proxy: one JSON line per
+/// decision with Semian's fields, a `success` per forwarded request (with
+/// the upstream's status), the breaker's `state_change` and its
+/// `circuit_open` refusals, and exactly as many lines as
+/// `floodwall_events_written_total` says, none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_log_writes_every_decision_with_semians_fields() {
+    let up = Flaky::start().await;
+    let log = common::temp_file("events", "").with_extension("jsonl");
+    let _ = std::fs::remove_file(&log);
+    let mut c = breaker_config(
+        &up.uri(),
+        "5s",
+        "error_threshold = 3\nerror_threshold_timeout = \"10s\"\nerror_timeout = \"10s\"\n",
+    );
+    c.events.path = Some(log.display().to_string());
+    let running = common::start(c).await;
+    let (addr, admin) = (running.proxy_addr, running.admin_addr);
+    for _ in 0..5 {
+        assert_eq!(get(addr).await.status, 200);
+    }
+    up.set(FAIL_500);
+    for _ in 0..3 {
+        assert_eq!(get(addr).await.status, 500);
+    }
+    for _ in 0..4 {
+        get(addr).await.assert_refused(503, "circuit_open");
+    }
+    let written =
+        |m: &prometheus_parse::Scrape| common::sum(m, "floodwall_events_written_total", &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = common::metrics(admin).await;
+    while written(&metrics) < 13.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        metrics = common::metrics(admin).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len() as f64, written(&metrics), "{text}");
+    assert_eq!(
+        common::sum(&metrics, "floodwall_events_dropped_total", &[]),
+        0.0
+    );
+    let of = |kind: &str| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == kind)
+            .collect::<Vec<_>>()
+    };
+    let success = of("success");
+    assert_eq!(success.len(), 8, "{text}");
+    assert_eq!(success.iter().filter(|l| l["status"] == 500).count(), 3);
+    let host = up
+        .uri()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    for l in &success {
+        assert_eq!(l["resource"], "all");
+        assert_eq!(l["route"], "all");
+        assert_eq!(l["adapter"], "http");
+        assert_eq!(l["host"], host.as_str());
+        assert_eq!(l["tickets"], 50, "the route's limit: {l}");
+        assert!(l["count"].as_u64().unwrap() >= 1, "itself in flight: {l}");
+        assert!(l["workers"].as_u64().unwrap() >= 1);
+        assert!(l["class"].is_string() && l["duration_ms"].as_f64().unwrap() >= 0.0);
+    }
+    let open = of("circuit_open");
+    assert_eq!(open.len(), 4, "{text}");
+    assert!(open
+        .iter()
+        .all(|l| l["reason"] == "circuit_open" && l["status"] == 503));
+    let changes = of("state_change");
+    assert_eq!(changes.len(), 1, "{text}");
+    assert_eq!(
+        (
+            &changes[0]["resource"],
+            &changes[0]["from"],
+            &changes[0]["to"]
+        ),
+        (
+            &serde_json::json!("api"),
+            &serde_json::json!("closed"),
+            &serde_json::json!("open")
+        )
+    );
+    common::promtool_check(&common::metrics_text(admin).await);
+    running.shutdown().await;
+    let _ = std::fs::remove_file(&log);
+}
+
 /// An upstream that hangs: each request times out (504), the timeouts
 /// open the breaker, and a half-open trial gets the shorter
 /// `half_open_resource_timeout`.

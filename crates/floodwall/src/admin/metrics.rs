@@ -236,6 +236,8 @@ pub struct Sources<'a> {
     /// Both listeners' connection counters now (absent in tests that
     /// render other families alone).
     pub connections: Option<&'a ConnectionsSnapshot>,
+    /// The decision log's counters (absent in those tests too).
+    pub events: Option<&'a crate::events::Events>,
 }
 
 /// Renders the exposition (OpenMetrics text).
@@ -250,6 +252,22 @@ pub fn render(sources: &Sources<'_>) -> String {
     }
     if let Some(c) = sources.connections {
         register_connections(&mut reg, c);
+    }
+    if let Some(e) = sources.events {
+        let dropped = Counter::<u64>::default();
+        dropped.inc_by(e.dropped());
+        let written = Counter::<u64>::default();
+        written.inc_by(e.written());
+        reg.register(
+            "floodwall_events_dropped",
+            "Decision-log events dropped because the writer was behind (its buffer full) or a write failed; requests never wait for the log",
+            dropped,
+        );
+        reg.register(
+            "floodwall_events_written",
+            "Decision-log events written ([events]; 0 while it is off)",
+            written,
+        );
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)

@@ -205,6 +205,7 @@ impl Admin {
             probes: &self.probes.snapshot(),
             distributed: self.distributed.as_ref().map(|d| d.snapshot()).as_ref(),
             connections: Some(&self.connections.snapshot()),
+            events: Some(&self.proxy.events),
         })
     }
 }
@@ -265,6 +266,7 @@ mod tests {
             probes: &set.snapshot(),
             distributed: None,
             connections: None,
+            events: None,
         })
     }
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::admin::AdminConfig;
 use super::class::{self, ClassConfig};
 use super::error::ConfigError;
+use super::events::EventsConfig;
 use super::limit::LimitConfig;
 use super::probe::ProbeConfig;
 use super::route::RouteConfig;
@@ -27,6 +28,10 @@ pub struct Config {
     /// Log level and format (`[log]`).
     #[serde(default)]
     pub log: LogConfig,
+    /// The decision log (`[events]`): one JSON line per decision, off
+    /// unless a path is given.
+    #[serde(default)]
+    pub events: EventsConfig,
     /// Who may use the admin port (`[admin]`): the tokens of mutating
     /// endpoints and, optionally, of reads.
     #[serde(default)]
@@ -115,6 +120,7 @@ impl Config {
                 ..ServerConfig::default()
             },
             log: LogConfig::default(),
+            events: EventsConfig::default(),
             admin: AdminConfig::default(),
             classes: class::default_classes(),
             upstreams: vec![UpstreamConfig::new(NAME, upstream)],

@@ -25,6 +25,7 @@ impl Config {
             tls.validate()?;
         }
         self.log.validate()?;
+        self.events.validate()?;
         self.admin.validate()?;
         class::validate(&self.classes)?;
         upstream::validate(&self.upstreams)?;

@@ -5,6 +5,7 @@ use super::endpoints::{EndpointPick, Endpoints, RING_VERSION_HEADER};
 use super::resilience::Guards;
 use super::upload::Upload;
 use crate::config::UpstreamConfig;
+use crate::events::Events;
 use crate::tls::{ArrivedOverTls, UpstreamConnector};
 use floodwall_core::Clock;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -47,6 +48,9 @@ pub struct Upstream {
     /// Its breaker and bulkhead, shared by every route that forwards here
     /// (`resilience.rs`).
     pub guards: Guards,
+    /// Its address as the decision log names it: the endpoints'
+    /// `host:port`s, or the DNS name.
+    pub host: String,
 }
 
 impl Upstream {
@@ -56,13 +60,15 @@ impl Upstream {
     /// `https://` upstream whose trust roots cannot be loaded (its
     /// `ca_file`, or the system's).
     ///
-    /// Its breaker runs on `clock`; a bulkhead `quota` is a fraction of
-    /// `quota_of` (the summed limit ceilings of the routes that use it).
+    /// Its breaker runs on `clock` and writes its state changes to
+    /// `events`; a bulkhead `quota` is a fraction of `quota_of` (the summed
+    /// limit ceilings of the routes that use it).
     pub fn new(
         cfg: &UpstreamConfig,
         workers: usize,
         clock: Arc<dyn Clock>,
         quota_of: usize,
+        events: &Arc<Events>,
     ) -> anyhow::Result<Self> {
         let connector = UpstreamConnector::new(cfg)?;
         let clients = (0..workers.max(1))
@@ -79,14 +85,24 @@ impl Upstream {
             .first_url()
             .and_then(|u| u.scheme().cloned())
             .unwrap_or(http::uri::Scheme::HTTP);
+        let host = match &cfg.dns {
+            Some(name) => name.clone(),
+            None => cfg
+                .urls()
+                .iter()
+                .filter_map(|u| u.authority().map(|a| a.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         Ok(Self {
             name: cfg.name.clone(),
             scheme,
             endpoints: Endpoints::new(cfg, clock.clone(), Arc::new(SystemResolver))?,
             clients,
             response_timeout: cfg.response_timeout,
-            guards: Guards::new(cfg, clock, quota_of)
+            guards: Guards::new(cfg, clock, quota_of, events, &host)
                 .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", cfg.name))?,
+            host,
         })
     }
 

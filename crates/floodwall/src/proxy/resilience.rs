@@ -5,6 +5,7 @@
 //! only builds them from the config and counts what metrics need.
 
 use crate::config::{BreakerKeys, BulkheadKeys, RetryBudgetKeys, UpstreamConfig};
+use crate::events::{Event, Events, Kind};
 use floodwall_core::breaker::State;
 use floodwall_core::bulkhead::Capacity;
 use floodwall_core::{Breaker, Bulkhead, Clock, HttpFailures, RetryBudget};
@@ -30,7 +31,13 @@ fn state_index(s: State) -> usize {
 }
 
 impl UpstreamBreaker {
-    fn new(name: &str, keys: &BreakerKeys, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    fn new(
+        name: &str,
+        keys: &BreakerKeys,
+        clock: Arc<dyn Clock>,
+        events: Arc<Events>,
+        host: &str,
+    ) -> anyhow::Result<Self> {
         let config = keys
             .breaker_config("breaker.")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -38,7 +45,13 @@ impl UpstreamBreaker {
         let transitions: Arc<[[AtomicU64; 3]; 3]> = Arc::new(Default::default());
         let t = transitions.clone();
         let upstream = name.to_owned();
+        let host = host.to_owned();
         breaker.on_transition(move |tr| {
+            events.emit(false, |w| Event {
+                from: Some(tr.from.as_str()),
+                to: Some(tr.to.as_str()),
+                ..Event::new(Kind::StateChange, &upstream, &host, w)
+            });
             t[state_index(tr.from)][state_index(tr.to)].fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 upstream = %upstream,
@@ -84,15 +97,20 @@ impl Guards {
     /// The guards `cfg` asks for. `quota_of` is what a bulkhead's `quota`
     /// is a fraction of: the summed limit ceilings of the routes that use
     /// this upstream.
+    ///
+    /// A breaker's state changes are logged, counted and written to
+    /// `events` (always, whatever its sample) as `state_change` on `host`.
     pub fn new(
         cfg: &UpstreamConfig,
         clock: Arc<dyn Clock>,
         quota_of: usize,
+        events: &Arc<Events>,
+        host: &str,
     ) -> anyhow::Result<Self> {
         let breaker = cfg
             .breaker
             .as_ref()
-            .map(|k| UpstreamBreaker::new(&cfg.name, k, clock))
+            .map(|k| UpstreamBreaker::new(&cfg.name, k, clock, events.clone(), host))
             .transpose()?;
         let bulkhead = cfg
             .bulkhead

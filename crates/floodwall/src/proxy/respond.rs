@@ -167,6 +167,22 @@ impl Refusal {
         }
     }
 
+    /// What the decision log (`events.rs`) calls this refusal: `busy` for
+    /// any lack of room (the route's, a tenant's, the upstream's bulkhead,
+    /// the global limit, a retry budget), `circuit_open`, else `refused`
+    /// (the client's fault, or nowhere to send it).
+    pub fn event(&self) -> crate::events::Kind {
+        use crate::events::Kind;
+        match self {
+            Refusal::CircuitOpen(_) => Kind::CircuitOpen,
+            Refusal::Rejected(_)
+            | Refusal::BulkheadFull(_)
+            | Refusal::GlobalLimitExceeded
+            | Refusal::RetryBudgetExhausted(_) => Kind::Busy,
+            _ => Kind::Refused,
+        }
+    }
+
     /// The suggested wait, for refusals where retrying later can work.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

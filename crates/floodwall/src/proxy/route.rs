@@ -51,6 +51,8 @@ pub struct Route {
     /// Would-be refusals in shadow mode, by reason; shared with a
     /// reloaded route of the same name, so they keep counting.
     pub shadow_refusals: Arc<ShadowCounters>,
+    /// Its classes' names by [`ClassId`] index, for the decision log.
+    pub class_names: Arc<[String]>,
     /// A fixed limit's value, which a reload changes in place.
     fixed: Option<Arc<ReloadableFixed>>,
 }
@@ -273,7 +275,15 @@ impl Route {
             .limiter
             .class_id(class_name)
             .ok_or_else(|| anyhow::anyhow!("routes: no class named {class_name:?}"))?;
+        let class_names = limiter
+            .limiter
+            .snapshot()
+            .classes
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         Ok(Self {
+            class_names,
             name: rc.name.clone(),
             host: rc.host.as_ref().map(|h| h.to_ascii_lowercase()),
             prefix: rc.path_prefix.clone(),

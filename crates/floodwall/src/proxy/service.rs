@@ -7,6 +7,7 @@ use super::respond::{respond, Refusal};
 use super::route::Route;
 use super::router::Router;
 use super::upload::{Fault, Upload, UploadLimits};
+use crate::events::{Event, Events, Kind};
 use floodwall_core::{ClassId, Outcome, Permit, Request as Admission};
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -24,6 +25,8 @@ pub struct Proxy {
     pub unrouted: Arc<RefusalCounters>,
     uploads: UploadLimits,
     responses: ResponseLimits,
+    /// The decision log (`[events]`), off by default.
+    pub events: Arc<Events>,
 }
 
 /// Whether `headers` ask to switch to a protocol floodwall does not proxy.
@@ -50,13 +53,19 @@ fn outcome_of(status: StatusCode) -> Outcome {
 
 impl Proxy {
     /// A proxy over `router`'s routes, holding clients to `uploads` and
-    /// `responses`.
-    pub fn new(router: Router, uploads: UploadLimits, responses: ResponseLimits) -> Self {
+    /// `responses`, writing its decisions to `events`.
+    pub fn new(
+        router: Router,
+        uploads: UploadLimits,
+        responses: ResponseLimits,
+        events: Arc<Events>,
+    ) -> Self {
         Self {
             router,
             unrouted: Arc::new(RefusalCounters::new(1)),
             uploads,
             responses,
+            events,
         }
     }
 
@@ -76,14 +85,14 @@ impl Proxy {
         //    (WebSocket) is refused rather than forwarded as a plain request
         //    that loses it.
         if let Err(m) = canonicalize(&mut req) {
-            return self.refuse(None, m.into());
+            return self.refuse(started, None, m.into());
         }
         let (route, class) = match self.router.classify(&req) {
             Ok(c) => (c.route.clone(), c.class),
-            Err(r) => return self.refuse(None, r),
+            Err(r) => return self.refuse(started, None, r),
         };
         if wants_upgrade(req.headers()) {
-            return self.refuse(Some((&route, class)), Refusal::UpgradeUnsupported);
+            return self.refuse(started, Some((&route, class)), Refusal::UpgradeUnsupported);
         }
 
         // 1b. The client proves it can send: the body's head (or all of a
@@ -93,12 +102,12 @@ impl Proxy {
         //     tenant, refused if the id is hostile.
         let mut req = req.map(|body| Upload::new(body, self.uploads));
         if let Err(fault) = req.body_mut().prefetch().await {
-            return self.refuse(Some((&route, class)), fault.into());
+            return self.refuse(started, Some((&route, class)), fault.into());
         }
         let watch = req.body().watch();
         let tenant = match self.router.tenant(&req) {
             Ok(t) => t,
-            Err(r) => return self.refuse(Some((&route, class)), r),
+            Err(r) => return self.refuse(started, Some((&route, class)), r),
         };
 
         // 2. Admit, through five checks in this order. Cheapest and most
@@ -122,9 +131,9 @@ impl Proxy {
                     Ok(held) => Some(held),
                     Err(refusal) => {
                         if !route.shadow {
-                            return self.refuse(at, refusal);
+                            return self.refuse(started, at, refusal);
                         }
-                        self.shadow_refusal(&route, &refusal, &mut shadowed);
+                        self.shadow_refusal(started, (&route, class), &refusal, &mut shadowed);
                         None
                     }
                 }
@@ -228,7 +237,10 @@ impl Proxy {
         //     endpoint's in-flight count (and a hash key) until the
         //     upstream finishes.
         let Some(pick) = upstream.endpoints.choose(&req) else {
-            return mark(self.refuse(at, Refusal::UpstreamUnavailable), &shadowed);
+            return mark(
+                self.refuse(started, at, Refusal::UpstreamUnavailable),
+                &shadowed,
+            );
         };
 
         // 3. Forward. The response timeout runs once the client's body has
@@ -269,7 +281,7 @@ impl Proxy {
                     record(&mut permit, Outcome::Ignored);
                     drop(call);
                     let fault = watch.fault().unwrap_or(Fault::Malformed);
-                    return self.refuse(at, fault.into());
+                    return self.refuse(started, at, fault.into());
                 }
                 // A connect error, a reset: always a breaker failure.
                 Err(e) => {
@@ -279,7 +291,7 @@ impl Proxy {
                         c.failure();
                     }
                     upstream.endpoint_failed(&pick);
-                    return mark(self.refuse(at, Refusal::UpstreamUnavailable), &shadowed);
+                    return mark(self.refuse(started, at, Refusal::UpstreamUnavailable), &shadowed);
                 }
             },
             () = deadline => {
@@ -289,7 +301,7 @@ impl Proxy {
                     c.failure();
                 }
                 upstream.endpoint_failed(&pick);
-                return mark(self.refuse(at, Refusal::UpstreamTimeout), &shadowed);
+                return mark(self.refuse(started, at, Refusal::UpstreamTimeout), &shadowed);
             }
         };
 
@@ -307,6 +319,7 @@ impl Proxy {
         }
         super::forward::strip_hop_by_hop(&mut parts.headers);
         let outcome = outcome_of(parts.status);
+        self.log(started, at, Kind::Success, None, parts.status.as_u16());
         record(&mut permit, Outcome::Ignored);
         let finish = Finish::new(
             permit,
@@ -328,11 +341,25 @@ impl Proxy {
 
     /// Shadow mode: counts, logs and remembers the first would-be refusal
     /// of a request (the one enforcement would have answered).
-    fn shadow_refusal(&self, route: &Route, refusal: &Refusal, first: &mut Option<Refusal>) {
+    fn shadow_refusal(
+        &self,
+        started: Instant,
+        at: (&Route, ClassId),
+        refusal: &Refusal,
+        first: &mut Option<Refusal>,
+    ) {
         if first.is_some() {
             return;
         }
+        let route = at.0;
         route.shadow_refusals.count(refusal);
+        self.log(
+            started,
+            Some(at),
+            Kind::ShadowRefused,
+            Some(refusal.reason()),
+            refusal.status().as_u16(),
+        );
         tracing::debug!(route = %route.name, reason = refusal.reason(), "shadow mode: would refuse, forwarded");
         *first = Some(*refusal);
     }
@@ -340,12 +367,53 @@ impl Proxy {
     /// Counts and builds a floodwall-made response. Limiter rejections are
     /// counted by the limiter itself; the rest on the route, by class, or on
     /// the proxy when no route matched.
-    fn refuse(&self, at: Option<(&Route, ClassId)>, refusal: Refusal) -> Response<Body> {
+    fn refuse(
+        &self,
+        started: Instant,
+        at: Option<(&Route, ClassId)>,
+        refusal: Refusal,
+    ) -> Response<Body> {
         match at {
             Some((route, class)) => route.refusals.count(class.index(), &refusal),
             None => self.unrouted.count(0, &refusal),
         }
-        respond(&refusal)
+        let resp = respond(&refusal);
+        self.log(
+            started,
+            at,
+            refusal.event(),
+            Some(refusal.reason()),
+            resp.status().as_u16(),
+        );
+        resp
+    }
+
+    /// Writes one decision to the decision log (`[events]`; nothing
+    /// without it): the route's limit and in flight at this moment.
+    fn log(
+        &self,
+        started: Instant,
+        at: Option<(&Route, ClassId)>,
+        kind: Kind,
+        reason: Option<&'static str>,
+        status: u16,
+    ) {
+        self.events.emit(true, |workers| {
+            let (resource, host) = match at {
+                Some((r, _)) => (r.name.as_str(), r.upstream.host.as_str()),
+                None => ("unrouted", ""),
+            };
+            Event {
+                tickets: at.map(|(r, _)| r.limiter.limit()),
+                count: at.map(|(r, _)| r.limiter.inflight()),
+                route: at.map(|(r, _)| r.name.clone()),
+                class: at.and_then(|(r, c)| r.class_names.get(c.index()).cloned()),
+                reason,
+                status: Some(status),
+                duration_ms: Some(started.elapsed().as_secs_f64() * 1e3),
+                ..Event::new(kind, resource, host, workers)
+            }
+        });
     }
 }
 
