@@ -381,7 +381,7 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     Ok(report)
 }
 
-async fn run_gated(
+pub(crate) async fn run_gated(
     options: &DemoOptions,
     schedule: &Schedule,
     limit: Option<usize>,
@@ -409,7 +409,7 @@ async fn run_gated(
     ))
 }
 
-async fn play(
+pub(crate) async fn play(
     options: &DemoOptions,
     schedule: &Schedule,
     target: SocketAddr,

@@ -42,6 +42,11 @@ pub struct GatewayOptions {
     /// (the load generator marks them `X-Retry-Attempt`) past 0.2 of first
     /// attempts plus 10/s are refused.
     pub retry_budget: bool,
+    /// The route in shadow mode (`mode = "shadow"`): decisions computed,
+    /// counted and logged, nothing refused.
+    pub shadow: bool,
+    /// `[events] path`: the decision log, for `floodwall tune`.
+    pub events: Option<std::path::PathBuf>,
 }
 
 /// The limit algorithm `floodwall serve --upstream URL` runs when told
@@ -84,6 +89,12 @@ impl Gateway {
         }
         if options.retry_budget {
             config.routes[0].retry_budget = Some(floodwall::config::RetryBudgetKeys::default());
+        }
+        if options.shadow {
+            config.routes[0].mode = floodwall::config::RouteMode::Shadow;
+        }
+        if let Some(path) = &options.events {
+            config.events.path = Some(path.display().to_string());
         }
         if let Some(pool) = options.pool_max_idle_per_host {
             config.upstreams[0].pool_max_idle_per_host = pool;

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod gateway;
 pub mod loadgen;
 pub mod sim;
+pub mod tune_check;
 
 /// One timed test at a time: the demo's and the load generator's tests
 /// measure rates and latencies on two shared cores, and run beside each

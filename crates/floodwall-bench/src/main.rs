@@ -1,5 +1,5 @@
 //! The `floodwall-bench` command: `demo`, `run SCENARIO`, `distributed`,
-//! `tls`, `load`, `sim-lease`.
+//! `tls`, `load`, `sim-lease`, `tune-check`.
 //!
 //! The gateway binary (`floodwall`) only serves and checks configs; this one
 //! shows and measures it. See docs/bench.md.
@@ -46,6 +46,20 @@ enum Command {
     /// (default 10, 100, 1,000 and 3,000) and print the table in
     /// BENCHMARKS.md: deterministic, a few seconds, needs nothing.
     SimLease(SimLeaseArgs),
+    /// The closed-loop check of `floodwall tune`: record the demo's spike
+    /// in shadow mode, tune on the log, then sweep static limits; prints
+    /// the table in BENCHMARKS.md (about 3 minutes, needs nothing).
+    TuneCheck(TuneCheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TuneCheckArgs {
+    /// Static limits to sweep, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [2usize, 4, 6, 8, 10, 12, 16, 24])]
+    limits: Vec<usize>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -408,6 +422,21 @@ fn main() -> ExitCode {
         Command::Distributed(args) => runtime.block_on(distributed(args)),
         Command::Tls(args) => runtime.block_on(tls(args)),
         Command::Load(args) => runtime.block_on(load(args)),
+        Command::TuneCheck(args) => runtime.block_on(async {
+            let options = floodwall_bench::tune_check::options();
+            let check = floodwall_bench::tune_check::run(&options, &args.limits).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&check)?);
+            } else {
+                print!("{}", check.to_markdown());
+            }
+            anyhow::ensure!(
+                check.ratio >= 0.95,
+                "the recommended limit's goodput is {:.2} of the best static limit's (bar 0.95)",
+                check.ratio
+            );
+            Ok(())
+        }),
         Command::SimLease(args) => {
             print!("{}", floodwall_bench::sim::table(&args.replicas, args.seed));
             Ok(())

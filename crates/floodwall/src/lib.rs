@@ -47,3 +47,4 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod top;
+pub mod tune;

@@ -46,6 +46,11 @@ enum Command {
     /// The status page's figures in the terminal, redrawn every second
     /// (`q` quits); `--once` prints one screen as text.
     Top(floodwall::top::TopArgs),
+    /// A limit chosen from recorded history (the decision log of
+    /// `[events]`): the most in use, its 99.9th to 99.999th percentiles,
+    /// and what each candidate limit would have refused, in a baseline and
+    /// an incident.
+    Tune(floodwall::tune::TuneArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -287,6 +292,7 @@ fn main() -> ExitCode {
         Command::Report(args) => runtime.block_on(floodwall::report::run(args)),
         Command::Plan(args) => floodwall::plan::run(args),
         Command::Top(args) => runtime.block_on(floodwall::top::run(args)),
+        Command::Tune(args) => floodwall::tune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

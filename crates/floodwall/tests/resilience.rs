@@ -367,6 +367,53 @@ async fn the_decision_log_writes_every_decision_with_semians_fields() {
     );
     common::promtool_check(&common::metrics_text(admin).await);
     running.shutdown().await;
+
+    // `floodwall tune` reads that log: one client, one request at a time,
+    // so never more than 1 in use; the refusals by the breaker say nothing
+    // about room and are not counted.
+    let tune = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodwall"))
+            .arg("tune")
+            .arg("--events")
+            .arg(&log)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = tune(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["resources"][0];
+    assert_eq!(
+        (r["resource"].as_str(), r["baseline"].as_u64()),
+        (Some("all"), Some(8)),
+        "{v}"
+    );
+    assert_eq!(
+        (r["max"].as_u64(), r["recommended"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let table = String::from_utf8(tune(&[]).stdout).unwrap();
+    assert!(
+        table.contains("## all: 8 decisions in the baseline"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Recommended: `limit = { algorithm = \"fixed\", value = 1 }`"),
+        "{table}"
+    );
+    // Everything excluded: nothing to tune from, said, and a failing exit.
+    let out = tune(&["--exclude", "0..99999999999"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no decision"),
+        "{out:?}"
+    );
     let _ = std::fs::remove_file(&log);
 }
 

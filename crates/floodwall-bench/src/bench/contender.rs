@@ -185,6 +185,7 @@ pub(crate) async fn start(
             // would with a generous response timeout.
             pool_max_idle_per_host: Some(1024),
             retry_budget,
+            ..GatewayOptions::default()
         },
     )
     .await?;
