@@ -174,7 +174,6 @@ struct Replica {
     demands: Vec<(usize, usize)>,
     fair: Option<usize>,
     alive: bool,
-    started: u64,
 }
 
 /// Runs one deployment to its end.
@@ -201,7 +200,6 @@ pub fn run(c: &SimConfig) -> SimReport {
             demands: Vec::new(),
             fair: None,
             alive: i < c.replicas,
-            started: 0,
         })
         .collect();
     // Redis: members (expiry), usage, demand.
@@ -248,7 +246,6 @@ pub fn run(c: &SimConfig) -> SimReport {
             Ev::Join => {
                 for r in reps.iter_mut().skip(c.replicas) {
                     r.alive = true;
-                    r.started = now;
                 }
                 for i in c.replicas..total {
                     push(&mut q, now + rng.u64(0..interval / 4), Ev::Renew(i));

@@ -178,11 +178,6 @@ impl Events {
         })
     }
 
-    /// Whether events are written at all.
-    pub fn on(&self) -> bool {
-        self.tx.is_some()
-    }
-
     /// Writes the event `build` makes, if this one is sampled in; never
     /// waits. `sampled = false` writes it whatever the sample (rare events).
     pub fn emit(&self, sampled: bool, build: impl FnOnce(usize) -> Event) {

@@ -1680,17 +1680,9 @@ mod lease_script {
     /// `usec_per_call` of the script calls since the last `CONFIG RESETSTAT`.
     fn usec_per_call(redis: &Redis) -> f64 {
         redis
-            .cli(&["INFO", "commandstats"])
-            .lines()
-            .find_map(|l| {
-                let rest = l
-                    .strip_prefix("cmdstat_evalsha:")
-                    .or_else(|| l.strip_prefix("cmdstat_eval:"))?;
-                rest.split(',')
-                    .find_map(|kv| kv.strip_prefix("usec_per_call="))?
-                    .parse()
-                    .ok()
-            })
+            .commandstat("usec_per_call")
+            .into_iter()
+            .find_map(|(name, usec)| (name == "evalsha" || name == "eval").then_some(usec))
             .unwrap()
     }
 

@@ -134,8 +134,8 @@ async fn renew_one(shared: &Shared, l: &(dyn Leased + Sync)) -> Result<(), Store
         let refused = refusals > st.refused_seen || queued;
         st.refused_seen = refusals;
         let since = st.joined.map_or(Duration::ZERO, |j| now - j);
-        let cap = share::ramp_cap(global, since, shared.config.join_ramp);
-        let demand = share::demand(peak, refused, algorithm_limit, global, cap);
+        let ramp = share::ramp_cap(global, since, shared.config.join_ramp);
+        let demand = share::demand(peak, refused, algorithm_limit, global, ramp);
         // While resyncing, asked for no more than the cap, so Redis counts
         // what this replica may use, not a grant it cannot (which would
         // leave the others nothing until its next renewal).

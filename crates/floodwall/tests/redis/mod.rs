@@ -223,16 +223,26 @@ impl Redis {
     /// `INFO commandstats` as (command, calls), e.g. ("evalsha", 12).
     /// Commands run inside Lua scripts are counted under their own names.
     pub fn commandstats(&self) -> Vec<(String, u64)> {
+        self.commandstat("calls")
+            .into_iter()
+            .map(|(name, calls)| (name, calls as u64))
+            .collect()
+    }
+
+    /// One field of `INFO commandstats` per command, e.g.
+    /// `commandstat("usec_per_call")`.
+    pub fn commandstat(&self, field: &str) -> Vec<(String, f64)> {
+        let key = format!("{field}=");
         self.cli(&["INFO", "commandstats"])
             .lines()
             .filter_map(|l| {
                 let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest
+                let value = rest
                     .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .find_map(|kv| kv.strip_prefix(key.as_str()))?
                     .parse()
                     .ok()?;
-                Some((name.to_owned(), calls))
+                Some((name.to_owned(), value))
             })
             .collect()
     }
