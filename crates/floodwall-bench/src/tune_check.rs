@@ -2,17 +2,17 @@
 //! from recorded history hold up against the best static limit?
 //!
 //! 1. The demo's spike (a database-like backend, 3× its capacity in the
-//!    middle) goes through floodwall in shadow mode with the decision log
-//!    on: nothing is refused, every decision is logged with the in-use
-//!    count.
-//! 2. `floodwall tune`'s arithmetic (`floodwall::tune`) reads that log with
+//!    middle) goes through floodwall with the decision log on, twice: in
+//!    shadow mode (nothing refused, every decision logged with the in-use
+//!    count), and under the default adaptive limit, enforcing.
+//! 2. `floodwall tune`'s arithmetic (`floodwall::tune`) reads each log with
 //!    the spike and what follows it left out of the baseline, and checked
 //!    against as the incident, as the Shopify article "Tuning bulkheads
 //!    and circuit breakers" prescribes.
 //! 3. The same spike, on a fresh backend each time, through floodwall with
-//!    each static limit of a sweep, and with the recommended one.
+//!    each static limit of a sweep, and with the recommended ones.
 //!
-//! The recommendation passes if its goodput in the spike is at least 0.95
+//! A recommendation passes if its goodput in the spike is at least 0.95
 //! of the best static limit's.
 
 use crate::demo::{play, run_gated, DemoOptions};
@@ -22,17 +22,35 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What the check measured.
+/// One recording and what `tune` made of it.
 #[derive(Debug, Clone, Serialize)]
-pub struct TuneCheck {
-    /// Decisions recorded in shadow mode.
+pub struct Recording {
+    /// How the log was recorded.
+    pub how: &'static str,
+    /// Decisions recorded.
     pub recorded: usize,
     /// `tune`'s figures for the route.
     pub tuning: floodwall::tune::analysis::Tuning,
-    /// Goodput in the spike (% of the backend's capacity) by static limit.
-    pub sweep: Vec<(usize, f64)>,
     /// The recommended limit's goodput ÷ the best static limit's.
     pub ratio: f64,
+}
+
+/// What the check measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneCheck {
+    /// The two recordings: in shadow mode (nothing refused, the upstream
+    /// collapses in the spike), and under the default adaptive limit
+    /// enforcing (the upstream works at its best through the spike).
+    pub recordings: Vec<Recording>,
+    /// Goodput in the spike (% of the backend's capacity) by static limit.
+    pub sweep: Vec<(usize, f64)>,
+}
+
+impl TuneCheck {
+    /// The best ratio of the recordings.
+    pub fn best_ratio(&self) -> f64 {
+        self.recordings.iter().map(|r| r.ratio).fold(0.0, f64::max)
+    }
 }
 
 /// The spike the check runs: the demo's backend and load, shorter.
@@ -47,23 +65,30 @@ pub fn options() -> DemoOptions {
     }
 }
 
-/// Runs the check, sweeping `limits`.
-pub async fn run(options: &DemoOptions, limits: &[usize]) -> anyhow::Result<TuneCheck> {
+/// Plays the spike through floodwall with the decision log on, in shadow
+/// mode (a limit far above the load: nothing it says matters, the log's
+/// counts do) or under the default adaptive limit, and tunes on the log:
+/// the spike is the incident, what follows it is left out.
+async fn record(
+    options: &DemoOptions,
+    shadow: bool,
+    keep: Option<&std::path::Path>,
+) -> anyhow::Result<(usize, floodwall::tune::analysis::Tuning)> {
     let schedule = options.schedule();
-    let dir = std::env::temp_dir().join(format!("floodwall-tune-check-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "floodwall-tune-check-{}-{shadow}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("events.jsonl");
     let _ = std::fs::remove_file(&log);
-
-    // 1. Record, in shadow mode (a limit far above the load: nothing it
-    //    says matters, the log's counts do).
     let back = backend::start(options.backend).await?;
     let upstream = format!("http://{}", back.addr).parse()?;
     let gateway = Gateway::start(
         &upstream,
         &GatewayOptions {
-            limit: Some(1000),
-            shadow: true,
+            limit: shadow.then_some(1000),
+            shadow,
             events: Some(log.clone()),
             ..GatewayOptions::default()
         },
@@ -74,7 +99,6 @@ pub async fn run(options: &DemoOptions, limits: &[usize]) -> anyhow::Result<Tune
     gateway.stop().await;
     back.shutdown().await;
 
-    // 2. Tune: the baseline is the quiet part before the spike.
     let spike_start = t0 + options.before.as_secs_f64();
     let spike_end = spike_start + options.spike.as_secs_f64();
     let end = spike_end + options.after.as_secs_f64() + 60.0;
@@ -91,12 +115,34 @@ pub async fn run(options: &DemoOptions, limits: &[usize]) -> anyhow::Result<Tune
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("the decision log has no decision"))?;
+    if let Some(keep) = keep {
+        std::fs::copy(&log, keep)
+            .map_err(|e| anyhow::anyhow!("--keep-log {}: {e}", keep.display()))?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok((decisions.len(), tuning))
+}
 
-    // 3. Sweep, the recommendation included.
+/// Runs the check, sweeping `limits`; the log recorded in shadow mode is
+/// copied to `keep` if given (for `floodwall tune` by hand, or its plot).
+pub async fn run(
+    options: &DemoOptions,
+    limits: &[usize],
+    keep: Option<&std::path::Path>,
+) -> anyhow::Result<TuneCheck> {
+    let mut recorded = Vec::new();
+    for (how, shadow) in [("shadow mode", true), ("adaptive limit, enforcing", false)] {
+        let (n, tuning) = record(options, shadow, keep.filter(|_| shadow)).await?;
+        recorded.push((how, n, tuning));
+    }
+
+    // Sweep, the recommendations included, on a fresh backend each time.
+    let schedule = options.schedule();
     let mut all: Vec<usize> = limits.to_vec();
-    if !all.contains(&tuning.recommended) {
-        all.push(tuning.recommended);
+    for (_, _, t) in &recorded {
+        if !all.contains(&t.recommended) {
+            all.push(t.recommended);
+        }
     }
     all.sort_unstable();
     let mut sweep = Vec::new();
@@ -105,47 +151,72 @@ pub async fn run(options: &DemoOptions, limits: &[usize]) -> anyhow::Result<Tune
         sweep.push((l, run.goodput_percent_of_capacity));
     }
     let best = sweep.iter().map(|(_, g)| *g).fold(0.0, f64::max);
-    let recommended = sweep
-        .iter()
-        .find(|(l, _)| *l == tuning.recommended)
-        .map_or(0.0, |(_, g)| *g);
-    Ok(TuneCheck {
-        recorded: decisions.len(),
-        tuning,
-        sweep,
-        ratio: if best > 0.0 { recommended / best } else { 0.0 },
-    })
+    let recordings = recorded
+        .into_iter()
+        .map(|(how, recorded, tuning)| {
+            let got = sweep
+                .iter()
+                .find(|(l, _)| *l == tuning.recommended)
+                .map_or(0.0, |(_, g)| *g);
+            Recording {
+                how,
+                recorded,
+                ratio: if best > 0.0 { got / best } else { 0.0 },
+                tuning,
+            }
+        })
+        .collect();
+    Ok(TuneCheck { recordings, sweep })
 }
 
 impl TuneCheck {
     /// The tables in BENCHMARKS.md.
     pub fn to_markdown(&self) -> String {
-        let t = &self.tuning;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "Recorded {} decisions in shadow mode; baseline {} decisions: max {}, 99.999th {}, \
-             99.99th {}, 99.9th {} in use; recommended **{}**.\n",
-            self.recorded, t.baseline, t.max, t.p99999, t.p9999, t.p999, t.recommended
-        );
+        for r in &self.recordings {
+            let t = &r.tuning;
+            let _ = writeln!(
+                out,
+                "**Recorded under {}**: {} decisions; baseline {} decisions: max {}, 99.999th {}, \
+                 99.99th {}, 99.9th {} in use; knee {}; recommended **{}**, {:.2} of the best \
+                 static limit's goodput (bar: 0.95).\n",
+                r.how,
+                r.recorded,
+                t.baseline,
+                t.max,
+                t.p99999,
+                t.p9999,
+                t.p999,
+                t.knee.map_or("none".into(), |k| k.to_string()),
+                t.recommended,
+                r.ratio
+            );
+            let _ = writeln!(out, "| in use | requests | answered/s |");
+            let _ = writeln!(out, "|---:|---:|---:|");
+            for p in &t.curve {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} |",
+                    p.in_use, p.requests, p.answered_per_s
+                );
+            }
+            let _ = writeln!(out);
+        }
         let _ = writeln!(out, "| static limit | goodput in the spike | |");
         let _ = writeln!(out, "|---:|---:|---|");
         let best = self.sweep.iter().map(|(_, g)| *g).fold(0.0, f64::max);
         for (l, g) in &self.sweep {
-            let mut note = Vec::new();
-            if *l == t.recommended {
-                note.push("recommended");
-            }
+            let mut note: Vec<String> = self
+                .recordings
+                .iter()
+                .filter(|r| r.tuning.recommended == *l)
+                .map(|r| format!("recommended ({})", r.how))
+                .collect();
             if *g == best {
-                note.push("best");
+                note.push("best".into());
             }
             let _ = writeln!(out, "| {l} | {g:.0}% | {} |", note.join(", "));
         }
-        let _ = writeln!(
-            out,
-            "\nThe recommended limit's goodput is {:.2} of the best static limit's (bar: 0.95).",
-            self.ratio
-        );
         out
     }
 }

@@ -41,6 +41,13 @@ pub enum Kind {
     ShadowRefused,
     /// A breaker changed state (`from`, `to`).
     StateChange,
+    /// The client hung up before the response head: while its request
+    /// queued, or while the upstream worked on it. Semian has no such
+    /// event (a Ruby worker cannot be left), but a gateway's clients leave
+    /// all the time under overload, and `floodwall tune` needs their time
+    /// in use: a log of successes alone shows only the requests that were
+    /// fast enough to be waited for.
+    Abandoned,
 }
 
 /// One decision, as written.
@@ -176,6 +183,12 @@ impl Events {
             dropped,
             written,
         })
+    }
+
+    /// Whether a log is open (a request arms its `abandoned` watch only
+    /// then).
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Writes the event `build` makes, if this one is sampled in; never

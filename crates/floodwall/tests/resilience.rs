@@ -281,6 +281,60 @@ async fn a_failing_upstream_opens_the_breaker_and_sees_only_trials() {
 /// the upstream's status), the breaker's `state_change` and its
 /// `circuit_open` refusals, and exactly as many lines as
 /// `floodwall_events_written_total` says, none dropped.
+/// A client that hangs up before the upstream answers is in the decision
+/// log as `abandoned` (status 499), with the time it held its slot and the
+/// slot given back: `floodwall tune` reads the upstream's throughput from
+/// such requests too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_is_logged_as_abandoned() {
+    let up = Flaky::start().await;
+    up.set(HANG);
+    let log = common::temp_file("abandoned", "").with_extension("jsonl");
+    let _ = std::fs::remove_file(&log);
+    let mut c = breaker_config(&up.uri(), "30s", "error_threshold = 100\n");
+    c.events.path = Some(log.display().to_string());
+    let running = common::start(c).await;
+    let (addr, admin) = (running.proxy_addr, running.admin_addr);
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_millis(300), get(addr)).await;
+        assert!(r.is_err(), "the upstream hangs: no answer expected");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let abandoned = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["event"] == "abandoned")
+            .collect()
+    };
+    while abandoned().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = abandoned();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        assert_eq!(
+            (&l["status"], &l["route"]),
+            (&serde_json::json!(499), &serde_json::json!("all"))
+        );
+        let ms = l["duration_ms"].as_f64().unwrap();
+        assert!(
+            (250.0..5000.0).contains(&ms),
+            "held until the client left: {l}"
+        );
+        assert_eq!(l["count"], 0, "the slot was given back: {l}");
+    }
+    let text = common::metrics_text(admin).await;
+    assert!(text.contains("floodwall_wip_current{"), "{text}");
+    assert_eq!(
+        common::sum(&common::metrics(admin).await, "floodwall_wip_current", &[]),
+        0.0,
+        "no slot held after the clients left"
+    );
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decision_log_writes_every_decision_with_semians_fields() {
     let up = Flaky::start().await;

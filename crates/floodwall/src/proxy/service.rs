@@ -72,9 +72,27 @@ impl Proxy {
     /// Handles one request: classify, admit, forward, record. Every early
     /// return goes through [`Proxy::refuse`], so every floodwall-made
     /// response is counted and shaped in one place.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        let mut left = Abandoned {
+            proxy: self,
+            started,
+            at: None,
+        };
+        let resp = self.serve(req, peer, started, &mut left).await;
+        left.at = None;
+        resp
+    }
 
+    /// [`Proxy::handle`]'s request path; `left` is armed once the route is
+    /// known.
+    async fn serve(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        started: Instant,
+        left: &mut Abandoned<'_>,
+    ) -> Response<Body> {
         // 1. Classify. First make the request canonical (one host, the
         //    URI's authority else Host; one normalised path) and write it
         //    back, so the route is chosen on exactly what the upstream will
@@ -91,6 +109,14 @@ impl Proxy {
             Ok(c) => (c.route.clone(), c.class),
             Err(r) => return self.refuse(started, None, r),
         };
+        // If the client hangs up from here until the response head, hyper
+        // drops this future and the decision log says so (`abandoned`),
+        // with the time it held: `floodwall tune` reads the upstream's
+        // throughput from every request's time in use, not only from the
+        // ones fast enough to be waited for.
+        if self.events.is_on() {
+            left.at = Some((route.clone(), class));
+        }
         if wants_upgrade(req.headers()) {
             return self.refuse(started, Some((&route, class)), Refusal::UpgradeUnsupported);
         }
@@ -414,6 +440,30 @@ impl Proxy {
                 ..Event::new(kind, resource, host, workers)
             }
         });
+    }
+}
+
+/// The `abandoned` decision, written if the request's future is dropped
+/// while `at` is armed (the client left before the response head).
+struct Abandoned<'a> {
+    proxy: &'a Proxy,
+    started: Instant,
+    at: Option<(Arc<Route>, ClassId)>,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some((route, class)) = self.at.take() {
+            // 499, as nginx logs a request whose client closed first:
+            // nothing was sent.
+            self.proxy.log(
+                self.started,
+                Some((&route, class)),
+                Kind::Abandoned,
+                None,
+                499,
+            );
+        }
     }
 }
 

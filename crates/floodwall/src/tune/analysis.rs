@@ -27,9 +27,13 @@ pub struct Decision {
     pub tickets: Option<usize>,
     /// In use at the decision.
     pub count: Option<usize>,
-    /// From arrival to the decision (to the response head for `success`).
+    /// From arrival to the decision (to the response head for `success`,
+    /// to the client's hanging up for `abandoned`).
     #[serde(default)]
     pub duration_ms: Option<f64>,
+    /// The refusal's reason, if any.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl Decision {
@@ -41,7 +45,26 @@ impl Decision {
         let count = self.count?;
         match self.event.as_str() {
             "success" => Some(count.max(1)),
-            "busy" | "shadow_refused" => Some(count + 1),
+            // The abandoned request's own slot was already given back when
+            // it was counted.
+            "busy" | "shadow_refused" | "abandoned" => Some(count + 1),
+            _ => None,
+        }
+    }
+
+    /// For the throughput curve: how many were in use while this request
+    /// held its slot, how long it held it, and whether it was answered.
+    /// Requests that held a slot and ended without an answer (the client
+    /// left, the upstream timed out) count as time in use with nothing
+    /// done; refusals held nothing and are left out.
+    fn held(&self) -> Option<(usize, f64, bool)> {
+        let (count, ms) = (self.count?, self.duration_ms?);
+        match self.event.as_str() {
+            "success" => Some((count.max(1), ms, true)),
+            "abandoned" => Some((count + 1, ms, false)),
+            "refused" if self.reason.as_deref() == Some("upstream_timeout") => {
+                Some((count.max(1), ms, false))
+            }
             _ => None,
         }
     }
@@ -81,11 +104,14 @@ pub struct Tuning {
     /// The highest limit the route had in the baseline.
     pub tickets: Option<usize>,
     /// Where throughput stopped rising with concurrency: the fewest in use
-    /// whose completions per second (Little's law, in use ÷ the mean time
-    /// to the response head of requests answered at that count) are within
-    /// 5 % of the most seen. Needs a log that saw the upstream loaded past
-    /// its best (a spike recorded in shadow mode), else `None`.
+    /// whose answers per second ([`curve`]) are within 5 % of the most
+    /// seen, if the log also saw a higher concurrency. Needs a log in which
+    /// the upstream worked at or past its best for a while (recorded under
+    /// a limit near its capacity), else `None`.
     pub knee: Option<usize>,
+    /// Answers per second by concurrency ([`curve`]): where `knee` was
+    /// read.
+    pub curve: Vec<Point>,
     /// The suggestion: the 99.99th percentile of the baseline (the
     /// article's service "wound up with a cutoff at 28, which was
     /// 99.99%"), raised to the knee if the log shows the upstream finishing
@@ -174,7 +200,8 @@ pub fn tune(decisions: &[Decision], exclude: &[Window], incident: Option<Window>
                     limits.push(l);
                 }
             }
-            let knee = knee(decisions, resource);
+            let curve = curve(decisions, resource);
+            let knee = knee(&curve);
             if let Some(k) = knee {
                 if !limits.contains(&k) {
                     limits.push(k);
@@ -199,6 +226,7 @@ pub fn tune(decisions: &[Decision], exclude: &[Window], incident: Option<Window>
                 tickets,
                 recommended: p9999.max(knee.unwrap_or(0)).max(1),
                 knee,
+                curve,
                 no_acceptable_number,
                 what_if,
                 incident: incident.map(|_| inc.len()),
@@ -207,47 +235,93 @@ pub fn tune(decisions: &[Decision], exclude: &[Window], incident: Option<Window>
         .collect()
 }
 
-/// The knee of `resource`'s throughput curve (see [`Tuning::knee`]), from
-/// every answered request of the log (the incident included: that is where
-/// the upstream was pushed past its best). Counts are bucketed a tenth of
-/// their value wide; buckets with fewer than 20 answers are left out as
-/// noise; the curve must rise and then fall back
-/// below 95 % of its peak, or there is no knee to see.
-fn knee(decisions: &[Decision], resource: &str) -> Option<usize> {
-    let mut at: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+/// One point of a route's throughput curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// In use (the bucket's lowest count).
+    pub in_use: usize,
+    /// Answers per second at that concurrency.
+    pub answered_per_s: f64,
+    /// Requests that ended at that concurrency (answered or not).
+    pub requests: usize,
+}
+
+/// `resource`'s throughput by concurrency, from every request of the log
+/// that held a slot (the incident included: that is where the upstream
+/// was pushed past its best). By Little's law, requests end at
+/// `in use ÷ mean time held` a second; the answered share of them is the
+/// goodput. Requests that held a slot and got no answer (abandoned, timed
+/// out) count with the time they held: a curve of the answered alone
+/// would show only the requests fast enough to be waited for, and never
+/// fall. Counts are bucketed a tenth of their value wide (exact up to 10).
+/// Little's law holds only where the concurrency stood still long enough
+/// for its requests to turn over, so a bucket is kept only if it has 20
+/// requests or more, they ended over at least five times their mean time
+/// held, and their time held fills a tenth or more of `in use × that span`
+/// (the concurrency stayed there, rather than being passed through on the
+/// way up and again on the way down): an unlimited spike's climb through
+/// hundreds in use within one service time says nothing about throughput.
+pub fn curve(decisions: &[Decision], resource: &str) -> Vec<Point> {
+    /// Time held (ms), requests, answered, first and last end (s).
+    #[derive(Default)]
+    struct Bucket {
+        sum_ms: f64,
+        n: usize,
+        answered: usize,
+        first: f64,
+        last: f64,
+    }
+    let mut at: BTreeMap<usize, Bucket> = BTreeMap::new();
     for d in decisions {
-        if d.resource != resource || d.event != "success" {
+        if d.resource != resource {
             continue;
         }
-        let (Some(c), Some(ms)) = (d.count, d.duration_ms) else {
+        let Some((c, ms, answered)) = d.held() else {
             continue;
         };
-        // Buckets a tenth of their value wide (exact up to 10), so a
-        // spike's climb through hundreds in use still fills them.
-        let c = c.max(1);
         let width = (c / 10).max(1);
-        let e = at.entry(c - c % width).or_default();
-        e.0 += ms.max(0.001);
-        e.1 += 1;
+        let b = at.entry(c - c % width).or_default();
+        if b.n == 0 {
+            (b.first, b.last) = (d.ts, d.ts);
+        }
+        b.sum_ms += ms.max(0.001);
+        b.n += 1;
+        b.answered += usize::from(answered);
+        b.first = b.first.min(d.ts);
+        b.last = b.last.max(d.ts);
     }
-    let curve: Vec<(usize, f64)> = at
-        .into_iter()
-        .filter(|(_, (_, n))| *n >= 20)
-        .map(|(c, (sum, n))| (c, c as f64 / (sum / n as f64)))
-        .collect();
-    let (peak_at, peak) =
-        curve.iter().copied().fold(
-            (0, 0.0),
-            |best, (c, x)| if x > best.1 { (c, x) } else { best },
-        );
-    let falls = curve.iter().any(|(c, x)| *c > peak_at && *x < 0.95 * peak);
-    if peak == 0.0 || !falls {
+    at.into_iter()
+        .filter(|(c, b)| {
+            let span_ms = (b.last - b.first) * 1e3;
+            b.n >= 20
+                && span_ms >= 5.0 * b.sum_ms / b.n as f64
+                && b.sum_ms >= 0.1 * *c as f64 * span_ms
+        })
+        .map(|(c, b)| Point {
+            in_use: c,
+            answered_per_s: c as f64 * b.answered as f64 * 1e3 / b.sum_ms,
+            requests: b.n,
+        })
+        .collect()
+}
+
+/// The knee of a throughput curve (see [`Tuning::knee`]): the fewest in
+/// use within 5 % of the most answered, provided the curve was seen past
+/// it (flat or falling at a higher concurrency). A curve still rising at
+/// its last point has no knee to see.
+fn knee(curve: &[Point]) -> Option<usize> {
+    let peak = curve
+        .iter()
+        .copied()
+        .max_by(|a, b| a.answered_per_s.total_cmp(&b.answered_per_s))?;
+    if peak.answered_per_s == 0.0 {
         return None;
     }
-    curve
+    let knee = curve
         .iter()
-        .find(|(_, x)| *x >= 0.95 * peak)
-        .map(|(c, _)| *c)
+        .find(|p| p.answered_per_s >= 0.95 * peak.answered_per_s)?;
+    let seen_past = curve.iter().any(|p| p.in_use > knee.in_use);
+    seen_past.then_some(knee.in_use)
 }
 
 #[cfg(test)]
@@ -262,6 +336,7 @@ mod tests {
             tickets: Some(20),
             count: Some(count),
             duration_ms: None,
+            reason: None,
         }
     }
 
@@ -280,10 +355,16 @@ mod tests {
             } else {
                 10.0 * c as f64 / 8.0 * (1.0 + 0.1 * (c - 12) as f64)
             };
-            for i in 0..30 {
+            // Standing at c in use, one ends every ms / c, for at least
+            // five turnovers.
+            for i in 0..(30 + 6 * c) {
                 log.push(Decision {
                     duration_ms: Some(ms),
-                    ..d(c as f64 * 100.0 + i as f64, "success", c)
+                    ..d(
+                        c as f64 * 100.0 + i as f64 * ms / c as f64 / 1e3,
+                        "success",
+                        c,
+                    )
                 });
             }
         }
@@ -300,13 +381,50 @@ mod tests {
         // Without a fall there is nothing to call a knee.
         let rising: Vec<Decision> = (1..=8usize)
             .flat_map(|c| {
-                (0..30).map(move |i| Decision {
+                (0..(30 + 6 * c)).map(move |i| Decision {
                     duration_ms: Some(10.0),
-                    ..d(i as f64, "success", c)
+                    ..d(c as f64 * 100.0 + i as f64 * 0.01 / c as f64, "success", c)
                 })
             })
             .collect();
         assert_eq!(tune(&rising, &[], None)[0].knee, None);
+    }
+
+    #[test]
+    fn abandoned_requests_make_the_curve_fall_and_a_climb_is_left_out() {
+        // 10 s at 5 in use, 20 ms each: 250 answered/s.
+        let mut log: Vec<Decision> = (0..2500)
+            .map(|i| Decision {
+                duration_ms: Some(20.0),
+                ..d(i as f64 * 0.004, "success", 5)
+            })
+            .collect();
+        // An unlimited spike's climb: 30 answered at 870 in use, 700 ms
+        // each, within 10 ms (a survivor's view: 870 / 0.7 s), and 30 more
+        // abandoned at that count on the way down, 5 s later.
+        log.extend((0..30).map(|i| Decision {
+            duration_ms: Some(700.0),
+            ..d(20.0 + i as f64 * 0.0003, "success", 870)
+        }));
+        log.extend((0..30).map(|i| Decision {
+            duration_ms: Some(1000.0),
+            ..d(25.0 + i as f64 * 0.0003, "abandoned", 869)
+        }));
+        // Then 6 s pinned at 1,000 in use, everything abandoned after 1 s.
+        log.extend((0..6000).map(|i| Decision {
+            duration_ms: Some(1000.0),
+            ..d(30.0 + i as f64 * 0.001, "abandoned", 999)
+        }));
+        let c = curve(&log, "api");
+        let at = |n: usize| c.iter().find(|p| p.in_use == n);
+        assert!((at(5).unwrap().answered_per_s - 250.0).abs() < 1.0, "{c:?}");
+        assert_eq!(at(870), None, "passed through, not stood at: {c:?}");
+        assert_eq!(at(1000).unwrap().answered_per_s, 0.0, "{c:?}");
+        assert_eq!(c.len(), 2, "{c:?}");
+        // The curve falls past 5: 5 is the knee.
+        assert_eq!(knee(&c), Some(5));
+        // The abandoned count themselves in the percentiles.
+        assert_eq!(tune(&log, &[], None)[0].max, 1000);
     }
 
     #[test]
