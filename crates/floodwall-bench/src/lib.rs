@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod loadgen;
 pub mod sim;
 pub mod tune_check;
+pub mod tune_plot;
 
 /// One timed test at a time: the demo's and the load generator's tests
 /// measure rates and latencies on two shared cores, and run beside each

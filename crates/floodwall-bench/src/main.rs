@@ -1,5 +1,5 @@
 //! The `floodwall-bench` command: `demo`, `run SCENARIO`, `distributed`,
-//! `tls`, `load`, `sim-lease`, `tune-check`.
+//! `tls`, `load`, `sim-lease`, `tune-check`, `tune-plot`.
 //!
 //! The gateway binary (`floodwall`) only serves and checks configs; this one
 //! shows and measures it. See docs/bench.md.
@@ -51,6 +51,28 @@ enum Command {
     /// sweep static limits; prints the table in BENCHMARKS.md (about 3.5
     /// minutes, needs nothing).
     TuneCheck(TuneCheckArgs),
+    /// The plot of `floodwall tune`: in use over time from a decision log,
+    /// with a line at each candidate limit; writes STEM.svg and STEM.png.
+    TunePlot(TunePlotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TunePlotArgs {
+    /// The decision log (`[events] path`).
+    #[arg(long)]
+    events: std::path::PathBuf,
+    /// A window left out of the baseline, as `floodwall tune --exclude`.
+    #[arg(long, value_parser = floodwall::tune::parse_window)]
+    exclude: Vec<floodwall::tune::analysis::Window>,
+    /// The incident, as `floodwall tune --incident`.
+    #[arg(long, value_parser = floodwall::tune::parse_window)]
+    incident: Option<floodwall::tune::analysis::Window>,
+    /// Where to write the plot.
+    #[arg(long, default_value = ".")]
+    out: std::path::PathBuf,
+    /// The files' name, without extension.
+    #[arg(long, default_value = "in-use")]
+    stem: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -441,6 +463,14 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::TunePlot(args) => (|| {
+            let (decisions, _) = floodwall::tune::read(&args.events)?;
+            let tunings = floodwall::tune::analysis::tune(&decisions, &args.exclude, args.incident);
+            for path in floodwall_bench::tune_plot::write(&decisions, &tunings, &args.out, &args.stem)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        })(),
         Command::SimLease(args) => {
             print!("{}", floodwall_bench::sim::table(&args.replicas, args.seed));
             Ok(())

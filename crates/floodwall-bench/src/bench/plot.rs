@@ -51,7 +51,8 @@ pub struct Figure {
     pub series: Vec<Series>,
 }
 
-fn register_font() {
+/// Registers the embedded font once (the PNG backend needs one).
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let font = dejavu::sans::regular();

@@ -38,7 +38,7 @@ pub struct TuneArgs {
 }
 
 /// `START..END`, Unix seconds or RFC 3339 (`2026-12-03T10:00:00Z`).
-fn parse_window(s: &str) -> Result<Window, String> {
+pub fn parse_window(s: &str) -> Result<Window, String> {
     let (a, b) = s
         .split_once("..")
         .ok_or_else(|| format!("{s:?}: expected START..END"))?;
