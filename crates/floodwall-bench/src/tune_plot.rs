@@ -10,6 +10,7 @@
 //! library. `floodwall-bench tune-plot --events FILE` draws it from the
 //! same log with the same arithmetic (`floodwall::tune`).
 
+use crate::bench::plot::COLORS;
 use floodwall::tune::analysis::{Decision, Tuning};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -35,15 +36,6 @@ pub fn candidates(t: &Tuning) -> Vec<(String, usize)> {
     add("recommended", t.recommended);
     lines
 }
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(214, 39, 40),
-    RGBColor(31, 119, 180),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
 
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,

@@ -62,7 +62,8 @@ pub(crate) fn register_font() {
     });
 }
 
-const COLORS: [RGBColor; 8] = [
+/// The line colours, in order (the tune plot draws with them too).
+pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(214, 39, 40),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
