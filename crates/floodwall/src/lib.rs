@@ -40,6 +40,7 @@ pub mod distributed;
 pub mod events;
 pub mod plan;
 pub mod probe;
+pub mod prometheus;
 pub mod proxy;
 pub mod reload;
 pub mod report;

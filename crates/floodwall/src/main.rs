@@ -292,7 +292,7 @@ fn main() -> ExitCode {
         Command::Report(args) => runtime.block_on(floodwall::report::run(args)),
         Command::Plan(args) => floodwall::plan::run(args),
         Command::Top(args) => runtime.block_on(floodwall::top::run(args)),
-        Command::Tune(args) => floodwall::tune::run(args),
+        Command::Tune(args) => runtime.block_on(floodwall::tune::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

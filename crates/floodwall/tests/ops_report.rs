@@ -7,7 +7,7 @@
 mod common;
 mod ops;
 
-use common::{binary_path, config_from_toml, metrics, start, sum, Upstream};
+use common::{config_from_toml, metrics, start, sum, Upstream};
 use std::time::Duration;
 
 const CONFIG: &str = r#"
@@ -22,27 +22,7 @@ limit = { algorithm = "fixed", value = 4 }
 "#;
 
 async fn report(args: Vec<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(binary_path())
-            .arg("report")
-            .args(&args)
-            .output()
-            .expect("run floodwall report");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    ops::floodwall_cli("report", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,9 +41,9 @@ async fn report_finds_two_spikes_and_counts_like_floodwall() {
     let mut spikes = Vec::new();
     let q1 = quiet(3).await;
     for (i, secs) in [6, 6].into_iter().enumerate() {
-        let from = unix_now();
+        let from = ops::unix_now();
         let s = spike(secs).await;
-        spikes.push((from, unix_now(), s));
+        spikes.push((from, ops::unix_now(), s));
         if i == 0 {
             quiet(12).await;
         }

@@ -23,10 +23,9 @@
 //! `--retries-metric` (the article's `http_client_retries_total`).
 
 pub mod incidents;
-pub mod prometheus;
 
+use crate::prometheus::Prometheus;
 use incidents::Window;
-use prometheus::Prometheus;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

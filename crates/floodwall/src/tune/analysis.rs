@@ -90,6 +90,9 @@ impl Window {
 pub struct Tuning {
     /// The route.
     pub resource: String,
+    /// Decisions or gauge readings: what `baseline`, `incident` and
+    /// `what_if` count.
+    pub basis: Basis,
     /// Decisions in the baseline (the excluded and incident windows left
     /// out).
     pub baseline: usize,
@@ -123,7 +126,9 @@ pub struct Tuning {
     /// more capacity (the article's "no acceptable number").
     pub no_acceptable_number: bool,
     /// For each candidate limit, the share of baseline decisions (and of
-    /// incident decisions, if an incident was given) it would have refused.
+    /// incident decisions, if an incident was given) it would have refused;
+    /// from readings, the share of the in-use area it would have cut
+    /// ([`Basis::Samples`]).
     pub what_if: Vec<WhatIf>,
     /// Decisions in the incident window, if one was given.
     pub incident: Option<usize>,
@@ -158,9 +163,37 @@ fn above(sorted: &[usize], limit: usize) -> f64 {
     (sorted.len() - at_or_below) as f64 / sorted.len() as f64
 }
 
+/// Share of the area under `sorted` (in-use readings) above `limit`.
+fn area_above(sorted: &[usize], limit: usize) -> f64 {
+    let total: usize = sorted.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let cut: usize = sorted.iter().map(|v| v.saturating_sub(limit)).sum();
+    cut as f64 / total as f64
+}
+
 /// One resource's demands: in the baseline, in the incident, and the
 /// highest limit seen in the baseline.
 type Split = (Vec<usize>, Vec<usize>, Option<usize>);
+
+/// What the in-use readings are, and so what a limit's "refused" share
+/// means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// One reading per decision of the decision log (the article's
+    /// method): a limit refuses the share of decisions whose demand is
+    /// above it.
+    Decisions,
+    /// One reading per step of a Prometheus range query of the in-use
+    /// gauge: a limit cuts the share of the in-use area above it (the
+    /// article's "part of the chart cut off by the bulkhead"), which by
+    /// Little's law is the share of requests refused if they all held
+    /// their slot as long. A gauge sampled at each scrape misses what
+    /// happened between scrapes: the decision log sees every request.
+    Samples,
+}
 
 /// Tunes every resource of `decisions`, leaving `exclude` out of the
 /// baseline and checking against `incident`.
@@ -178,61 +211,134 @@ pub fn tune(decisions: &[Decision], exclude: &[Window], incident: Option<Window>
     }
     by.into_iter()
         .filter(|(_, (base, inc, _))| !base.is_empty() || !inc.is_empty())
-        .map(|(resource, (mut base, mut inc, tickets))| {
-            base.sort_unstable();
-            inc.sort_unstable();
-            let (p999, p9999, p99999) = (
-                percentile(&base, 0.999),
-                percentile(&base, 0.9999),
-                percentile(&base, 0.99999),
-            );
-            let max = base.last().copied().unwrap_or(0);
-            let no_acceptable_number =
-                !base.is_empty() && tickets.is_some_and(|t| p999 >= t && p9999 >= t && p99999 >= t);
-            // Candidates: from a little under the 99th percentile to one
-            // above the most seen, at most 16 rows.
-            let lo = percentile(&base, 0.99).saturating_sub(2).max(1);
-            let hi = (max + 1).max(lo);
-            let step = (hi - lo).div_ceil(15).max(1);
-            let mut limits: Vec<usize> = (lo..=hi).step_by(step).collect();
-            for l in [p999, p9999, p99999, max] {
-                if l >= 1 && !limits.contains(&l) {
-                    limits.push(l);
-                }
-            }
+        .map(|(resource, split)| {
             let curve = curve(decisions, resource);
-            let knee = knee(&curve);
-            if let Some(k) = knee {
-                if !limits.contains(&k) {
-                    limits.push(k);
-                }
-            }
-            limits.sort_unstable();
-            let what_if = limits
-                .into_iter()
-                .map(|limit| WhatIf {
-                    limit,
-                    baseline_refused: above(&base, limit),
-                    incident_refused: incident.map(|_| above(&inc, limit)),
-                })
-                .collect();
-            Tuning {
-                resource: resource.to_owned(),
-                baseline: base.len(),
-                max,
-                p999,
-                p9999,
-                p99999,
-                tickets,
-                recommended: p9999.max(knee.unwrap_or(0)).max(1),
-                knee,
-                curve,
-                no_acceptable_number,
-                what_if,
-                incident: incident.map(|_| inc.len()),
-            }
+            summarise(resource, split, incident.is_some(), curve, Basis::Decisions)
         })
         .collect()
+}
+
+/// One resource's in-use history from a time-series database: readings of
+/// the in-use gauge, and the route's limit over the same time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    /// The route.
+    pub resource: String,
+    /// (Unix seconds, in use) readings, any order; several replicas'
+    /// series may be pooled.
+    pub in_use: Vec<(f64, f64)>,
+    /// (Unix seconds, limit) readings of the route's limit.
+    pub limit: Vec<(f64, f64)>,
+}
+
+/// Tunes every resource of `sampled` the way [`tune`] tunes a decision
+/// log, with the readings as the demands ([`Basis::Samples`]). A gauge
+/// holds no service times, so there is no throughput curve and no knee:
+/// the suggestion is the 99.99th percentile.
+pub fn tune_samples(
+    sampled: &[Sampled],
+    exclude: &[Window],
+    incident: Option<Window>,
+) -> Vec<Tuning> {
+    let kept = |t: f64| !exclude.iter().any(|w| w.contains(t));
+    let in_incident = |t: f64| incident.is_some_and(|w| w.contains(t));
+    let mut by: BTreeMap<&str, Split> = BTreeMap::new();
+    for s in sampled {
+        let e = by.entry(&s.resource).or_default();
+        for &(t, v) in &s.in_use {
+            if !v.is_finite() || v < 0.0 {
+                continue;
+            }
+            // A sum of integer gauges is an integer; round off what an
+            // averaging query left.
+            let v = v.round() as usize;
+            if in_incident(t) {
+                e.1.push(v);
+            } else if kept(t) {
+                e.0.push(v);
+            }
+        }
+        for &(t, l) in &s.limit {
+            if l.is_finite() && l >= 1.0 && !in_incident(t) && kept(t) {
+                e.2 = e.2.max(Some(l.round() as usize));
+            }
+        }
+    }
+    by.into_iter()
+        .filter(|(_, (base, inc, _))| !base.is_empty() || !inc.is_empty())
+        .map(|(resource, split)| {
+            summarise(
+                resource,
+                split,
+                incident.is_some(),
+                Vec::new(),
+                Basis::Samples,
+            )
+        })
+        .collect()
+}
+
+/// Percentiles, candidates, the what-if table and the suggestion, from
+/// one resource's demands.
+fn summarise(
+    resource: &str,
+    split: Split,
+    incident: bool,
+    curve: Vec<Point>,
+    basis: Basis,
+) -> Tuning {
+    let (mut base, mut inc, tickets) = split;
+    base.sort_unstable();
+    inc.sort_unstable();
+    let (p999, p9999, p99999) = (
+        percentile(&base, 0.999),
+        percentile(&base, 0.9999),
+        percentile(&base, 0.99999),
+    );
+    let max = base.last().copied().unwrap_or(0);
+    let no_acceptable_number =
+        !base.is_empty() && tickets.is_some_and(|t| p999 >= t && p9999 >= t && p99999 >= t);
+    // Candidates: from a little under the 99th percentile to one above the
+    // most seen, at most 16 rows.
+    let lo = percentile(&base, 0.99).saturating_sub(2).max(1);
+    let hi = (max + 1).max(lo);
+    let step = (hi - lo).div_ceil(15).max(1);
+    let mut limits: Vec<usize> = (lo..=hi).step_by(step).collect();
+    let knee = knee(&curve);
+    for l in [p999, p9999, p99999, max, knee.unwrap_or(0)] {
+        if l >= 1 && !limits.contains(&l) {
+            limits.push(l);
+        }
+    }
+    limits.sort_unstable();
+    let lost = |sorted: &[usize], limit: usize| match basis {
+        Basis::Decisions => above(sorted, limit),
+        Basis::Samples => area_above(sorted, limit),
+    };
+    let what_if = limits
+        .into_iter()
+        .map(|limit| WhatIf {
+            limit,
+            baseline_refused: lost(&base, limit),
+            incident_refused: incident.then(|| lost(&inc, limit)),
+        })
+        .collect();
+    Tuning {
+        resource: resource.to_owned(),
+        basis,
+        baseline: base.len(),
+        max,
+        p999,
+        p9999,
+        p99999,
+        tickets,
+        recommended: p9999.max(knee.unwrap_or(0)).max(1),
+        knee,
+        curve,
+        no_acceptable_number,
+        what_if,
+        incident: incident.then_some(inc.len()),
+    }
 }
 
 /// One point of a route's throughput curve.
@@ -484,5 +590,61 @@ mod tests {
         let log: Vec<Decision> = (0..1000).map(|i| d(i as f64, "busy", 19)).collect();
         let t = &tune(&log, &[], None)[0];
         assert!(t.no_acceptable_number, "{t:?}");
+    }
+
+    #[test]
+    fn gauge_readings_tune_like_decisions_and_cut_the_area_above() {
+        // Two replicas' readings pooled: 1,000 at 4 in use, 10 at 9, one
+        // NaN (a gap) and one negative (never from a gauge) left out; an
+        // incident at 12 in use, and the limit at 20 throughout.
+        let mut a: Vec<(f64, f64)> = (0..500).map(|i| (i as f64, 4.0)).collect();
+        a.extend((0..10).map(|i| (600.0 + i as f64, 9.0)));
+        a.push((700.0, f64::NAN));
+        let mut b: Vec<(f64, f64)> = (0..500).map(|i| (i as f64, 4.0)).collect();
+        b.push((701.0, -1.0));
+        b.extend((0..50).map(|i| (1000.0 + i as f64, 12.0)));
+        let limit: Vec<(f64, f64)> = (0..1100).map(|i| (i as f64, 20.0)).collect();
+        let sampled = [
+            Sampled {
+                resource: "api".into(),
+                in_use: a,
+                limit: limit.clone(),
+            },
+            Sampled {
+                resource: "api".into(),
+                in_use: b,
+                limit,
+            },
+        ];
+        let incident = Window {
+            start: 1000.0,
+            end: 1100.0,
+        };
+        let t = &tune_samples(&sampled, &[], Some(incident))[0];
+        assert_eq!(t.basis, Basis::Samples);
+        assert_eq!((t.baseline, t.incident), (1010, Some(50)));
+        assert_eq!((t.max, t.p999, t.p9999), (9, 9, 9));
+        assert_eq!((t.tickets, t.knee, t.recommended), (Some(20), None, 9));
+        assert!(!t.no_acceptable_number);
+        let at = |l: usize| *t.what_if.iter().find(|w| w.limit == l).unwrap();
+        // A limit of 4 cuts 5 of each 9: 50 of the 4,090 in-use area.
+        assert!((at(4).baseline_refused - 50.0 / 4090.0).abs() < 1e-12);
+        // The recommendation cuts none of the baseline, and a quarter of
+        // the incident's 12 (3 of 12).
+        assert_eq!(at(9).baseline_refused, 0.0);
+        assert!((at(9).incident_refused.unwrap() - 0.25).abs() < 1e-12);
+        // Pinned at its limit: no acceptable number.
+        let full = [Sampled {
+            resource: "full".into(),
+            in_use: (0..100).map(|i| (i as f64, 3.0)).collect(),
+            limit: (0..100).map(|i| (i as f64, 3.0)).collect(),
+        }];
+        assert!(tune_samples(&full, &[], None)[0].no_acceptable_number);
+        // Left out entirely: nothing to tune.
+        let gone = [Window {
+            start: 0.0,
+            end: 1e9,
+        }];
+        assert!(tune_samples(&full, &gone, None).is_empty());
     }
 }

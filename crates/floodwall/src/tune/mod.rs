@@ -9,21 +9,61 @@
 //! floodwall tune --events events.jsonl --exclude 1764770000..1764773600 --incident 2026-12-03T10:00:00Z..2026-12-03T10:20:00Z
 //! ```
 //!
-//! The arithmetic is in [`analysis`]; this file reads the log and prints.
+//! Or from the in-use gauge a Prometheus server has kept (no decision log
+//! needed, but only one reading a scrape):
+//!
+//! ```sh
+//! floodwall tune --prometheus http://prometheus:9090 --since 7d --job floodwall
+//! ```
+//!
+//! The arithmetic is in [`analysis`]; this file reads the log or asks
+//! Prometheus, and prints.
 
 pub mod analysis;
 
-use analysis::{Decision, Tuning, Window};
+use crate::prometheus::Prometheus;
+use analysis::{Basis, Decision, Sampled, Tuning, Window};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The resolution of a range query by default: one point per scrape at
+/// Prometheus' default `scrape_interval`.
+const DEFAULT_STEP: Duration = Duration::from_secs(15);
+
+/// Prometheus refuses a range query of more than 11,000 points a series.
+const MAX_POINTS: f64 = 10_000.0;
 
 /// `floodwall tune` flags.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["events", "prometheus"])))]
 pub struct TuneArgs {
     /// The decision log (`[events] path`): a JSON line per decision.
     #[arg(long)]
-    pub events: PathBuf,
+    pub events: Option<PathBuf>,
+    /// Or a Prometheus server that scrapes floodwall, e.g.
+    /// http://prometheus.monitoring:9090: the in-use gauge
+    /// (`floodwall_wip_current`) over `--since`, one reading a `--step`.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// With --prometheus: the period, ending now.
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration, requires = "prometheus")]
+    pub since: Duration,
+    /// With --prometheus: one reading every STEP. Set it to the scrape
+    /// interval to read every scrape [default: 15s, or the period / 10,000
+    /// if longer].
+    #[arg(long, value_parser = humantime::parse_duration, requires = "prometheus")]
+    pub step: Option<Duration>,
+    /// With --prometheus: only the targets of this scrape job.
+    #[arg(long, requires = "prometheus")]
+    pub job: Option<String>,
+    /// With --prometheus: the in-use expression, one series per route
+    /// label [default: `sum by (route, instance) (floodwall_wip_current)`,
+    /// each replica's in use: a replica's limit is its own].
+    #[arg(long, requires = "prometheus")]
+    pub query: Option<String>,
     /// A window left out of the baseline (an incident, a deploy):
     /// START..END, each Unix seconds or RFC 3339. May repeat.
     #[arg(long, value_parser = parse_window)]
@@ -82,29 +122,152 @@ pub fn read(path: &std::path::Path) -> anyhow::Result<(Vec<Decision>, usize)> {
     Ok((decisions, skipped))
 }
 
-/// Runs `floodwall tune`.
-pub fn run(args: TuneArgs) -> anyhow::Result<()> {
-    let (decisions, skipped) = read(&args.events)?;
-    let tunings = analysis::tune(&decisions, &args.exclude, args.incident);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "events": args.events,
-                "lines_skipped": skipped,
-                "exclude": args.exclude,
-                "incident": args.incident,
-                "resources": tunings,
-            }))?
+/// The range query `tune --prometheus` ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Range {
+    /// The server.
+    pub url: String,
+    /// The in-use expression.
+    pub query: String,
+    /// The limit expression.
+    pub limit_query: String,
+    /// Unix seconds.
+    pub start: f64,
+    /// Unix seconds (now).
+    pub end: f64,
+    /// Seconds between readings.
+    pub step_seconds: f64,
+}
+
+/// The in-use and limit expressions for `--job` (or the `--query` given).
+fn queries(args: &TuneArgs) -> (String, String) {
+    let sel = args
+        .job
+        .as_ref()
+        .map(|j| {
+            format!(
+                "{{job=\"{}\"}}",
+                j.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        })
+        .unwrap_or_default();
+    (
+        args.query
+            .clone()
+            .unwrap_or_else(|| format!("sum by (route, instance) (floodwall_wip_current{sel})")),
+        format!("max by (route) (floodwall_limit{sel})"),
+    )
+}
+
+/// Asks Prometheus for every route's in-use readings and limit.
+async fn sample(url: &str, args: &TuneArgs) -> anyhow::Result<(Range, Vec<Sampled>)> {
+    let prom = Prometheus::new(url)?;
+    let end = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let since = args.since.as_secs_f64();
+    if since <= 0.0 {
+        anyhow::bail!("--since must be longer than 0s");
+    }
+    let step = args
+        .step
+        .unwrap_or_else(|| DEFAULT_STEP.max(Duration::from_secs_f64(since / MAX_POINTS)));
+    if step.is_zero() {
+        anyhow::bail!("--step must be longer than 0s");
+    }
+    if since / step.as_secs_f64() > MAX_POINTS {
+        anyhow::bail!(
+            "--since {} at --step {} is {:.0} readings a series; Prometheus answers at most 11,000: \
+             use a longer --step or a shorter --since",
+            humantime::format_duration(args.since),
+            humantime::format_duration(step),
+            since / step.as_secs_f64()
         );
+    }
+    let (query, limit_query) = queries(args);
+    let range = Range {
+        url: url.to_owned(),
+        query,
+        limit_query,
+        start: end - since,
+        end,
+        step_seconds: step.as_secs_f64(),
+    };
+    let mut by: BTreeMap<String, Sampled> = BTreeMap::new();
+    let route = |s: &crate::prometheus::Series| match s.label("route") {
+        "" => "(no route label)".to_owned(),
+        r => r.to_owned(),
+    };
+    for s in prom
+        .query_range(&range.query, range.start, range.end, step)
+        .await?
+    {
+        let r = route(&s);
+        by.entry(r.clone())
+            .or_insert_with(|| Sampled {
+                resource: r,
+                in_use: Vec::new(),
+                limit: Vec::new(),
+            })
+            .in_use
+            .extend(s.points);
+    }
+    for s in prom
+        .query_range(&range.limit_query, range.start, range.end, step)
+        .await?
+    {
+        if let Some(e) = by.get_mut(&route(&s)) {
+            e.limit.extend(s.points);
+        }
+    }
+    Ok((range, by.into_values().collect()))
+}
+
+/// Runs `floodwall tune`.
+pub async fn run(args: TuneArgs) -> anyhow::Result<()> {
+    // The tunings, lines skipped, where they came from, and what to say if
+    // there are none.
+    let (tunings, skipped, mut doc, none) = match (&args.events, &args.prometheus) {
+        (Some(events), _) => {
+            let (decisions, skipped) = read(events)?;
+            (
+                analysis::tune(&decisions, &args.exclude, args.incident),
+                skipped,
+                serde_json::json!({ "events": events }),
+                format!(
+                    "{}: no decision with an in-use count (is [events] on, and did requests reach a route?)",
+                    events.display()
+                ),
+            )
+        }
+        (None, Some(url)) => {
+            let (range, sampled) = sample(url, &args).await?;
+            let none = format!(
+                "Prometheus has no in-use readings for `{}` over the period (does it scrape floodwall's admin port{}?)",
+                range.query,
+                args.job
+                    .as_ref()
+                    .map(|j| format!(" as job {j:?}"))
+                    .unwrap_or_default()
+            );
+            (
+                analysis::tune_samples(&sampled, &args.exclude, args.incident),
+                0,
+                serde_json::json!({ "prometheus": range }),
+                none,
+            )
+        }
+        (None, None) => anyhow::bail!("give --events FILE or --prometheus URL"),
+    };
+    if args.json {
+        doc["lines_skipped"] = skipped.into();
+        doc["exclude"] = serde_json::to_value(&args.exclude)?;
+        doc["incident"] = serde_json::to_value(args.incident)?;
+        doc["resources"] = serde_json::to_value(&tunings)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", render(&tunings, skipped));
     }
     if tunings.is_empty() {
-        anyhow::bail!(
-            "{}: no decision with an in-use count (is [events] on, and did requests reach a route?)",
-            args.events.display()
-        );
+        anyhow::bail!("{none}");
     }
     Ok(())
 }
@@ -120,16 +283,28 @@ pub fn render(tunings: &[Tuning], skipped: usize) -> String {
         );
     }
     for t in tunings {
+        // What a row counts, and what a limit's share is a share of.
+        let (what, col, of) = match t.basis {
+            Basis::Decisions => ("decisions", "refused", "refused"),
+            Basis::Samples => ("readings", "in-use area cut", "of the in-use area cut"),
+        };
         let _ = writeln!(
             out,
-            "## {}: {} decisions in the baseline{}\n",
+            "## {}: {} {what} in the baseline{}\n",
             t.resource,
             t.baseline,
             t.incident
                 .map(|n| format!(", {n} in the incident"))
                 .unwrap_or_default()
         );
-        let _ = writeln!(out, "| in use | limit | traffic lost at that limit |");
+        let _ = writeln!(
+            out,
+            "| in use | limit | {} at that limit |",
+            match t.basis {
+                Basis::Decisions => "traffic lost",
+                Basis::Samples => "in-use area cut",
+            }
+        );
         let _ = writeln!(out, "|---|---:|---:|");
         let lost = |l: usize| {
             t.what_if
@@ -147,7 +322,7 @@ pub fn render(tunings: &[Tuning], skipped: usize) -> String {
         }
         let _ = writeln!(
             out,
-            "\n| limit | refused in the baseline | refused in the incident |"
+            "\n| limit | {col} in the baseline | {col} in the incident |"
         );
         let _ = writeln!(out, "|---:|---:|---:|");
         for w in &t.what_if {
@@ -168,17 +343,23 @@ pub fn render(tunings: &[Tuning], skipped: usize) -> String {
                 t.tickets.unwrap_or(t.max)
             );
         } else {
+            let why = if t.knee.is_some_and(|k| k == t.recommended && k > t.p9999) {
+                "the knee of the throughput curve, above the 99.99th percentile: a lower limit \
+                 would refuse work the upstream could do"
+            } else {
+                "the 99.99th percentile"
+            };
             let _ = writeln!(
                 out,
-                "\nRecommended: `limit = {{ algorithm = \"fixed\", value = {} }}` (the 99.99th \
-                 percentile: {} of the baseline refused{}).\n",
+                "\nRecommended: `limit = {{ algorithm = \"fixed\", value = {} }}` ({why}: {} {of} \
+                 in the baseline{}).\n",
                 t.recommended,
                 lost(t.recommended),
                 t.what_if
                     .iter()
                     .find(|w| w.limit == t.recommended)
                     .and_then(|w| w.incident_refused)
-                    .map(|x| format!(", {} of the incident", pct(x)))
+                    .map(|x| format!(", {} in the incident", pct(x)))
                     .unwrap_or_default()
             );
         }

@@ -71,6 +71,33 @@ pub fn run(program: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs the real floodwall binary's `sub`command with `args` off the async
+/// runtime: (succeeded, stdout, stderr).
+pub async fn floodwall_cli(sub: &'static str, args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(crate::common::binary_path())
+            .arg(sub)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("run floodwall {sub}: {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Now, Unix seconds: the time axis of Prometheus and of the CLI windows.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 // ---------------------------------------------------------------------------
 // Prometheus
 // ---------------------------------------------------------------------------
@@ -92,19 +119,9 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Percent-encodes `s` for a URL query value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+/// Percent-encodes a URL query value: the client's own, so the tests
+/// encode as `floodwall report` and `tune` do.
+pub use floodwall::prometheus::encode;
 
 fn value_of(v: &Value) -> f64 {
     v.as_str()

@@ -1,6 +1,8 @@
 //! A small client of the Prometheus HTTP API (`/api/v1/query` and
 //! `/api/v1/query_range`) over the hyper client the proxy already uses: two
-//! GET endpoints and their JSON do not justify another HTTP stack.
+//! GET endpoints and their JSON do not justify another HTTP stack. Used by
+//! `floodwall report` (the period's tax) and `floodwall tune --prometheus`
+//! (the in-use history).
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
@@ -38,8 +40,9 @@ pub struct Prometheus {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-/// Percent-encodes `s` as a URL query value.
-fn encode(s: &str) -> String {
+/// Percent-encodes `s` as a URL query value (RFC 3986's unreserved
+/// characters pass; a PromQL expression is full of the others).
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
