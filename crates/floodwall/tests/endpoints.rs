@@ -36,11 +36,28 @@ impl Instance {
 
     /// Starts `upstream.py` on `host:port`; `None` if it cannot bind there.
     fn start_on(host: &'static str, port: u16, delay_ms: u64) -> Option<Instance> {
+        Self::start_with(host, port, delay_ms, 0)
+    }
+
+    /// Starts `upstream.py` serving at most `workers` requests at once
+    /// (0: no cap), the rest waiting: a capacity of `workers / delay`.
+    fn start_with(
+        host: &'static str,
+        port: u16,
+        delay_ms: u64,
+        workers: usize,
+    ) -> Option<Instance> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/endpoints/upstream.py");
         // A restart on the same port may meet it still held for a moment.
         for _ in 0..20 {
             let mut child = Command::new("python3")
-                .args([script, &port.to_string(), &delay_ms.to_string(), host])
+                .args([
+                    script,
+                    &port.to_string(),
+                    &delay_ms.to_string(),
+                    host,
+                    &workers.to_string(),
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -329,6 +346,73 @@ async fn a_slow_endpoint_gets_less_work_with_least_inflight() {
     assert!((0.2..=0.3).contains(&share(&rr)), "round robin: {rr:?}");
     assert!(share(&least) < 0.15, "least_inflight: {least:?}");
     assert!(least_rate > rr_rate, "{least_rate} ok/s against {rr_rate}");
+}
+
+/// The p99 of `floodwall_request_duration_seconds` over every route and
+/// class, in ms, from a scrape: the upper bound of the bucket where 99 %
+/// of the count is reached.
+fn floodwall_p99_ms(scrape: &str) -> f64 {
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for line in scrape.lines() {
+        let Some(rest) = line.strip_prefix("floodwall_request_duration_seconds_bucket{") else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ").unwrap();
+        let le = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("le=\""))
+            .unwrap()
+            .trim_end_matches('"');
+        let le = if le == "+Inf" {
+            u64::MAX
+        } else {
+            (le.parse::<f64>().unwrap() * 1e6) as u64
+        };
+        *buckets.entry(le).or_default() += value.parse::<f64>().unwrap();
+    }
+    let total = buckets.values().copied().fold(0.0, f64::max);
+    buckets
+        .iter()
+        .find(|(_, n)| **n >= 0.99 * total)
+        .map_or(f64::NAN, |(le, _)| *le as f64 / 1e3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_of_finite_capacity_gets_its_share_and_costs_the_route_nothing() {
+    // Three instances of 4 workers × 50 ms (80 req/s each) and one 5x
+    // slower (4 × 250 ms, 16 req/s), behind the default adaptive route
+    // limit (`floodwall serve`'s), 32 closed-loop clients.
+    let instances: Vec<Instance> = [50, 50, 50, 250]
+        .into_iter()
+        .map(|d| Instance::start_with("127.0.0.1", 0, d, 4).expect("upstream.py starts"))
+        .collect();
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let text = config_text(&refs, "")
+        .replace("limit = { algorithm = \"fixed\", value = 64 }\n", "")
+        .replace("queue = { capacity = 1000, timeout = \"20s\" }\n", "");
+    let fw = start(parse(&text)).await;
+    let run = Duration::from_secs(8);
+    let load = Load::start(fw.proxy_addr, "/", 32, |i| format!("k{i}"));
+    tokio::time::sleep(run).await;
+    let m = membership(fw.admin_addr).await;
+    let answers = load.stop().await;
+    let rate = answers.iter().filter(|(_, s)| *s == 200).count() as f64 / run.as_secs_f64();
+    let served: Vec<u64> = instances
+        .iter()
+        .map(|i| member(&m, &i.name()).unwrap()["requests"].as_u64().unwrap())
+        .collect();
+    let p99 = floodwall_p99_ms(&metrics_text(fw.admin_addr).await);
+    fw.shutdown().await;
+    let share = served[3] as f64 / served.iter().sum::<u64>() as f64;
+    eprintln!(
+        "3 endpoints of 80 req/s and one of 16, 32 clients, {run:?}: served {served:?} \
+         (slow share {share:.3}), {rate:.0} ok/s, p99 at most {p99:.0} ms"
+    );
+    // The healthy three can do 240 a second: the route keeps at least 0.9
+    // of that, and the slow one gets about its capacity's share (16 of
+    // 256), not a quarter: least in-flight already weighs by speed.
+    assert!(rate >= 0.9 * 240.0, "{rate} ok/s");
+    assert!(share < 0.12, "slow share: {served:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

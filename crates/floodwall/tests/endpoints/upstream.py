@@ -2,8 +2,11 @@
 """One upstream instance for tests/endpoints.rs: a real process that can be
 killed with kill -9 and started again on the same port.
 
-usage: upstream.py PORT DELAY_MS [HOST]   (PORT 0: any free port; HOST
-127.0.0.1 unless given, another loopback address for a dns test)
+usage: upstream.py PORT DELAY_MS [HOST [WORKERS]]   (PORT 0: any free
+port; HOST 127.0.0.1 unless given, another loopback address for a dns
+test; WORKERS 0, the default, for no cap: with N, at most N requests are
+served at once and the rest wait their turn, a finite capacity of
+N / DELAY a second whose latency climbs past N in flight)
 
 Prints "listening PORT" once bound. Every request sleeps DELAY_MS (or
 ?ms=N) and answers 200 with the port as body. Each served request is
@@ -21,6 +24,8 @@ import urllib.parse
 PORT = int(sys.argv[1])
 DELAY = float(sys.argv[2]) / 1000.0
 HOST = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+WORKERS = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+SLOTS = threading.BoundedSemaphore(WORKERS) if WORKERS > 0 else None
 RECORDS = []
 LOCK = threading.Lock()
 
@@ -56,7 +61,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "ms" in q:
             delay = float(q["ms"][0]) / 1000.0
         start = now_ns()
-        time.sleep(delay)
+        if SLOTS is not None:
+            with SLOTS:
+                time.sleep(delay)
+        else:
+            time.sleep(delay)
         end = now_ns()
         with LOCK:
             RECORDS.append(
