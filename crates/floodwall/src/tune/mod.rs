@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const DEFAULT_STEP: Duration = Duration::from_secs(15);
 
 /// Prometheus refuses a range query of more than 11,000 points a series.
-const MAX_POINTS: f64 = 10_000.0;
+const MAX_POINTS: f64 = 11_000.0;
 
 /// `floodwall tune` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +52,7 @@ pub struct TuneArgs {
     #[arg(long, default_value = "1d", value_parser = humantime::parse_duration, requires = "prometheus")]
     pub since: Duration,
     /// With --prometheus: one reading every STEP. Set it to the scrape
-    /// interval to read every scrape [default: 15s, or the period / 10,000
+    /// interval to read every scrape [default: 15s, or the period / 11,000
     /// if longer].
     #[arg(long, value_parser = humantime::parse_duration, requires = "prometheus")]
     pub step: Option<Duration>,
