@@ -11,12 +11,13 @@ use std::time::Duration;
 /// How a request's endpoint is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
-    /// Power of two choices over in-flight requests (Mitzenmacher, "The
-    /// Power of Two Choices in Randomized Load Balancing", 2001; Envoy's
-    /// `LEAST_REQUEST` with `choice_count` 2): two endpoints at random, the
-    /// one with fewer requests in flight (ties: the lower smoothed
-    /// latency). A slow endpoint holds its requests longer, so it is
-    /// chosen less, without any endpoint needing a global scan.
+    /// The endpoint with the fewest requests in flight (ties: the lower
+    /// smoothed latency): of all of them up to [`SCAN_ALL`] endpoints, as
+    /// nginx's `least_conn` does; above that, of two at random
+    /// (Mitzenmacher, "The Power of Two Choices in Randomized Load
+    /// Balancing", 2001; Envoy's `LEAST_REQUEST` with `choice_count` 2),
+    /// so the cost does not grow with the count. A slow endpoint holds its
+    /// requests longer, so it is chosen less.
     #[default]
     LeastInflight,
     /// Each endpoint in turn.
@@ -49,6 +50,15 @@ impl Default for BalanceConfig {
         }
     }
 }
+
+/// Up to this many usable endpoints, the choice scans them all for the
+/// least loaded (what nginx's `least_conn` and HAProxy's `leastconn` do):
+/// a scan of a few atomics costs less than the imbalance two random
+/// choices leave at small counts, where one endpoint a request short of
+/// its work is a large share of the upstream. Above it, power of two
+/// choices (Envoy's `least_request`), whose cost does not grow with the
+/// count.
+pub const SCAN_ALL: usize = 8;
 
 /// One membership: a version, the members in order, their ring, and the
 /// endpoints that left and may still be finishing.
@@ -295,12 +305,23 @@ impl<A> Balancer<A> {
         })
     }
 
-    /// Power of two choices among the usable endpoints.
+    /// The cheapest of the usable endpoints: of all of them when there
+    /// are [`SCAN_ALL`] or fewer, else of two at random (power of two
+    /// choices), by in flight, then latency.
     fn two_choices(&self, endpoints: &[Arc<Endpoint<A>>], usable: impl Fn(usize) -> bool) -> usize {
         let candidates: Vec<usize> = (0..endpoints.len()).filter(|i| usable(*i)).collect();
+        let cost = |i: usize| (endpoints[i].inflight(), endpoints[i].latency());
         match candidates.len() {
             0 => 0,
             1 => candidates[0],
+            c if c <= SCAN_ALL => {
+                // From a random start, so ties spread over the cheapest.
+                let start = (self.random() % c as u64) as usize;
+                (0..c)
+                    .map(|k| candidates[(start + k) % c])
+                    .min_by_key(|i| cost(*i))
+                    .unwrap_or(candidates[0])
+            }
             c => {
                 let r = self.random();
                 let a = (r % c as u64) as usize;
@@ -308,12 +329,11 @@ impl<A> Balancer<A> {
                 if b >= a {
                     b += 1;
                 }
-                let (ea, eb) = (&endpoints[candidates[a]], &endpoints[candidates[b]]);
-                let better_b = (eb.inflight(), eb.latency()) < (ea.inflight(), ea.latency());
-                if better_b {
-                    candidates[b]
+                let (a, b) = (candidates[a], candidates[b]);
+                if cost(b) < cost(a) {
+                    b
                 } else {
-                    candidates[a]
+                    a
                 }
             }
         }

@@ -22,7 +22,7 @@ mod keys;
 mod ring;
 
 pub use balancer::{
-    BalanceConfig, BalanceSnapshot, Balancer, Change, EndpointSnapshot, Pick, Policy,
+    BalanceConfig, BalanceSnapshot, Balancer, Change, EndpointSnapshot, Pick, Policy, SCAN_ALL,
 };
 pub use endpoint::{EjectionConfig, Endpoint};
 pub use ring::{KeyHash, Ring, POINTS_PER_ENDPOINT};
