@@ -195,14 +195,7 @@ impl Redis {
     }
 
     fn try_cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        cli_on(self.port, args)
     }
 
     /// Runs `redis-cli -p PORT ARGS` and returns its output.
@@ -346,7 +339,7 @@ impl Sentinels {
             let mut child = Some(child);
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
-                if sentinel_cli(port, &["PING"]).as_deref() == Some("PONG") {
+                if cli_on(port, &["PING"]).as_deref() == Some("PONG") {
                     sentinels.push((port, child.take().unwrap()));
                     break;
                 }
@@ -370,7 +363,7 @@ impl Sentinels {
         loop {
             let ready = set.sentinels.iter().all(|(port, _)| {
                 let q = |what: &str| {
-                    sentinel_cli(*port, &["SENTINEL", what, Self::PRIMARY])
+                    cli_on(*port, &["SENTINEL", what, Self::PRIMARY])
                         .map_or(0, |o| o.lines().filter(|l| *l == "name").count())
                 };
                 q("replicas") >= 1 && q("sentinels") >= 2
@@ -399,7 +392,7 @@ impl Sentinels {
     /// The primary's port as a live Sentinel reports it now.
     pub fn primary_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|(port, _)| {
-            let out = sentinel_cli(
+            let out = cli_on(
                 *port,
                 &["SENTINEL", "get-master-addr-by-name", Self::PRIMARY],
             )?;
@@ -444,7 +437,9 @@ impl Drop for Sentinels {
     }
 }
 
-fn sentinel_cli(port: u16, args: &[&str]) -> Option<String> {
+/// `redis-cli -p PORT ARGS`: its trimmed output, or `None` if it failed
+/// (a server or sentinel not up yet).
+fn cli_on(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
