@@ -178,8 +178,8 @@ impl TuneCheck {
             let _ = writeln!(
                 out,
                 "**Recorded under {}**: {} decisions; baseline {} decisions: max {}, 99.999th {}, \
-                 99.99th {}, 99.9th {} in use; knee {}; recommended **{}**, {:.2} of the best \
-                 static limit's goodput (bar: 0.95).\n",
+                 99.99th {}, 99.9th {} in use; knee {}; best rate × unloaded service time {}; \
+                 recommended **{}**, {:.2} of the best static limit's goodput (bar: 0.95).\n",
                 r.how,
                 r.recorded,
                 t.baseline,
@@ -188,6 +188,10 @@ impl TuneCheck {
                 t.p9999,
                 t.p999,
                 t.knee.map_or("none".into(), |k| k.to_string()),
+                t.bdp.map_or("none".into(), |b| format!(
+                    "{} ({:.1} ms)",
+                    b.limit, b.service_ms
+                )),
                 t.recommended,
                 r.ratio
             );

@@ -34,6 +34,9 @@ pub struct Decision {
     /// The refusal's reason, if any.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The status sent (the upstream's for `success`).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 impl Decision {
@@ -115,11 +118,17 @@ pub struct Tuning {
     /// Answers per second by concurrency ([`curve`]): where `knee` was
     /// read.
     pub curve: Vec<Point>,
+    /// The concurrency the best answer rate of the log needs at the
+    /// upstream's unloaded service time ([`bdp`]): what the log says the
+    /// upstream can do, even if it never stood there (an unprotected spike
+    /// passes through it in milliseconds).
+    pub bdp: Option<Bdp>,
     /// The suggestion: the 99.99th percentile of the baseline (the
     /// article's service "wound up with a cutoff at 28, which was
     /// 99.99%"), raised to the knee if the log shows the upstream finishing
-    /// more at a higher concurrency: a limit under the knee refuses work
-    /// the upstream could have done.
+    /// more at a higher concurrency (a limit under the knee refuses work
+    /// the upstream could have done), or, with no knee to read, to the
+    /// [`bdp`] estimate.
     pub recommended: usize,
     /// Every percentile equals the limit the route already had: it was
     /// full throughout, so no number is acceptable and the upstream needs
@@ -213,7 +222,15 @@ pub fn tune(decisions: &[Decision], exclude: &[Window], incident: Option<Window>
         .filter(|(_, (base, inc, _))| !base.is_empty() || !inc.is_empty())
         .map(|(resource, split)| {
             let curve = curve(decisions, resource);
-            summarise(resource, split, incident.is_some(), curve, Basis::Decisions)
+            let bdp = bdp(decisions, resource);
+            summarise(
+                resource,
+                split,
+                incident.is_some(),
+                curve,
+                bdp,
+                Basis::Decisions,
+            )
         })
         .collect()
 }
@@ -272,6 +289,7 @@ pub fn tune_samples(
                 split,
                 incident.is_some(),
                 Vec::new(),
+                None,
                 Basis::Samples,
             )
         })
@@ -285,6 +303,7 @@ fn summarise(
     split: Split,
     incident: bool,
     curve: Vec<Point>,
+    bdp: Option<Bdp>,
     basis: Basis,
 ) -> Tuning {
     let (mut base, mut inc, tickets) = split;
@@ -305,7 +324,10 @@ fn summarise(
     let step = (hi - lo).div_ceil(15).max(1);
     let mut limits: Vec<usize> = (lo..=hi).step_by(step).collect();
     let knee = knee(&curve);
-    for l in [p999, p9999, p99999, max, knee.unwrap_or(0)] {
+    // What the upstream showed it can do: the knee where it stood past
+    // its best long enough to read one, else the rate-and-latency estimate.
+    let capacity = knee.or(bdp.map(|b| b.limit)).unwrap_or(0);
+    for l in [p999, p9999, p99999, max, capacity] {
         if l >= 1 && !limits.contains(&l) {
             limits.push(l);
         }
@@ -332,9 +354,10 @@ fn summarise(
         p9999,
         p99999,
         tickets,
-        recommended: p9999.max(knee.unwrap_or(0)).max(1),
+        recommended: p9999.max(capacity).max(1),
         knee,
         curve,
+        bdp,
         no_acceptable_number,
         what_if,
         incident: incident.then_some(inc.len()),
@@ -411,10 +434,66 @@ pub fn curve(decisions: &[Decision], resource: &str) -> Vec<Point> {
         .collect()
 }
 
+/// The estimate behind [`Tuning::bdp`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bdp {
+    /// The unloaded service time: the 5th percentile of the answers'
+    /// durations, in ms.
+    pub service_ms: f64,
+    /// The most answers that ended within one service time of each other:
+    /// the best delivery rate × the round-trip floor, which is the limit.
+    pub limit: usize,
+}
+
+/// BBR's bandwidth-delay product (Cardwell et al., "BBR: Congestion-Based
+/// Congestion Control", ACM Queue 2016) for an upstream: its best
+/// delivery rate (BBR's max filter over rate samples each about one round
+/// trip long) times its round-trip floor (here the 5th percentile of the
+/// answers' durations, `S`). Both in one count: the most answers (status
+/// under 500) that ended within any one `S`. It is the concurrency at
+/// which the upstream does its most at its unloaded latency: more only
+/// queues, fewer leaves it idle. Unlike the knee it needs no concurrency to
+/// have stood still: the first tens of milliseconds of an unprotected
+/// spike, before the queue slows the upstream down, show the best rate.
+/// `None` under 100 answers.
+pub fn bdp(decisions: &[Decision], resource: &str) -> Option<Bdp> {
+    let answered: Vec<&Decision> = decisions
+        .iter()
+        .filter(|d| {
+            d.resource == resource
+                && d.event == "success"
+                && d.status.is_none_or(|s| s < 500)
+                && d.duration_ms.is_some()
+        })
+        .collect();
+    if answered.len() < 100 {
+        return None;
+    }
+    let mut ms: Vec<f64> = answered.iter().filter_map(|d| d.duration_ms).collect();
+    ms.sort_unstable_by(f64::total_cmp);
+    let service_ms = ms[ms.len() / 20].max(0.001);
+    let mut ends: Vec<f64> = answered.iter().map(|d| d.ts).collect();
+    ends.sort_unstable_by(f64::total_cmp);
+    let (mut most, mut lo) = (0, 0);
+    for hi in 0..ends.len() {
+        while (ends[hi] - ends[lo]) * 1e3 >= service_ms {
+            lo += 1;
+        }
+        most = most.max(hi - lo + 1);
+    }
+    Some(Bdp {
+        service_ms,
+        limit: most.max(1),
+    })
+}
+
 /// The knee of a throughput curve (see [`Tuning::knee`]): the fewest in
-/// use within 5 % of the most answered, provided the curve was seen past
-/// it (flat or falling at a higher concurrency). A curve still rising at
-/// its last point has no knee to see.
+/// use within 5 % of the most answered, provided a higher concurrency was
+/// also seen within 5 % of it: the curve was seen flat past the knee, so
+/// throughput had stopped rising there. A curve still rising at its last
+/// point has no knee to see, nor has one seen only before and after a
+/// collapse (5 in use, then hundreds answering nothing): its best could be
+/// anywhere between.
 fn knee(curve: &[Point]) -> Option<usize> {
     let peak = curve
         .iter()
@@ -423,11 +502,10 @@ fn knee(curve: &[Point]) -> Option<usize> {
     if peak.answered_per_s == 0.0 {
         return None;
     }
-    let knee = curve
-        .iter()
-        .find(|p| p.answered_per_s >= 0.95 * peak.answered_per_s)?;
-    let seen_past = curve.iter().any(|p| p.in_use > knee.in_use);
-    seen_past.then_some(knee.in_use)
+    let near = |p: &&Point| p.answered_per_s >= 0.95 * peak.answered_per_s;
+    let knee = curve.iter().find(near)?;
+    let seen_flat = curve.iter().filter(near).any(|p| p.in_use > knee.in_use);
+    seen_flat.then_some(knee.in_use)
 }
 
 #[cfg(test)]
@@ -443,6 +521,7 @@ mod tests {
             count: Some(count),
             duration_ms: None,
             reason: None,
+            status: None,
         }
     }
 
@@ -527,8 +606,9 @@ mod tests {
         assert_eq!(at(870), None, "passed through, not stood at: {c:?}");
         assert_eq!(at(1000).unwrap().answered_per_s, 0.0, "{c:?}");
         assert_eq!(c.len(), 2, "{c:?}");
-        // The curve falls past 5: 5 is the knee.
-        assert_eq!(knee(&c), Some(5));
+        // From 5 straight to a collapse: no flat part seen, so no knee (the
+        // best could be anywhere between); the rate estimate reads it.
+        assert_eq!(knee(&c), None);
         // The abandoned count themselves in the percentiles.
         assert_eq!(tune(&log, &[], None)[0].max, 1000);
     }
@@ -646,5 +726,46 @@ mod tests {
             end: 1e9,
         }];
         assert!(tune_samples(&full, &gone, None).is_empty());
+    }
+
+    #[test]
+    fn an_unprotected_spike_shows_its_best_rate_and_the_rate_sets_the_limit() {
+        // 8 workers × 20 ms. Quiet: 2 s at 200 answers/s (4 in use). The
+        // spike's first 60 ms: 385 answers/s (one each 2.6 ms) before the
+        // queue slows the backend; then 2 s pinned at 1,000 in use,
+        // everything abandoned.
+        let ok = |ts: f64, count: usize| Decision {
+            duration_ms: Some(20.0),
+            status: Some(200),
+            ..d(ts, "success", count)
+        };
+        let mut log: Vec<Decision> = (0..400).map(|i| ok(i as f64 * 0.005, 4)).collect();
+        log.extend((0..24).map(|i| ok(10.0 + i as f64 * 0.0026, 500)));
+        log.extend((0..2000).map(|i| Decision {
+            duration_ms: Some(1000.0),
+            ..d(11.0 + i as f64 * 0.001, "abandoned", 999)
+        }));
+        let b = bdp(&log, "api").expect("enough answers");
+        assert_eq!((b.service_ms, b.limit), (20.0, 8), "{b:?}");
+        // A 5xx is not an answer the rate counts.
+        let errors: Vec<Decision> = (0..200)
+            .map(|i| Decision {
+                status: Some(500),
+                ..ok(20.0 + i as f64 * 0.0001, 500)
+            })
+            .collect();
+        let with_errors: Vec<Decision> = log.iter().cloned().chain(errors).collect();
+        assert_eq!(bdp(&with_errors, "api").unwrap().limit, 8);
+        // The spike is the incident: the baseline's 99.99th is 4, no knee
+        // (straight from 4 to a collapse), so the estimate sets the limit.
+        let incident = Window {
+            start: 9.0,
+            end: 20.0,
+        };
+        let t = &tune(&log, &[], Some(incident))[0];
+        assert_eq!((t.p9999, t.knee, t.recommended), (4, None, 8), "{t:?}");
+        assert!(t.what_if.iter().any(|w| w.limit == 8));
+        // Too few answers: no estimate.
+        assert_eq!(bdp(&log[..50], "api"), None);
     }
 }

@@ -343,11 +343,19 @@ pub fn render(tunings: &[Tuning], skipped: usize) -> String {
                 t.tickets.unwrap_or(t.max)
             );
         } else {
-            let why = if t.knee.is_some_and(|k| k == t.recommended && k > t.p9999) {
-                "the knee of the throughput curve, above the 99.99th percentile: a lower limit \
-                 would refuse work the upstream could do"
-            } else {
-                "the 99.99th percentile"
+            let why = match (t.knee, t.bdp) {
+                (Some(k), _) if k == t.recommended && k > t.p9999 => {
+                    "the knee of the throughput curve, above the 99.99th percentile: a lower limit \
+                     would refuse work the upstream could do"
+                        .to_owned()
+                }
+                (None, Some(b)) if b.limit == t.recommended && b.limit > t.p9999 => format!(
+                    "the upstream's best rate at its unloaded service time, above the 99.99th \
+                     percentile: {} answers within one service time of {:.1} ms (BBR's \
+                     bandwidth-delay product); a lower limit would refuse work the upstream could do",
+                    b.limit, b.service_ms
+                ),
+                _ => "the 99.99th percentile".to_owned(),
             };
             let _ = writeln!(
                 out,
