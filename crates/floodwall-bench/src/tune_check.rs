@@ -47,9 +47,13 @@ pub struct TuneCheck {
 }
 
 impl TuneCheck {
-    /// The best ratio of the recordings.
-    pub fn best_ratio(&self) -> f64 {
-        self.recordings.iter().map(|r| r.ratio).fold(0.0, f64::max)
+    /// The worst ratio of the recordings: the check passes only if every
+    /// way of recording (shadow mode included) leads to a good limit.
+    pub fn worst_ratio(&self) -> f64 {
+        self.recordings
+            .iter()
+            .map(|r| r.ratio)
+            .fold(f64::INFINITY, f64::min)
     }
 }
 
