@@ -19,28 +19,16 @@ ROUNDS=${ROUNDS:-2}
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
 
-need=()
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
-fi
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+source bench/lib.sh
+need_commands haproxy nginx
+HAPROXY=$(sbin haproxy)
+NGINX=$(sbin nginx)
 if [ -z "${FLOODWALL:-}" ] || [ -z "${FLOODWALL_BENCH:-}" ]; then
   cargo build --release -q -p floodwall -p floodwall-bench
 fi
 FLOODWALL=${FLOODWALL:-target/release/floodwall}
 FLOODWALL_BENCH=${FLOODWALL_BENCH:-target/release/floodwall-bench}
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 dir=$(mktemp -d /tmp/floodwall-endpoints.XXXXXX)
 backends=()
 gate_pid=""

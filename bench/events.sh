@@ -16,9 +16,7 @@ cargo build --release -q -p floodwall
 FLOODWALL=target/release/floodwall
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
   echo "needs wrk and nginx (bench/overhead.sh installs them)" >&2; exit 1; }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+source bench/lib.sh
 dir=$(mktemp -d /tmp/floodwall-events.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }

@@ -19,15 +19,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+source bench/lib.sh
+need_commands nginx
+NGINX=$(sbin nginx)
 
 if [ -z "${FLOODWALL:-}" ] || [ -z "${FLOODWALL_BENCH:-}" ]; then
   cargo build --release -p floodwall -p floodwall-bench --locked
