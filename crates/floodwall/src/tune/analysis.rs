@@ -130,6 +130,8 @@ pub struct Tuning {
     /// the upstream could have done), or, with no knee to read, to the
     /// [`bdp`] estimate.
     pub recommended: usize,
+    /// What set `recommended`.
+    pub recommended_from: Source,
     /// Every percentile equals the limit the route already had: it was
     /// full throughout, so no number is acceptable and the upstream needs
     /// more capacity (the article's "no acceptable number").
@@ -180,6 +182,19 @@ fn area_above(sorted: &[usize], limit: usize) -> f64 {
     }
     let cut: usize = sorted.iter().map(|v| v.saturating_sub(limit)).sum();
     cut as f64 / total as f64
+}
+
+/// What set a recommendation: the baseline's 99.99th percentile, or,
+/// above it, what the log shows the upstream can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The 99.99th percentile of the baseline.
+    Percentile,
+    /// The throughput knee ([`Tuning::knee`]).
+    Knee,
+    /// The rate estimate ([`Tuning::bdp`]), with no knee to read.
+    Rate,
 }
 
 /// One resource's demands: in the baseline, in the incident, and the
@@ -326,7 +341,16 @@ fn summarise(
     let knee = knee(&curve);
     // What the upstream showed it can do: the knee where it stood past
     // its best long enough to read one, else the rate-and-latency estimate.
-    let capacity = knee.or(bdp.map(|b| b.limit)).unwrap_or(0);
+    let (capacity, from) = match (knee, bdp) {
+        (Some(k), _) => (k, Source::Knee),
+        (None, Some(b)) => (b.limit, Source::Rate),
+        (None, None) => (0, Source::Percentile),
+    };
+    let recommended_from = if capacity > p9999 {
+        from
+    } else {
+        Source::Percentile
+    };
     for l in [p999, p9999, p99999, max, capacity] {
         if l >= 1 && !limits.contains(&l) {
             limits.push(l);
@@ -355,6 +379,7 @@ fn summarise(
         p99999,
         tickets,
         recommended: p9999.max(capacity).max(1),
+        recommended_from,
         knee,
         curve,
         bdp,
@@ -563,6 +588,8 @@ mod tests {
             end: 1e9,
         }];
         assert_eq!(tune(&log, &quiet, None)[0].recommended, 8);
+        assert_eq!(tune(&log, &quiet, None)[0].recommended_from, Source::Knee);
+        assert_eq!(t.recommended_from, Source::Percentile);
         // Without a fall there is nothing to call a knee.
         let rising: Vec<Decision> = (1..=8usize)
             .flat_map(|c| {
@@ -764,6 +791,7 @@ mod tests {
         };
         let t = &tune(&log, &[], Some(incident))[0];
         assert_eq!((t.p9999, t.knee, t.recommended), (4, None, 8), "{t:?}");
+        assert_eq!(t.recommended_from, Source::Rate);
         assert!(t.what_if.iter().any(|w| w.limit == 8));
         // Too few answers: no estimate.
         assert_eq!(bdp(&log[..50], "api"), None);

@@ -22,7 +22,7 @@
 pub mod analysis;
 
 use crate::prometheus::Prometheus;
-use analysis::{Basis, Decision, Sampled, Tuning, Window};
+use analysis::{Basis, Decision, Sampled, Source, Tuning, Window};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::BufRead;
@@ -343,13 +343,12 @@ pub fn render(tunings: &[Tuning], skipped: usize) -> String {
                 t.tickets.unwrap_or(t.max)
             );
         } else {
-            let why = match (t.knee, t.bdp) {
-                (Some(k), _) if k == t.recommended && k > t.p9999 => {
-                    "the knee of the throughput curve, above the 99.99th percentile: a lower limit \
-                     would refuse work the upstream could do"
-                        .to_owned()
-                }
-                (None, Some(b)) if b.limit == t.recommended && b.limit > t.p9999 => format!(
+            let why = match (t.recommended_from, t.bdp) {
+                (Source::Knee, _) => "the knee of the throughput curve, above the 99.99th \
+                                      percentile: a lower limit would refuse work the upstream \
+                                      could do"
+                    .to_owned(),
+                (Source::Rate, Some(b)) => format!(
                     "the upstream's best rate at its unloaded service time, above the 99.99th \
                      percentile: {} answers within one service time of {:.1} ms (BBR's \
                      bandwidth-delay product); a lower limit would refuse work the upstream could do",
