@@ -66,11 +66,15 @@
 //! shows itself before any limit is reached. Neither counts when the queue
 //! costs less than the rule's `min_queue_delay`, which the rule itself never
 //! calls overload (a closed loop of 64 in front of a fast upstream fills the
-//! limit exactly). Such a measurement, excused for filling its limit, may
-//! carry that small queue, so the first pinned probe follows at a quarter
-//! of the interval to confirm it. One that never filled its limit ran at
-//! the traffic's own concurrency, ungated, and its next probe is a full
-//! interval away like any other. Confirming every open measurement early
+//! limit exactly). A measurement whose traffic reached half its limit or
+//! more is confirmed by a pinned probe at a quarter of the interval: it
+//! may have been excused for filling the limit with a small queue, or be
+//! a closed loop of clients waiting on a steady queue, which shows no
+//! trend (32 clients in front of 16 workers measured a baseline of twice
+//! the service time, and the limit sat at 70 until the first pinned
+//! probe). One that stayed under half ran at the traffic's own
+//! concurrency, far inside what it was allowed, and its next probe is a
+//! full interval away like any other. Confirming every open measurement early
 //! pinned the floor 15 s after every restart, in the middle of whatever
 //! traffic the restart met: through a spike that began 5 s after a start
 //! it cost 7 % of the spike's goodput over four endpoints
@@ -466,11 +470,11 @@ impl Prober {
         }?;
         self.since = None;
         let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
-        // An open measurement excused for filling its limit may carry a
-        // small queue: confirm it pinned at a quarter of the interval. Any
-        // other is a full interval from the next (see the module doc).
+        // An open measurement whose traffic reached half its limit may
+        // carry a queue: confirm it pinned at a quarter of the interval.
+        // Any other is a full interval from the next (see the module doc).
         let interval = match self.open.take() {
-            Some(limit) if self.peak >= limit => self.cfg.interval / 4,
+            Some(limit) if self.peak.saturating_mul(2) >= limit => self.cfg.interval / 4,
             _ => self.cfg.interval,
         };
         // `mul_f64` would panic past Duration::MAX (a probe_interval of
@@ -743,7 +747,7 @@ mod tests {
     }
 
     #[test]
-    fn only_an_open_measurement_that_filled_its_limit_is_confirmed_early() {
+    fn only_an_open_measurement_that_reached_half_its_limit_is_confirmed_early() {
         let cfg = BaselineProbe {
             samples: 4,
             history: 2,
@@ -757,7 +761,7 @@ mod tests {
             outcome: Outcome::Success,
         };
         // The quarter interval is 15 s ± 15 %, the interval 60 s ± 15 %.
-        for (inflight, earliest, latest) in [(64, 12, 18), (8, 51, 69)] {
+        for (inflight, earliest, latest) in [(64, 12, 18), (32, 12, 18), (8, 51, 69)] {
             let mut p = Prober::new(cfg);
             p.begin_open(Nanos(0), 64, Duration::from_millis(2));
             for _ in 0..8 {
