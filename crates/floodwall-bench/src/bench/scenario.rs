@@ -259,7 +259,9 @@ impl Scenario {
                     ],
                     window: 5..30,
                     after: None,
-                    tenant_share: Some(0.25),
+                    // floodwall's default `max_share = "auto"`: fairness
+                    // with nothing configured is what the scenario checks.
+                    tenant_share: None,
                     ..base
                 }
             }
