@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub use floodwall::proxy::respond::RETRY_AFTER_MS_HEADER;
 
 /// How to start an in-process floodwall: the `floodwall serve` flags the
-/// bench varies, plus the two config keys some scenarios set.
+/// bench varies, plus the config keys some scenarios and commands set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayOptions {
     /// `--limit N`: a fixed limit. `None` is what `floodwall serve` runs
@@ -32,8 +32,6 @@ pub struct GatewayOptions {
     /// `--algorithm NAME`: an adaptive algorithm's default settings instead
     /// of the default one. Cannot be combined with `limit` unless `fixed`.
     pub algorithm: Option<String>,
-    /// The route's `tenant.max_share`, for the tenant-flood scenario.
-    pub tenant_share: Option<f64>,
     /// The upstream's `pool_max_idle_per_host`. The bench raises it: its
     /// clients give up after their own timeout, and the upstream should take
     /// as long as it takes, like a real deployment with a generous pool.
@@ -84,9 +82,6 @@ impl Gateway {
             algorithm: options.algorithm.clone(),
             ..Overrides::default()
         })?;
-        if let Some(share) = options.tenant_share {
-            config.routes[0].tenant.max_share = share;
-        }
         if options.retry_budget {
             config.routes[0].retry_budget = Some(floodwall::config::RetryBudgetKeys::default());
         }

@@ -143,11 +143,7 @@ impl Started {
 }
 
 /// Starts `contender` in front of `upstream`.
-pub(crate) async fn start(
-    contender: &Contender,
-    upstream: &Uri,
-    tenant_share: Option<f64>,
-) -> anyhow::Result<Started> {
+pub(crate) async fn start(contender: &Contender, upstream: &Uri) -> anyhow::Result<Started> {
     let (limit, algorithm) = match &contender.kind {
         ContenderKind::Direct => {
             return Ok(Started {
@@ -179,7 +175,6 @@ pub(crate) async fn start(
         &GatewayOptions {
             limit,
             algorithm,
-            tenant_share,
             // The bench's clients give up after their own timeout; let the
             // upstream take as long as it takes, like a real deployment
             // would with a generous response timeout.

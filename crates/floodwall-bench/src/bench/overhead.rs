@@ -93,7 +93,7 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
             },
             _ => t.clone(),
         };
-        started.push((t.name.clone(), contender::start(&t, &upstream, None).await?));
+        started.push((t.name.clone(), contender::start(&t, &upstream).await?));
     }
     let mut maxes = Vec::new();
     for (name, s) in &started {

@@ -127,8 +127,6 @@ pub struct Scenario {
     pub window_capacity: f64,
     /// Seconds after the window, for recovery, if any.
     pub after: Option<Range<usize>>,
-    /// The tenant cap floodwall targets run with, as a share of the limit.
-    pub tenant_share: Option<f64>,
     /// A 2xx within this counts as goodput.
     #[serde(with = "humantime_serde")]
     pub slo: Duration,
@@ -178,7 +176,6 @@ impl Scenario {
             window: 10..30,
             window_capacity: c,
             after: Some(30..40),
-            tenant_share: None,
             slo: Duration::from_millis(250),
             client_timeout: Duration::from_secs(1),
         };
@@ -259,9 +256,6 @@ impl Scenario {
                     ],
                     window: 5..30,
                     after: None,
-                    // floodwall's default `max_share = "auto"`: fairness
-                    // with nothing configured is what the scenario checks.
-                    tenant_share: None,
                     ..base
                 }
             }

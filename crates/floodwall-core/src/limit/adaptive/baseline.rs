@@ -79,7 +79,7 @@
 //! traffic the restart met: through a spike that began 5 s after a start
 //! it cost 7 % of the spike's goodput over four endpoints
 //! (`bench/endpoints.sh`: 237 req/s against 255 for the same gate at a
-//! fixed limit). A queue in an unfilled measurement does not go unseen
+//! fixed limit). A queue in a measurement under half its limit does not go unseen
 //! for the interval: one that grew ends the measurement crowded, and a
 //! baseline inflated by a standing one makes the first unqueued window run
 //! faster than `baseline ÷ shift`, which probes at once (the `Controller`).
