@@ -24,6 +24,7 @@
 //! task: they are finished on the spot.
 
 use super::endpoints::EndpointPick;
+use super::pool::Pooled;
 use crate::distributed::Slot;
 use bytes::Bytes;
 use floodwall_core::{BulkheadPermit, Outcome, Permit};
@@ -96,6 +97,9 @@ pub struct Finish {
     // The chosen endpoint: its in-flight count (and a hash key's hold)
     // also lasts until the upstream's body ends.
     endpoint: Option<EndpointPick>,
+    // The upstream connection: back to its pool when the body ends, closed
+    // if it fails or the response is abandoned.
+    conn: Option<Pooled>,
     done: bool,
 }
 
@@ -118,6 +122,7 @@ impl Finish {
             slot,
             ticket,
             endpoint: None,
+            conn: None,
             done: false,
         }
     }
@@ -128,6 +133,12 @@ impl Finish {
         self
     }
 
+    /// Also holds the upstream connection the response arrives on.
+    pub fn on(mut self, conn: Pooled) -> Self {
+        self.conn = Some(conn);
+        self
+    }
+
     /// The upstream went silent mid-body: a drop.
     fn upstream_timed_out(&mut self) {
         self.release(Outcome::Dropped);
@@ -135,6 +146,9 @@ impl Finish {
 
     /// The upstream finished (`ok`) or failed mid-body: record, release.
     fn upstream_done(&mut self, ok: bool) {
+        if let (true, Some(conn)) = (ok, self.conn.take()) {
+            conn.give_back();
+        }
         self.release(if ok { self.outcome } else { Outcome::Error });
     }
 
@@ -151,6 +165,7 @@ impl Finish {
         self.slot.take();
         self.ticket.take();
         self.endpoint.take();
+        self.conn.take();
     }
 }
 

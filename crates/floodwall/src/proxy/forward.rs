@@ -2,6 +2,7 @@
 
 use super::dns::SystemResolver;
 use super::endpoints::{EndpointPick, Endpoints, RING_VERSION_HEADER};
+use super::pool::{Pooled, Pools, SendError};
 use super::resilience::Guards;
 use super::upload::Upload;
 use crate::config::UpstreamConfig;
@@ -9,9 +10,8 @@ use crate::events::Events;
 use crate::tls::{ArrivedOverTls, UpstreamConnector};
 use floodwall_core::Clock;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub fn enter_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
-/// One upstream: its endpoints and a pooled keep-alive client per worker.
+/// One upstream: its endpoints and a keep-alive connection pool per worker.
 #[derive(Debug)]
 pub struct Upstream {
     /// The upstream name.
@@ -37,12 +37,12 @@ pub struct Upstream {
     scheme: http::uri::Scheme,
     /// Its endpoints and the choice among them (`endpoints.rs`).
     pub endpoints: Endpoints,
-    /// One pooled client per proxy worker; connections are kept alive and
-    /// reused. Per worker because a connection's task runs on the runtime
-    /// that opened it: a worker using another's connection would wake that
+    /// One pool of kept-alive connections per proxy worker (`pool.rs`).
+    /// Per worker because a connection's task runs on the runtime that
+    /// opened it: a worker using another's connection would wake that
     /// worker's thread for every request. The connector speaks TLS to an
     /// `https://` upstream (`tls/upstream.rs`).
-    clients: Box<[Client<UpstreamConnector, Upload>]>,
+    pools: Arc<Pools>,
     /// How long to wait for response headers.
     pub response_timeout: Duration,
     /// Its breaker and bulkhead, shared by every route that forwards here
@@ -54,7 +54,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Clients for `cfg`, one per each of `workers` proxy workers, with its
+    /// Connection pools for `cfg`, one for each of `workers` proxy workers, with its
     /// connect timeout, TLS settings and pool settings
     /// (`pool_max_idle_per_host` applies to each). Fails only for an
     /// `https://` upstream whose trust roots cannot be loaded (its
@@ -70,17 +70,12 @@ impl Upstream {
         quota_of: usize,
         events: &Arc<Events>,
     ) -> anyhow::Result<Self> {
-        let connector = UpstreamConnector::new(cfg)?;
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(cfg.pool_idle_timeout)
-                    .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(connector.clone())
-            })
-            .collect();
+        let pools = Arc::new(Pools::new(
+            UpstreamConnector::new(cfg)?,
+            workers,
+            cfg.pool_max_idle_per_host,
+            cfg.pool_idle_timeout,
+        ));
         let scheme = cfg
             .first_url()
             .and_then(|u| u.scheme().cloned())
@@ -98,7 +93,7 @@ impl Upstream {
             name: cfg.name.clone(),
             scheme,
             endpoints: Endpoints::new(cfg, clock.clone(), Arc::new(SystemResolver))?,
-            clients,
+            pools,
             response_timeout: cfg.response_timeout,
             guards: Guards::new(cfg, clock, quota_of, events, &host)
                 .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", cfg.name))?,
@@ -119,10 +114,14 @@ impl Upstream {
         }
     }
 
-    /// The calling worker's client.
-    pub fn client(&self) -> &Client<UpstreamConnector, Upload> {
-        let i = WORKER.with(Cell::get);
-        &self.clients[i % self.clients.len()]
+    /// Sends `req` (from [`Upstream::prepare`]) on a connection of the
+    /// calling worker's pool; returns the response head and the
+    /// connection, which the response's body gives back when it ends.
+    pub async fn send(
+        &self,
+        req: Request<Upload>,
+    ) -> Result<(Response<Incoming>, Pooled), SendError> {
+        self.pools.send(WORKER.with(Cell::get), req).await
     }
 
     /// Rewrites a canonical client request (`canonical.rs`) into the

@@ -5,7 +5,8 @@
 //! path) and classifies it with the [`Router`] (`router.rs`) onto a [`Route`]
 //! (`route.rs`), which owns everything per route: its limiter, upstream,
 //! distributed handle and refusal counters (`refusals.rs`). It forwards
-//! with the route's [`Upstream`] (`forward.rs`), the client's body read
+//! with the route's [`Upstream`] (`forward.rs`), on a connection of the
+//! worker's own pool (`pool.rs`), the client's body read
 //! under a rate rule (`upload.rs`), and reads the answer ahead of the
 //! client (`body.rs`) so the permit is released when the upstream
 //! finishes, not when a slow client does.
@@ -21,6 +22,7 @@ pub mod canonical;
 pub mod dns;
 pub mod endpoints;
 mod forward;
+mod pool;
 mod refusals;
 pub mod resilience;
 pub mod respond;

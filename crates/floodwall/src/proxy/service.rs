@@ -299,7 +299,7 @@ impl Proxy {
         };
         let response = tokio::select! {
             biased;
-            r = upstream.client().request(outbound) => match r {
+            r = upstream.send(outbound) => match r {
                 Ok(resp) => resp,
                 // The upload failed, not the upstream: the client's fault,
                 // recorded as nothing, by the limit or the breaker.
@@ -338,6 +338,7 @@ impl Proxy {
         //    global slot) released with the outcome the status implies
         //    when the upstream finishes (`body.rs`). A client leaving or
         //    stalling from here on says nothing about the upstream.
+        let (response, conn) = response;
         let (mut parts, body) = response.into_parts();
         pick.success();
         if let (Some(c), Some(b)) = (call, &upstream.guards.breaker) {
@@ -355,7 +356,8 @@ impl Proxy {
             slot,
             ticket,
         )
-        .holding(pick);
+        .holding(pick)
+        .on(conn);
         mark(
             Response::from_parts(
                 parts,

@@ -40,8 +40,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use super::body::BoxError;
-
 /// The client-side body limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct UploadLimits {
@@ -268,7 +266,9 @@ impl std::error::Error for Fault {}
 
 impl HttpBody for Upload {
     type Data = Bytes;
-    type Error = BoxError;
+    // Spelled out rather than `body::BoxError`, so that this file, which
+    // the upstream pool sends, does not depend on the response side.
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
