@@ -114,21 +114,27 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` (from [`Upstream::prepare`]) on a connection of the
-    /// calling worker's pool; returns the response head and the
-    /// connection, which the response's body gives back when it ends.
+    /// Sends `req` (from [`Upstream::prepare`]) to the endpoint of `to`
+    /// on a connection of the calling worker's pool; returns the response
+    /// head and the connection, which the response's body gives back when
+    /// it ends.
     pub async fn send(
         &self,
         req: Request<Upload>,
+        to: &EndpointPick,
     ) -> Result<(Response<Incoming>, Pooled), SendError> {
-        self.pools.send(WORKER.with(Cell::get), req).await
+        let key = (self.scheme.clone(), to.endpoint().addr.clone());
+        self.pools.send(WORKER.with(Cell::get), key, req).await
     }
 
     /// Rewrites a canonical client request (`canonical.rs`) into the
-    /// upstream request: the chosen endpoint's address with the request's path and
-    /// query, hop-by-hop headers removed (RFC 9110 §7.6.1),
+    /// upstream request: the request's path and query in origin form (the
+    /// endpoint is chosen by the connection, [`Upstream::send`]),
+    /// hop-by-hop headers removed (RFC 9110 §7.6.1),
     /// `X-Forwarded-For` / `X-Forwarded-Proto` added, and the Host kept so
-    /// virtual hosting upstream still works. Path and Host are sent as they
+    /// virtual hosting upstream still works (the endpoint's address when
+    /// the request had none: an HTTP/2 request may carry its host in the
+    /// URI alone). Path and Host are sent as they
     /// are: they are the values the request was routed on.
     /// `X-Forwarded-Proto` is the scheme the client used (`https` when the
     /// request arrived over TLS, see [`ArrivedOverTls`]), replacing any the
@@ -142,12 +148,12 @@ impl Upstream {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(to.endpoint().addr.clone())
-            .path_and_query(path)
-            .build()
-            .expect("scheme, authority and path are all valid");
+        parts.uri = Uri::from(path);
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(to.endpoint().addr.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         append_forwarded_for(&mut parts.headers, peer);

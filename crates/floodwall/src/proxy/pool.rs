@@ -37,7 +37,6 @@
 
 use super::upload::Upload;
 use crate::tls::UpstreamConnector;
-use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -49,7 +48,7 @@ use std::time::{Duration, Instant};
 use tower_service::Service;
 
 /// Which endpoint a connection goes to.
-type Key = (Scheme, Authority);
+pub type Key = (Scheme, Authority);
 
 /// How often a worker's pool looks for expired connections of every
 /// endpoint, not only the one it is serving.
@@ -192,35 +191,16 @@ impl Pools {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `req`, whose URI is absolute (the endpoint's scheme and
-    /// address, as `Upstream::prepare` writes it), on a connection of
-    /// `worker`'s pool to that endpoint; the request goes out in origin
-    /// form with a `Host` header. Returns the response head and the
-    /// connection, to give back when the response body has ended.
+    /// Sends `req` (in origin form, with its `Host`: `Upstream::prepare`)
+    /// to the endpoint `key` on a connection of `worker`'s pool. Returns
+    /// the response head and the connection, to give back when the
+    /// response body has ended.
     pub async fn send(
         self: &Arc<Self>,
         worker: usize,
-        req: Request<Upload>,
+        key: Key,
+        mut req: Request<Upload>,
     ) -> Result<(Response<Incoming>, Pooled), SendError> {
-        let (mut parts, body) = req.into_parts();
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        let (Some(scheme), Some(authority)) = (uri.scheme.take(), uri.authority.take()) else {
-            // `Upstream::prepare` always writes one.
-            return Err(SendError::Connect(
-                "no endpoint address in the request".into(),
-            ));
-        };
-        parts.uri = Uri::from(
-            uri.path_and_query
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
-            }
-        }
-        let key = (scheme, authority);
-        let mut req = Request::from_parts(parts, body);
         // An idle connection, then (if it turned out closed before the
         // request was written) a new one.
         let reused = self.take(worker, &key).await;

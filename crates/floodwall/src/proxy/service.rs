@@ -299,7 +299,7 @@ impl Proxy {
         };
         let response = tokio::select! {
             biased;
-            r = upstream.send(outbound) => match r {
+            r = upstream.send(outbound, &pick) => match r {
                 Ok(resp) => resp,
                 // The upload failed, not the upstream: the client's fault,
                 // recorded as nothing, by the limit or the breaker.
