@@ -13,7 +13,8 @@
 # - closed loop: `wrk -t2 -c64 -dDURATION` through nginx (`keepalive 256`),
 #   BEFORE and AFTER, ROUNDS rounds; req/s and each gate's CPU time per
 #   request (user + system, from /proc);
-# - cold start: STARTS times each, alternating, the gate started fresh and
+# - cold start: STARTS times each, alternating with a fresh nginx gateway,
+#   the gate started fresh and
 #   loaded at once at 10,000 req/s for 5 s (`floodwall-bench load
 #   --warmup 0s`): p99 and failed of the first 3 s, and the upstream
 #   connections open at the end.
@@ -94,15 +95,28 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 kill "${PID[before]}" "${PID[after]}" 2>/dev/null || true
 
+# A fresh nginx gateway for each of its cold starts: the proxy's config on
+# another port, its own pid file.
+start_nginx() { # port -> pid
+  sed -e "s/listen 127.0.0.1:$PROXY;/listen 127.0.0.1:$1;/" -e "s#pid [^;]*;#pid $dir/p/cold.pid;#" \
+    "$dir/p/nginx.conf" > "$dir/p/cold.conf"
+  "$NGINX" -p "$dir/p" -c "$dir/p/cold.conf" -g 'daemon off;' >/dev/null 2>&1 &
+  local p=$! i
+  for i in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.05; done
+  echo $p
+}
+
 echo "== cold start at 10000 req/s, $STARTS starts each"
 for r in $(seq 1 "$STARTS"); do
-  for g in before after; do
+  for g in nginx before after; do
     bin=$BEFORE; [ "$g" = after ] && bin=$AFTER
     port=$(free_port)
-    p=$(start "$bin" "$port")
+    if [ "$g" = nginx ]; then p=$(start_nginx "$port"); else p=$(start "$bin" "$port"); fi
     line=$("$FLOODWALL_BENCH" load "http://127.0.0.1:$port/" --rate 10000 --warmup 0s --duration 5s)
     open=$(ss -tan state established "( dport = :$BACKEND )" | tail -n +2 | wc -l)
     kill "$p"; wait "$p" 2>/dev/null || true
+    # Connections the gateway had open wait to close before the next start.
+    sleep 0.5
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("  start %s %s: first 3 s p99 %.1f ms, failed %.2f%%, upstream connections open %s" % (sys.argv[2], sys.argv[3], d["first_3s_p99_ms"], d["first_3s_percent_failed"], sys.argv[4]))' "$line" "$r" "$g" "$open"
   done
 done

@@ -116,6 +116,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(up.response_timeout, Duration::from_secs(30));
     assert_eq!(up.pool_idle_timeout, Duration::from_secs(90));
     assert_eq!(up.pool_max_idle_per_host, 256);
+    assert_eq!(up.pool_max_connecting, 8);
 
     let [route] = config.routes.as_slice() else {
         panic!("one route expected")
@@ -1088,6 +1089,16 @@ fn every_duration_and_number_has_bounds() {
             "upstream",
             "pool_max_idle_per_host = 65537",
             "upstreams[0].pool_max_idle_per_host",
+        ),
+        (
+            "upstream",
+            "pool_max_connecting = 0",
+            "upstreams[0].pool_max_connecting",
+        ),
+        (
+            "upstream",
+            "pool_max_connecting = 65537",
+            "upstreams[0].pool_max_connecting",
         ),
         (
             "route",

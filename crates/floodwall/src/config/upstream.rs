@@ -134,6 +134,13 @@ pub struct UpstreamConfig {
     /// How many idle connections to keep per upstream host.
     #[serde(default = "default_pool_max_idle_per_host")]
     pub pool_max_idle_per_host: usize,
+    /// How many connections to one endpoint each proxy worker opens at
+    /// once. A request that finds no idle connection while this many are
+    /// being opened waits for the first to come free (one given back or
+    /// one opened), up to `connect_timeout`: so a burst of requests into
+    /// an empty pool does not open a connection each (see `proxy/pool.rs`).
+    #[serde(default = "default_pool_max_connecting")]
+    pub pool_max_connecting: usize,
     /// `https://` only: a PEM file of the CA certificates the upstream's
     /// certificate must chain to, instead of the system's roots. For a
     /// private CA, without adding it to the whole host's trust store.
@@ -177,6 +184,7 @@ impl UpstreamConfig {
             response_timeout: default_response_timeout(),
             pool_idle_timeout: default_pool_idle_timeout(),
             pool_max_idle_per_host: default_pool_max_idle_per_host(),
+            pool_max_connecting: default_pool_max_connecting(),
             ca_file: None,
             sni: None,
             breaker: None,
@@ -286,6 +294,12 @@ pub(super) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> 
             &key("pool_max_idle_per_host"),
             up.pool_max_idle_per_host,
             0,
+            MAX_IDLE_PER_HOST,
+        )?;
+        check::count(
+            &key("pool_max_connecting"),
+            up.pool_max_connecting,
+            1,
             MAX_IDLE_PER_HOST,
         )?;
         validate_tls(up, &key)?;
@@ -476,6 +490,10 @@ fn default_pool_idle_timeout() -> Duration {
 
 fn default_pool_max_idle_per_host() -> usize {
     256
+}
+
+fn default_pool_max_connecting() -> usize {
+    8
 }
 
 fn default_consecutive_failures() -> u32 {

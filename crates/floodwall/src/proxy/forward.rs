@@ -2,7 +2,7 @@
 
 use super::dns::SystemResolver;
 use super::endpoints::{EndpointPick, Endpoints, RING_VERSION_HEADER};
-use super::pool::{Pooled, Pools, SendError};
+use super::pool::{PoolSettings, Pooled, Pools, SendError};
 use super::resilience::Guards;
 use super::upload::Upload;
 use crate::config::UpstreamConfig;
@@ -72,9 +72,13 @@ impl Upstream {
     ) -> anyhow::Result<Self> {
         let pools = Arc::new(Pools::new(
             UpstreamConnector::new(cfg)?,
-            workers,
-            cfg.pool_max_idle_per_host,
-            cfg.pool_idle_timeout,
+            PoolSettings {
+                workers,
+                max_idle: cfg.pool_max_idle_per_host,
+                idle_timeout: cfg.pool_idle_timeout,
+                max_connecting: cfg.pool_max_connecting,
+                connect_timeout: cfg.connect_timeout,
+            },
         ));
         let scheme = cfg
             .first_url()
