@@ -285,9 +285,10 @@ impl Pools {
     /// upstream for each, which lengthens every request, which puts more
     /// in flight: on this machine a cold start at 10,000 req/s opened
     /// over 1,000 upstream connections in 150 ms and filled a gate of
-    /// 1,000 (BENCHMARKS.md, "cold start"). Connections come back within
-    /// a response time, so a few connects at a time are enough to grow
-    /// the pool, and a waiting request takes the first one back.
+    /// 1,000 (BENCHMARKS.md, "Cold start: at most 8 connects at once").
+    /// Connections come back within a response time, so a few connects at
+    /// a time are enough to grow the pool, and a waiting request takes the
+    /// first one back.
     async fn checkout(
         &self,
         worker: usize,
