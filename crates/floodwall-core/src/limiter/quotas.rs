@@ -10,7 +10,7 @@
 //! cap, not a share. Keys are the tenant table's keyed hashes, so no client
 //! can aim a collision at a quota holder.
 
-use super::tenants::TenantKey;
+use super::tenants::{ByKey, TenantKey};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -40,7 +40,7 @@ impl Drop for QuotaHold {
 #[derive(Debug, Default)]
 pub(super) struct Quotas {
     any: AtomicBool,
-    map: RwLock<HashMap<TenantKey, Arc<Quota>>>,
+    map: RwLock<HashMap<TenantKey, Arc<Quota>, ByKey>>,
 }
 
 /// What a capped tenant did, for whoever sets its cap.
