@@ -302,20 +302,29 @@ impl Pools {
             let next = {
                 let mut pool = self.pool(worker);
                 pool.expire(key, self.idle_timeout, Instant::now());
-                let e = pool.endpoints.entry(key.clone()).or_default();
-                let idle = if fresh_only { None } else { e.idle.pop() };
-                if let Some(idle) = idle {
-                    Next::Reuse(idle.tx)
-                } else if e.connecting < self.max_connecting {
-                    e.connecting += 1;
-                    Next::Connect
-                } else {
-                    // Registered before the lock is let go, so a
-                    // connection that comes back after this look wakes it.
-                    wake = e.wake.clone();
-                    let mut woken = Box::pin(wake.notified());
-                    woken.as_mut().enable();
-                    Next::Wait(woken)
+                // The usual case, an idle connection, looks the endpoint
+                // up without cloning its key; only a miss makes an entry.
+                let idle = match fresh_only {
+                    true => None,
+                    false => pool.endpoints.get_mut(key).and_then(|e| e.idle.pop()),
+                };
+                match idle {
+                    Some(idle) => Next::Reuse(idle.tx),
+                    None => {
+                        let e = pool.endpoints.entry(key.clone()).or_default();
+                        if e.connecting < self.max_connecting {
+                            e.connecting += 1;
+                            Next::Connect
+                        } else {
+                            // Registered before the lock is let go, so a
+                            // connection that comes back after this look
+                            // wakes it.
+                            wake = e.wake.clone();
+                            let mut woken = Box::pin(wake.notified());
+                            woken.as_mut().enable();
+                            Next::Wait(woken)
+                        }
+                    }
                 }
             };
             match next {
