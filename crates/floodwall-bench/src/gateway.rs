@@ -45,6 +45,9 @@ pub struct GatewayOptions {
     pub shadow: bool,
     /// `[events] path`: the decision log, for `floodwall tune`.
     pub events: Option<std::path::PathBuf>,
+    /// `--state-file`: a warm start from what an earlier gateway learned,
+    /// and written at [`Gateway::stop`] for the next.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// The limit algorithm `floodwall serve --upstream URL` runs when told
@@ -80,6 +83,7 @@ impl Gateway {
         let mut config = Config::for_upstream(loopback, upstream.clone(), options.limit, loopback);
         config.apply_overrides(&Overrides {
             algorithm: options.algorithm.clone(),
+            state_file: options.state_file.clone(),
             ..Overrides::default()
         })?;
         if options.retry_budget {

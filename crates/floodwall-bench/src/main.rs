@@ -279,6 +279,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if !args.no_default {
         contenders.push(Contender::floodwall_default());
+        if args.scenario == ScenarioName::RestartSpike {
+            contenders.push(Contender::floodwall_default_warm());
+        }
     }
     for a in args.adaptive.iter().filter(|a| !a.is_empty()) {
         contenders.push(Contender {

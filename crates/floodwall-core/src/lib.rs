@@ -47,7 +47,7 @@ pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
 pub use limit::{
     Adaptive, AimdConfig, AimdLimit, Baseline, BaselineProbe, Cause, Decision, Failures,
-    FixedLimit, GradientConfig, GradientLimit, Limit, LimitConfigError, Outcome, Sample,
+    FixedLimit, GradientConfig, GradientLimit, Learned, Limit, LimitConfigError, Outcome, Sample,
     ShapingConfig, Statistic, VegasConfig, VegasLimit, WindowConfig, WipConfig, WipLimit,
 };
 pub use limiter::{

@@ -1021,6 +1021,63 @@ fn a_cold_start_into_a_spike_falls_back_to_the_floor() {
     assert!(later_queue <= 16, "queue after 2 s {later_queue}");
 }
 
+// A restart into a spike, warm: the limit and baseline that a process
+// learned in front of the same backend (30 s at 0.8 of its capacity) start
+// the next one, which meets three times the capacity from its first
+// request. The cold start measures its baseline pinned at the floor and
+// climbs back by slow start; the warm one needs neither, so it serves at
+// capacity from the first second.
+#[test]
+fn a_warm_start_into_a_spike_serves_at_capacity_from_the_first_second() {
+    use floodwall_core::{Limit, Nanos};
+    use std::sync::Arc;
+    let backend = Backend {
+        workers: 16,
+        service_time: Duration::from_micros(11_500),
+        ..Backend::default()
+    };
+    let capacity = backend.capacity_rps();
+    let steady = Scenario {
+        offered_rps: 0.8 * capacity,
+        backend,
+        duration: secs(30),
+        ..Scenario::default()
+    };
+    let before = Arc::new(AimdLimit::new(AimdConfig::default()).unwrap());
+    run(&steady, before.clone());
+    let learned = before
+        .learned()
+        .expect("30 s of traffic measured a baseline");
+    let spike = Scenario {
+        offered_rps: 3.0 * capacity,
+        backend,
+        duration: secs(10),
+        resolution: Duration::from_millis(100),
+        ..Scenario::default()
+    };
+    let cold = run(&spike, AimdLimit::new(AimdConfig::default()).unwrap());
+    let warm_limit = AimdLimit::new(AimdConfig::default()).unwrap();
+    assert!(warm_limit.warm(Nanos(0), &learned));
+    let warm = run(&spike, warm_limit);
+    let share = |t: &Trace, from: u64, to: u64| t.goodput(secs(from), secs(to)) / capacity;
+    eprintln!(
+        "restart into 3x, Aimd, learned limit {:.1}: goodput of capacity in s 0-1 cold {:.1}% warm {:.1}%, s 0-10 cold {:.1}% warm {:.1}%",
+        learned.limit,
+        100.0 * share(&cold, 0, 1),
+        100.0 * share(&warm, 0, 1),
+        100.0 * share(&cold, 0, 10),
+        100.0 * share(&warm, 0, 10)
+    );
+    assert!(share(&warm, 0, 1) >= 0.9, "{:.3}", share(&warm, 0, 1));
+    assert!(share(&warm, 0, 10) >= 0.95, "{:.3}", share(&warm, 0, 10));
+    assert!(
+        share(&warm, 0, 1) >= share(&cold, 0, 1) + 0.2,
+        "warm {:.3} against cold {:.3} in the first second",
+        share(&warm, 0, 1),
+        share(&cold, 0, 1)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Fairness and priority without waste, at the limiter's defaults (no tenant
 // or class setting): the reference backend (W = 50 × 50 ms, 1000 req/s),

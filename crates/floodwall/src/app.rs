@@ -13,6 +13,7 @@ use crate::probe::{self, ProbeSet};
 use crate::proxy::{Proxy, Route, Router, Upstream};
 use crate::reload::{LoadFn, Parts, Reloader};
 use crate::server::{self, Listeners, Serving};
+use crate::state;
 use crate::tls::TlsListener;
 use floodwall_core::MonotonicClock;
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub struct Running {
     tls: Option<Arc<TlsListener>>,
     reloader: Arc<Reloader>,
     history: tokio::task::JoinHandle<()>,
+    /// `server.state_file` and the task that writes it every 5 s.
+    state: Option<(std::path::PathBuf, tokio::task::JoinHandle<()>)>,
     serving: Serving,
 }
 
@@ -66,7 +69,20 @@ impl Running {
     /// leave the global limits.
     pub async fn shutdown(self) {
         self.history.abort();
+        if let Some((_, saver)) = &self.state {
+            saver.abort();
+        }
         self.serving.shutdown().await;
+        // Written once more now the last request has finished, so a
+        // restart starts from everything this process learned.
+        if let Some((path, _)) = &self.state {
+            match state::save(path, &self.proxy) {
+                Ok(()) => tracing::info!(file = %path.display(), "state file written"),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot write the state file")
+                }
+            }
+        }
         self.probes.stop().await;
         if let Some(d) = &self.distributed {
             d.stop().await;
@@ -142,6 +158,13 @@ pub async fn start_reloadable(
         events,
     ));
     let routes = proxy.router.routes();
+
+    // 1a. A warm start: each route resumes from what the last process
+    //     learned, if `server.state_file` has it (`state.rs`).
+    if let Some(path) = &config.server.state_file {
+        state::check_writable(path)?;
+        state::restore(&config, &routes);
+    }
 
     // 1b. A `dns` upstream's first answer, so the first requests find its
     //     members (bounded by the resolver's timeout; a failure starts
@@ -222,6 +245,10 @@ pub async fn start_reloadable(
             }
         }
     });
+    let state = server_config
+        .state_file
+        .clone()
+        .map(|path| (path.clone(), state::spawn_saver(path, proxy.clone())));
     let serving = server::serve(
         listeners,
         proxy.clone(),
@@ -241,6 +268,7 @@ pub async fn start_reloadable(
         tls,
         reloader,
         history,
+        state,
         serving,
     })
 }

@@ -20,6 +20,9 @@
 //!   (rustls).
 //! - [`reload`]: SIGHUP and `POST /reload` re-read the config file and
 //!   apply it whole or not at all, keeping each kept route's limiter.
+//! - [`state`]: `server.state_file`, what each route's adaptive limit
+//!   learned, written every 5 s and at shutdown and read at start (a warm
+//!   start).
 //! - [`config`]: the config file, validated; [`telemetry`]: logging.
 //! - [`report`]: `floodwall report`, the unplanned-work tax of a period
 //!   read from Prometheus (a client of its API, beside the gateway);
@@ -45,6 +48,7 @@ pub mod proxy;
 pub mod reload;
 pub mod report;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod top;

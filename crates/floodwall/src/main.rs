@@ -158,6 +158,11 @@ struct ServeArgs {
     /// X-Floodwall-Shadow, but nothing is refused.
     #[arg(long)]
     shadow: bool,
+    /// Keep what each route's adaptive limit learns in this file, and
+    /// start from it: a restart resumes at the learned limit and baseline
+    /// instead of measuring from cold (server.state_file).
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -200,6 +205,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
             StoreModeArg::Strict => floodwall::config::StoreMode::Strict,
         }),
         shadow: args.shadow,
+        state_file: args.state_file.clone(),
     };
     let mut config = match (&args.config, &args.upstream) {
         (Some(path), _) => Config::load(path)?,

@@ -394,6 +394,8 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), String> {
             ("send_timeout", ao.send_timeout != an.send_timeout),
             ("tls", ao.tls != an.tls),
             ("workers", ao.workers != an.workers),
+            ("state_file", ao.state_file != an.state_file),
+            ("state_max_age", ao.state_max_age != an.state_max_age),
         ];
         let key = keys
             .iter()

@@ -96,6 +96,8 @@ fn minimal_config_gets_every_default() {
     assert_eq!(s.max_tenant_id_len, 128);
     assert_eq!(s.retry_after_max, Duration::from_secs(30));
     assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.state_file, None, "no state is written unless asked");
+    assert_eq!(s.state_max_age, Duration::from_secs(15 * 60));
 
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Text);
@@ -794,6 +796,20 @@ fn upstream_timeouts_are_positive() {
 }
 
 #[test]
+fn a_state_file_must_name_a_file() {
+    for path in ["", "/var/lib/floodwall/..", "/"] {
+        let toml = with_server(&format!("state_file = {path:?}"));
+        assert_invalid(&toml, "server.state_file", &["must name a file"]);
+    }
+    let ok =
+        Config::from_toml_str(&with_server("state_file = \"/var/lib/floodwall/state\"")).unwrap();
+    assert_eq!(
+        ok.server.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/floodwall/state"))
+    );
+}
+
+#[test]
 fn listen_and_admin_differ() {
     assert_invalid(
         &with_server("listen = \"127.0.0.1:9000\"\nadmin = \"127.0.0.1:9000\""),
@@ -1050,6 +1066,8 @@ fn one_key(place: &str, line: &str) -> String {
 fn every_duration_and_number_has_bounds() {
     let cases: &[(&str, &str, &str)] = &[
         ("server", "drain_timeout = \"61m\"", "server.drain_timeout"),
+        ("server", "state_max_age = \"25h\"", "server.state_max_age"),
+        ("server", "state_max_age = \"0s\"", "server.state_max_age"),
         (
             "server",
             "retry_after_max = \"61m\"",

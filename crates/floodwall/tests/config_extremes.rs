@@ -34,6 +34,7 @@ enum Kind {
 /// anything but their few values.
 const KEYS: &[(&str, &str, Kind)] = &[
     ("server", "drain_timeout", Kind::Duration),
+    ("server", "state_max_age", Kind::Duration),
     ("server", "priority_header", Kind::Str),
     ("server", "tenant_header", Kind::Str),
     ("server", "default_class", Kind::Str),

@@ -37,6 +37,19 @@ pub enum ContenderKind {
         /// record; it is not passed to the gateway).
         algorithm: String,
     },
+    /// [`ContenderKind::Default`] restarted warm: a first floodwall with
+    /// `--state-file` runs `warmup` at `warmup_load` × the scenario's
+    /// capacity in front of the same backend and stops (writing the
+    /// file); the one measured starts from that file.
+    Warm {
+        /// What the default resolved to (for the record).
+        algorithm: String,
+        /// The warm-up's length.
+        #[serde(with = "humantime_serde")]
+        warmup: std::time::Duration,
+        /// The warm-up's rate, as a share of the scenario's capacity.
+        warmup_load: f64,
+    },
     /// An in-process floodwall with an adaptive limit: nobody told it the
     /// backend's capacity.
     Adaptive {
@@ -79,12 +92,27 @@ impl Contender {
         }
     }
 
+    /// `floodwall-default-warm`: floodwall told nothing but
+    /// `--state-file`, restarted after 15 s at 0.8x (see
+    /// [`ContenderKind::Warm`]).
+    pub fn floodwall_default_warm() -> Contender {
+        Contender {
+            name: "floodwall-default-warm".into(),
+            kind: ContenderKind::Warm {
+                algorithm: crate::gateway::default_algorithm().to_owned(),
+                warmup: std::time::Duration::from_secs(15),
+                warmup_load: 0.8,
+            },
+        }
+    }
+
     /// An in-process floodwall, whatever sets its limit.
     pub fn is_floodwall(&self) -> bool {
         matches!(
             self.kind,
             ContenderKind::Floodwall { .. }
                 | ContenderKind::Default { .. }
+                | ContenderKind::Warm { .. }
                 | ContenderKind::Adaptive { .. }
         )
     }
@@ -142,8 +170,21 @@ impl Started {
     }
 }
 
-/// Starts `contender` in front of `upstream`.
-pub(crate) async fn start(contender: &Contender, upstream: &Uri) -> anyhow::Result<Started> {
+/// Starts `contender` in front of `upstream`, whose capacity is
+/// `capacity` req/s.
+pub(crate) async fn start(
+    contender: &Contender,
+    upstream: &Uri,
+    capacity: f64,
+) -> anyhow::Result<Started> {
+    if let ContenderKind::Warm {
+        warmup,
+        warmup_load,
+        ..
+    } = &contender.kind
+    {
+        return start_warm(upstream, capacity, *warmup, *warmup_load).await;
+    }
     let (limit, algorithm) = match &contender.kind {
         ContenderKind::Direct => {
             return Ok(Started {
@@ -160,7 +201,7 @@ pub(crate) async fn start(contender: &Contender, upstream: &Uri) -> anyhow::Resu
             })
         }
         ContenderKind::Floodwall { limit, .. } => (Some(*limit), None),
-        ContenderKind::Default { .. } => (None, None),
+        ContenderKind::Default { .. } | ContenderKind::Warm { .. } => (None, None),
         ContenderKind::Adaptive { algorithm } => (None, Some(algorithm.clone())),
     };
     let retry_budget = matches!(
@@ -189,5 +230,46 @@ pub(crate) async fn start(contender: &Contender, upstream: &Uri) -> anyhow::Resu
         url,
         gateway: Some(gateway),
         static_limit: limit,
+    })
+}
+
+/// [`ContenderKind::Warm`]: a warm-up through a first gateway that writes
+/// its state file at stop, then the measured gateway, started from it.
+async fn start_warm(
+    upstream: &Uri,
+    capacity: f64,
+    warmup: std::time::Duration,
+    load: f64,
+) -> anyhow::Result<Started> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = std::env::temp_dir().join(format!(
+        "floodwall-bench-{}-{nanos}.state",
+        std::process::id()
+    ));
+    let options = GatewayOptions {
+        pool_max_idle_per_host: Some(1024),
+        state_file: Some(path.clone()),
+        ..GatewayOptions::default()
+    };
+    let first = Gateway::start(upstream, &options).await?;
+    let url: Uri = format!("http://{}", first.addr()).parse()?;
+    let schedule = crate::bench::scenario::phases(capacity, &[(warmup.as_secs().max(1), load)]);
+    crate::loadgen::run(crate::loadgen::LoadConfig::new(url, schedule)).await?;
+    first.stop().await;
+    anyhow::ensure!(
+        path.exists(),
+        "the warm-up gateway wrote no state file at {}",
+        path.display()
+    );
+    let gateway = Gateway::start(upstream, &options).await;
+    let _ = std::fs::remove_file(&path);
+    let gateway = gateway?;
+    let url: Uri = format!("http://{}", gateway.addr()).parse()?;
+    Ok(Started {
+        url,
+        gateway: Some(gateway),
+        static_limit: None,
     })
 }

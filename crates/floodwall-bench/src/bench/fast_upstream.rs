@@ -148,7 +148,7 @@ async fn round(
     index: usize,
 ) -> anyhow::Result<FastRound> {
     // A fresh gate every round: each round is also a cold start.
-    let started = contender::start(contender, upstream).await?;
+    let started = contender::start(contender, upstream, 0.0).await?;
     let limiter = started.limiter();
     let static_limit = started.limit();
     let limit_at_start = started.limit();

@@ -80,7 +80,9 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
             // The hop's cost is the same whatever sets the limit; an adaptive
             // one would only add its cold start to the closed loop.
             // (fast-upstream measures exactly that cold start.)
-            ContenderKind::Adaptive { .. } | ContenderKind::Default { .. } => continue,
+            ContenderKind::Adaptive { .. }
+            | ContenderKind::Default { .. }
+            | ContenderKind::Warm { .. } => continue,
             // Peers started for the other scenarios carry a small maxconn /
             // limit_conn: measuring their hop would measure their refusals.
             ContenderKind::External { .. } => continue,
@@ -93,7 +95,7 @@ pub async fn run_overhead(opts: &OverheadOptions) -> anyhow::Result<OverheadRepo
             },
             _ => t.clone(),
         };
-        started.push((t.name.clone(), contender::start(&t, &upstream).await?));
+        started.push((t.name.clone(), contender::start(&t, &upstream, 0.0).await?));
     }
     let mut maxes = Vec::new();
     for (name, s) in &started {

@@ -179,7 +179,7 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
                 ));
             }
             let served_by_second: Vec<Option<f64>> = match sc.name {
-                ScenarioName::ColdStart => run
+                n if n.from_start() => run
                     .load
                     .rows(..COLD_START_SECONDS)
                     .iter()
@@ -190,7 +190,7 @@ pub fn headlines(report: &BenchReport) -> Vec<Headline> {
             let served_in_window = fraction(&s.totals);
             let served_whole_run = fraction(&run.load.summary(..).totals);
             match sc.name {
-                ScenarioName::ColdStart => {
+                n if n.from_start() => {
                     extra.push((
                         format!("served s {}-{}", w.start, w.end),
                         frac(served_in_window),
@@ -342,7 +342,7 @@ pub fn markdown(report: &BenchReport) -> String {
             offered.join(", ")
         );
     }
-    if sc.name == ScenarioName::ColdStart {
+    if sc.name.from_start() {
         cold_start_table(&mut out, report, &hs);
     }
     out

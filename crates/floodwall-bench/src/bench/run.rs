@@ -112,7 +112,7 @@ async fn run_one(
     // A fresh gate for every run, started right before the load: nothing
     // is sent through it before the first scheduled arrival, so the run
     // sees its cold start (the cold-start scenario is about exactly that).
-    let started = contender::start(contender, &upstream).await?;
+    let started = contender::start(contender, &upstream, scenario.capacity).await?;
     let gate_started = Instant::now();
     let limiter = started.limiter();
     let static_limit = started.limit();

@@ -37,6 +37,11 @@ pub enum ScenarioName {
     /// instant: what a fresh adaptive limit costs before it has learnt
     /// anything.
     ColdStart,
+    /// 3x capacity from the first second, against gates started at that
+    /// instant: a restart into a spike. `floodwall-default-warm` starts
+    /// from the state file (`server.state_file`) a floodwall wrote after
+    /// 15 s at 0.8x in front of the same backend.
+    RestartSpike,
     /// A backend that answers at once, loaded closed loop (64 connections):
     /// whether an adaptive limit refuses or slows down an upstream that
     /// needs no protection.
@@ -55,8 +60,16 @@ impl ScenarioName {
             ScenarioName::RetryStorm => "retry-storm",
             ScenarioName::Overhead => "overhead",
             ScenarioName::ColdStart => "cold-start",
+            ScenarioName::RestartSpike => "restart-spike",
             ScenarioName::FastUpstream => "fast-upstream",
         }
+    }
+
+    /// Whether the scenario measures the first seconds of gates started
+    /// at its first instant (its window is those seconds, whatever the
+    /// scale, and its report has a per-second table of them).
+    pub fn from_start(self) -> bool {
+        matches!(self, ScenarioName::ColdStart | ScenarioName::RestartSpike)
     }
 
     /// Whether the scenario has its own runner (a backend that answers at
@@ -135,7 +148,7 @@ pub struct Scenario {
     pub client_timeout: Duration,
 }
 
-fn phases(capacity: f64, parts: &[(u64, f64)]) -> Schedule {
+pub(crate) fn phases(capacity: f64, parts: &[(u64, f64)]) -> Schedule {
     Schedule {
         phases: parts
             .iter()
@@ -193,6 +206,15 @@ impl Scenario {
                 schedule: phases(c, &[(30, 0.8)]),
                 window: 0..COLD_START_SECONDS,
                 after: Some(COLD_START_SECONDS..30),
+                ..base
+            },
+            ScenarioName::RestartSpike => Scenario {
+                summary: format!(
+                    "3x of {c:.0} req/s from each gate's first second (the warm one from a state file)"
+                ),
+                schedule: phases(c, &[(20, 3.0)]),
+                window: 0..COLD_START_SECONDS,
+                after: Some(COLD_START_SECONDS..20),
                 ..base
             },
             ScenarioName::CapacityDrop => Scenario {
@@ -302,7 +324,7 @@ impl Scenario {
         self.after = self
             .after
             .map(|a| secs(a.start)..secs(a.end).max(secs(a.start) + 1));
-        if self.name == ScenarioName::ColdStart {
+        if self.name.from_start() {
             // Seconds since the gate started, not a share of the run.
             let seconds = self.schedule.seconds();
             let end = COLD_START_SECONDS.min(seconds);

@@ -43,8 +43,8 @@ mod vegas;
 mod wip;
 
 pub use adaptive::{
-    Adaptive, Baseline, BaselineProbe, Cause, Decision, Failures, ShapingConfig, Statistic,
-    WindowConfig,
+    Adaptive, Baseline, BaselineProbe, Cause, Decision, Failures, Learned, ShapingConfig,
+    Statistic, WindowConfig,
 };
 pub use aimd::{Aimd, AimdConfig, AimdLimit};
 pub use fixed::FixedLimit;
@@ -145,6 +145,19 @@ pub trait Limit: Send + Sync + 'static {
     fn explain(&self) -> Option<Decision> {
         None
     }
+
+    /// What the limit has learned, for a new process to start from
+    /// ([`Learned`]); `None` for one that learns nothing (fixed) or has
+    /// not yet.
+    fn learned(&self) -> Option<Learned> {
+        None
+    }
+
+    /// Starts from what a previous process learned, before any sample;
+    /// true if it was taken. The default takes nothing.
+    fn warm(&self, _now: Nanos, _learned: &Learned) -> bool {
+        false
+    }
 }
 
 /// A boxed limit is a limit, so a configuration can pick the algorithm at
@@ -170,6 +183,14 @@ impl<L: Limit + ?Sized> Limit for Box<L> {
     fn explain(&self) -> Option<Decision> {
         (**self).explain()
     }
+
+    fn learned(&self) -> Option<Learned> {
+        (**self).learned()
+    }
+
+    fn warm(&self, now: Nanos, learned: &Learned) -> bool {
+        (**self).warm(now, learned)
+    }
 }
 
 /// A shared limit is a limit, so a caller can keep a handle on the one a
@@ -193,6 +214,14 @@ impl<L: Limit + ?Sized> Limit for Arc<L> {
 
     fn explain(&self) -> Option<Decision> {
         (**self).explain()
+    }
+
+    fn learned(&self) -> Option<Learned> {
+        (**self).learned()
+    }
+
+    fn warm(&self, now: Nanos, learned: &Learned) -> bool {
+        (**self).warm(now, learned)
     }
 }
 

@@ -6,6 +6,7 @@
 //! because it reads the limiter's private parts.
 
 use super::Limiter;
+use crate::limit::Learned;
 use std::sync::Arc;
 
 impl Limiter {
@@ -23,6 +24,24 @@ impl Limiter {
         if self.queue.depth() > 0 {
             self.grant(|| self.clone(), self.clock.now());
         }
+    }
+
+    /// What the algorithm has learned, for a warm start of another
+    /// process (see [`Learned`]); `None` if it learns nothing or has not
+    /// yet.
+    pub fn learned(&self) -> Option<Learned> {
+        self.algorithm.learned()
+    }
+
+    /// Starts the algorithm from what a previous process learned, before
+    /// any request: true if it took it (the same algorithm, and no request
+    /// seen yet), and the new limit applies at once.
+    pub fn warm_start(self: &Arc<Self>, learned: &Learned) -> bool {
+        let warmed = self.algorithm.warm(self.clock.now(), learned);
+        if warmed {
+            self.refresh_limit();
+        }
+        warmed
     }
 }
 

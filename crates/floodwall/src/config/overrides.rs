@@ -36,6 +36,8 @@ pub struct Overrides {
     /// `--shadow`: every route in shadow mode (decisions computed and
     /// counted, nothing refused), whatever its `mode`.
     pub shadow: bool,
+    /// `--state-file`: replaces `server.state_file`.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -58,6 +60,9 @@ impl Config {
         }
         if let Some(admin) = o.admin {
             self.server.admin = admin;
+        }
+        if let Some(path) = &o.state_file {
+            self.server.state_file = Some(path.clone());
         }
         if o.shadow {
             for r in &mut self.routes {

@@ -1,6 +1,7 @@
 //! `[server]` and `[log]`: the proxy's own listeners, headers and timeouts.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -112,6 +113,17 @@ pub struct ServerConfig {
     /// `docs/architecture.md`, "Workers", for why not one work-stealing
     /// runtime.
     pub workers: Option<usize>,
+    /// A file where what each route's adaptive limit has learned (its
+    /// limit and baseline samples) is written every 5 s and at shutdown,
+    /// and read at start: a restart resumes where the last process left
+    /// off instead of measuring from cold (see `docs/operations.md`,
+    /// "Restarts"). Unset: nothing is written, and a restart starts cold.
+    pub state_file: Option<PathBuf>,
+    /// A state file written longer ago than this is ignored: the upstream
+    /// may have changed while nothing watched it. Default 15 minutes,
+    /// longer than a deploy or a rescheduled pod takes.
+    #[serde(with = "humantime_serde")]
+    pub state_max_age: Duration,
 }
 
 /// The most proxy workers accepted: far beyond any machine's cores, and a
@@ -160,6 +172,8 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(30),
             tls: None,
             workers: None,
+            state_file: None,
+            state_max_age: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -201,6 +215,17 @@ impl ServerConfig {
         if let Some(n) = self.workers {
             check::count("server.workers", n, 1, MAX_WORKERS)?;
         }
+        if self
+            .state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty() || p.file_name().is_none())
+        {
+            return Err(ConfigError::invalid(
+                "server.state_file",
+                "must name a file (unset it to keep no state)",
+            ));
+        }
+        check::positive_at_most("server.state_max_age", self.state_max_age, check::DAY)?;
         if let Some(n) = self.max_connections {
             check::count("server.max_connections", n, 1, check::MAX_COUNT)?;
         }

@@ -537,6 +537,43 @@ impl Prober {
     pub(crate) fn next_at(&self) -> Option<Nanos> {
         self.next_at
     }
+
+    /// The pooled samples, oldest first: what a warm start restores.
+    pub(crate) fn pooled(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.pool.iter().map(|n| Duration::from_nanos(*n))
+    }
+
+    /// Takes `samples` (oldest first, the newest `history × samples` of
+    /// them) as the pool a previous process measured, before any traffic:
+    /// the baseline is theirs, and the first probe is scheduled a full
+    /// interval after the first sample ([`Prober::schedule_from`]) instead
+    /// of measuring at once. False, and nothing changed, if there are
+    /// none, or a measurement already ran here.
+    pub(crate) fn restore(&mut self, samples: &[Duration]) -> bool {
+        if samples.is_empty() || self.baseline.is_some() || self.probing() {
+            return false;
+        }
+        let keep = samples.len().min(self.capacity());
+        self.pool = samples[samples.len() - keep..]
+            .iter()
+            .map(|d| duration_nanos(*d).max(1))
+            .collect();
+        self.baseline = LatencyStats::of_nanos(self.pool.iter().copied());
+        self.baseline.is_some()
+    }
+
+    /// Schedules the first probe of a restored baseline: a jittered
+    /// interval from `now`, as after any measurement. Does nothing once a
+    /// probe is scheduled, or without a baseline.
+    pub(crate) fn schedule_from(&mut self, now: Nanos) {
+        if self.next_at.is_some() || self.baseline.is_none() {
+            return;
+        }
+        let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
+        let wait = Duration::try_from_secs_f64((1.0 + swing) * self.cfg.interval.as_secs_f64())
+            .unwrap_or(Duration::MAX);
+        self.next_at = Some(now.plus(wait));
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use super::baseline::{Baseline, ProbeEnd, Prober};
 use super::decision::{ms, Cause, Decision};
 use super::evaluation::{Evaluation, Step};
 use super::histogram::{LatencyStats, Recorder};
+use super::learned::Learned;
 use super::shaping::{Shaping, ShapingConfig};
 use super::window::{Statistic, Window, WindowSummary};
 use crate::clock::Nanos;
@@ -195,6 +196,8 @@ impl Controller {
         self.shaping.start(now);
         let floor = self.shaping.config().min;
         if let Source::Probe(p) = &mut self.source {
+            // A restored baseline's first probe is an interval from here.
+            p.schedule_from(now);
             if p.probing() {
                 p.offer(s, floor, self.min_rtt);
                 if let Some(end) = p.finish(now) {
@@ -346,6 +349,63 @@ impl Controller {
             ProbeEnd::Crowded => unreachable!("handled above"),
         };
         self.record(now, from, Cause::Probed, None, detail);
+    }
+
+    /// What this limit has learned, for a warm start of another process:
+    /// nothing until a baseline is measured (or, with a fixed baseline,
+    /// until traffic came), since a limit that has measured nothing would
+    /// only hand on its starting guess.
+    pub(crate) fn learned(&self, algorithm: &str) -> Option<Learned> {
+        let baseline = match &self.source {
+            Source::Probe(p) => {
+                p.baseline()?;
+                p.pooled().collect()
+            }
+            Source::Fixed(_) if self.shaping.started() => Vec::new(),
+            Source::Fixed(_) => return None,
+        };
+        Some(Learned {
+            algorithm: algorithm.to_owned(),
+            limit: self.before_probe.unwrap_or(self.limit),
+            baseline,
+        })
+    }
+
+    /// Starts from what a previous process learned instead of cold: its
+    /// limit (within `[min, max]`, the ramp starting there), and its
+    /// baseline samples, so no cold-start measurement runs and the first
+    /// probe is a full interval after the first request. Slow start is
+    /// off: the limit is already where traffic put it. Only before the
+    /// first sample; false, and nothing changed, if it is too late, the
+    /// limit is not a number, or a measured baseline comes without samples.
+    pub(crate) fn warm(&mut self, now: Nanos, learned: &Learned) -> bool {
+        if self.shaping.started() || !learned.limit.is_finite() {
+            return false;
+        }
+        if let Source::Probe(p) = &mut self.source {
+            if !p.restore(&learned.baseline) {
+                return false;
+            }
+        }
+        let from = self.limit;
+        self.limit = learned
+            .limit
+            .clamp(self.shaping.floor(), self.shaping.max());
+        self.shaping.warm(self.limit);
+        self.slow_start = false;
+        self.open_tried = true;
+        let detail = match self.baseline(self.statistic) {
+            Some(b) if !learned.baseline.is_empty() => format!(
+                "warm start: the limit and a baseline of {} from {} probe samples, \
+                 restored from what the previous process learned; next probe an interval \
+                 after the first request",
+                ms(b),
+                learned.baseline.len()
+            ),
+            _ => "warm start: the limit restored from what the previous process learned".into(),
+        };
+        self.record(now, from, Cause::Restored, None, detail);
+        true
     }
 
     /// Applies an algorithm's evaluation of a closed window `w`.

@@ -37,6 +37,9 @@ pub enum Cause {
     AppLimited,
     /// The algorithm asked for more, but the cold-start ramp capped it.
     RampUp,
+    /// The limit and baseline were restored from what a previous process
+    /// learned (a warm start from `server.state_file`).
+    Restored,
 }
 
 impl Cause {
@@ -54,6 +57,7 @@ impl Cause {
             Cause::Hysteresis => "hysteresis",
             Cause::AppLimited => "app_limited",
             Cause::RampUp => "ramp_up",
+            Cause::Restored => "restored",
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::baseline::Baseline;
 use super::controller::Controller;
 use super::decision::Decision;
+use super::learned::Learned;
 use super::rule::Rule;
 use super::shaping::ShapingConfig;
 use super::window::{Window, WindowConfig, WindowSummary};
@@ -157,6 +158,20 @@ impl<R: Rule> Limit for Adaptive<R> {
     fn explain(&self) -> Option<Decision> {
         self.lock().decision()
     }
+
+    fn learned(&self) -> Option<Learned> {
+        self.lock().learned(self.rule.name())
+    }
+
+    fn warm(&self, now: Nanos, learned: &Learned) -> bool {
+        if learned.algorithm != self.rule.name() {
+            return false;
+        }
+        let mut ctl = self.lock();
+        let warmed = ctl.warm(now, learned);
+        self.publish(&ctl);
+        warmed
+    }
 }
 
 impl<R: Rule> std::fmt::Debug for Adaptive<R> {
@@ -262,5 +277,68 @@ mod tests {
             matches!(d.cause, Cause::Latency | Cause::Healthy | Cause::Errors),
             "{d}"
         );
+    }
+
+    /// What one limit learned starts another where the first left off:
+    /// its limit and baseline, no cold-start measurement and no pin at the
+    /// floor when the traffic fills the limit from the first request (a
+    /// restart into a spike), where a cold limit pins the floor.
+    #[test]
+    fn a_warm_start_takes_the_limit_and_baseline_and_does_not_pin_the_floor() {
+        use super::super::controller::testing::Feeder;
+        let fresh = || AimdLimit::new(AimdConfig::default()).unwrap();
+        let first = fresh();
+        assert_eq!(first.learned(), None, "nothing learned before traffic");
+        let mut f = Feeder::new();
+        // Traffic at 10 in flight, 20 ms each: the open cold-start
+        // measurement, then windows at the limit that grow it.
+        for i in 0..400u64 {
+            f.now = f.now.plus(Duration::from_millis(5));
+            let s = Sample {
+                start: Nanos(f.now.0 - 20_000_000),
+                rtt: Duration::from_millis(20 + i % 3),
+                inflight: 10,
+                outcome: Outcome::Success,
+            };
+            first.on_sample(f.now, &s);
+        }
+        for _ in 0..5 {
+            f.ok(&first, 20);
+        }
+        let learned = first.learned().expect("a baseline was measured");
+        assert_eq!(learned.algorithm, "aimd");
+        assert_eq!(learned.baseline.len(), 200, "the whole pool");
+        assert!(learned.limit >= 20.0, "{learned:?}");
+
+        // Another algorithm does not take it; a limit that has seen a
+        // sample does not either.
+        let other = crate::limit::VegasLimit::new(crate::limit::VegasConfig::default()).unwrap();
+        assert!(!other.warm(f.now, &learned));
+        let late = fresh();
+        Feeder::new().ok(&late, 20);
+        assert!(!late.warm(f.now, &learned), "too late: it has seen traffic");
+
+        let (warm, cold) = (fresh(), fresh());
+        assert!(warm.warm(Nanos(0), &learned));
+        assert_eq!(warm.limit(), learned.limit.floor() as usize);
+        assert_eq!(warm.baseline(), first.baseline());
+        let d = warm.explain().unwrap();
+        assert_eq!(d.cause, Cause::Restored, "{d}");
+
+        // A spike from the first request, for 40 s (the first scheduled
+        // probe is 51–69 s away): every sample admitted with the limit
+        // full, at the baseline's latency.
+        let lowest = |l: &AimdLimit| {
+            let mut f = Feeder::new();
+            let end = f.now.plus(Duration::from_secs(40));
+            let mut lowest = usize::MAX;
+            while f.now < end {
+                f.ok(l, 20);
+                lowest = lowest.min(l.limit());
+            }
+            lowest
+        };
+        assert!(lowest(&warm) >= learned.limit.floor() as usize);
+        assert_eq!(lowest(&cold), 3, "a cold start into a spike pins the floor");
     }
 }

@@ -16,6 +16,7 @@
 //! - `shaping`: floor, cap, ramp, hysteresis, growth guard
 //!   ([`ShapingConfig`]).
 //! - `failures`: errors and drops as an overload signal ([`Failures`]).
+//! - `learned`: what a limit has learned, for a warm start ([`Learned`]).
 //! - `decision`: why the limit is what it is ([`Decision`], [`Cause`]).
 //! - `histogram`, `rng`: the latency histogram (plain and lock-free) and a
 //!   seeded generator for the measurement's jitter.
@@ -26,6 +27,7 @@ mod decision;
 mod evaluation;
 mod failures;
 mod histogram;
+mod learned;
 mod limit;
 pub(crate) mod rng;
 mod rule;
@@ -35,6 +37,7 @@ mod window;
 pub use baseline::{Baseline, BaselineProbe};
 pub use decision::{Cause, Decision};
 pub use failures::Failures;
+pub use learned::Learned;
 pub use limit::Adaptive;
 pub use shaping::ShapingConfig;
 pub use window::{Statistic, WindowConfig};

@@ -123,6 +123,9 @@ pub(crate) struct Shaping {
     cfg: ShapingConfig,
     started: Option<Nanos>,
     last_decrease: Option<Nanos>,
+    /// A warm start's limit: the ramp starts there instead of at
+    /// `initial`, if higher (see [`Shaping::warm`]).
+    warm: Option<f64>,
 }
 
 impl Shaping {
@@ -131,6 +134,7 @@ impl Shaping {
             cfg,
             started: None,
             last_decrease: None,
+            warm: None,
         }
     }
 
@@ -165,7 +169,8 @@ impl Shaping {
     /// The highest the limit may be at `now`: `max`, or less while ramping
     /// up from `initial`.
     pub(crate) fn cap(&self, now: Nanos) -> f64 {
-        let (min, max) = (self.initial(), self.max());
+        let min = self.warm.map_or(self.initial(), |w| w.max(self.initial()));
+        let max = self.max();
         let Some(started) = self.started else {
             return min;
         };
@@ -174,6 +179,13 @@ impl Shaping {
         }
         let f = now.since(started).as_secs_f64() / self.cfg.ramp_up.as_secs_f64();
         min + (max - min) * f.min(1.0)
+    }
+
+    /// Starts the ramp at `limit`, the limit a previous process learned,
+    /// when that is above `initial`: the ramp protects an upstream from a
+    /// gate that does not know it yet, and this one does.
+    pub(crate) fn warm(&mut self, limit: f64) {
+        self.warm = Some(limit);
     }
 
     pub(crate) fn note_decrease(&mut self, now: Nanos) {
