@@ -1394,3 +1394,44 @@ fn a_cold_start_into_a_slow_overload_still_finds_the_knee() {
     );
     within(Algo::Aimd, "cold start into 1.2x", &l, (0.9, 1.4));
 }
+
+// The bench's capacity-drop in the simulator: the bench backend (8
+// workers × 20 ms, contention 0.05) at 0.9 of its capacity, its service
+// time doubling at 15 s; goodput over 20-40 s against a fixed limit at the
+// hand-tuned best (10), over twelve seeds. Today: worst 0.962, median
+// 0.985. What is lost is the climb after the probe that finds the change
+// of speed: from where the rollback leaves the limit (often 6), +1 a
+// window up to the knee. Re-entering slow start there lifted the worst
+// seed to 0.976, but on the real bench it doubled a good rollback of 11 to
+// 23 and the p99 of the successes went to 1.9x nginx's (BENCHMARKS.md,
+// "At the knee"), so it was not kept; this pins today's figures.
+#[test]
+fn after_a_slowdown_a_small_backend_is_back_at_its_knee_within_the_window() {
+    use floodwall_core::FixedLimit;
+    let mut ratios = Vec::new();
+    for seed in 1..=12u64 {
+        let backend = Backend {
+            workers: 8,
+            service_time: Duration::from_millis(20),
+            jitter: 0.1,
+            contention: 0.05,
+            timeout: Some(Duration::from_secs(1)),
+            ..Backend::default()
+        };
+        let s = Scenario {
+            offered_rps: 0.9 * 400.0,
+            backend,
+            duration: secs(40),
+            changes: vec![(secs(15), Change::ServiceTime(Duration::from_millis(40)))],
+            seed,
+            ..Scenario::default()
+        };
+        let adaptive = run(&s, AimdLimit::new(AimdConfig::default()).unwrap());
+        let fixed = run(&s, FixedLimit::new(10));
+        ratios.push(adaptive.goodput(secs(20), secs(40)) / fixed.goodput(secs(20), secs(40)));
+    }
+    ratios.sort_by(f64::total_cmp);
+    eprintln!("capacity drop, Aimd against fixed 10, goodput 20-40 s, 12 seeds: {ratios:.3?}");
+    assert!(ratios[0] >= 0.95, "worst seed {:.3}", ratios[0]);
+    assert!(ratios[6] >= 0.98, "median {:.3}", ratios[6]);
+}
