@@ -469,7 +469,6 @@ impl Prober {
             None
         }?;
         self.since = None;
-        let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
         // An open measurement whose traffic reached half its limit may
         // carry a queue: confirm it pinned at a quarter of the interval.
         // Any other is a full interval from the next (see the module doc).
@@ -477,11 +476,7 @@ impl Prober {
             Some(limit) if self.peak.saturating_mul(2) >= limit => self.cfg.interval / 4,
             _ => self.cfg.interval,
         };
-        // `mul_f64` would panic past Duration::MAX (a probe_interval of
-        // centuries); the same product, saturated.
-        let wait = Duration::try_from_secs_f64((1.0 + swing) * interval.as_secs_f64())
-            .unwrap_or(Duration::MAX);
-        self.next_at = Some(now.plus(wait));
+        self.schedule(now, interval);
         Some(end)
     }
 
@@ -569,8 +564,16 @@ impl Prober {
         if self.next_at.is_some() || self.baseline.is_none() {
             return;
         }
+        self.schedule(now, self.cfg.interval);
+    }
+
+    /// Schedules the next probe `interval` from `now`, stretched or shrunk
+    /// by the jitter.
+    fn schedule(&mut self, now: Nanos, interval: Duration) {
         let swing = self.cfg.jitter * (2.0 * self.rng.unit() - 1.0);
-        let wait = Duration::try_from_secs_f64((1.0 + swing) * self.cfg.interval.as_secs_f64())
+        // `mul_f64` would panic past Duration::MAX (a probe_interval of
+        // centuries); the same product, saturated.
+        let wait = Duration::try_from_secs_f64((1.0 + swing) * interval.as_secs_f64())
             .unwrap_or(Duration::MAX);
         self.next_at = Some(now.plus(wait));
     }
