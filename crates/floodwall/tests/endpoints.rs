@@ -695,12 +695,22 @@ upstream = "svc"
     assert_eq!(served(0).await, before, "the dropped address got requests");
     assert!(served(2).await >= 5, "the new address got none");
 
-    // The name stops resolving: the membership is kept.
+    // The name stops resolving: the membership is kept. A resolution that
+    // read the hosts file while the write above was rewriting it may
+    // already have failed once (and been cleared by the next success), so
+    // wait for a failure after this write, with its error still standing.
+    let failed_before = membership(admin).await["dns"]["failures"]
+        .as_u64()
+        .unwrap_or(0);
     std::fs::write(&hosts, hosts_file(&[])).unwrap();
     wait_until(
         Duration::from_secs(5),
         "a failed resolution",
-        || async move { membership(admin).await["dns"]["failures"].as_u64() > Some(0) },
+        || async move {
+            let m = membership(admin).await;
+            m["dns"]["failures"].as_u64() > Some(failed_before)
+                && m["dns"]["last_error"].is_string()
+        },
     )
     .await;
     let m = membership(fw.admin).await;
