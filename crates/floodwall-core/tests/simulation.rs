@@ -1398,13 +1398,15 @@ fn a_cold_start_into_a_slow_overload_still_finds_the_knee() {
 // The bench's capacity-drop in the simulator: the bench backend (8
 // workers × 20 ms, contention 0.05) at 0.9 of its capacity, its service
 // time doubling at 15 s; goodput over 20-40 s against a fixed limit at the
-// hand-tuned best (10), over twelve seeds. Today: worst 0.962, median
-// 0.985. What is lost is the climb after the probe that finds the change
-// of speed: from where the rollback leaves the limit (often 6), +1 a
-// window up to the knee. Re-entering slow start there lifted the worst
-// seed to 0.976, but on the real bench it doubled a good rollback of 11 to
-// 23 and the p99 of the successes went to 1.9x nginx's (BENCHMARKS.md,
-// "At the knee"), so it was not kept; this pins today's figures.
+// hand-tuned best (10), over twelve seeds. Today: worst 0.976, median
+// 0.986. The rollback after the probe that finds the change of speed goes
+// to Little's-law knee of the queued windows (their completion rate times
+// the new baseline, 7-8 here) when the highest fitting cut is lower:
+// before it went only to that cut (often 6) and climbed +1 a window, worst
+// 0.962. Re-entering slow start there instead lifted the worst seed to
+// 0.976 too, but on the real bench it doubled a good rollback of 11 to 23
+// and the p99 of the successes went to 1.9x nginx's (BENCHMARKS.md, "At
+// the knee"), so it was not kept.
 #[test]
 fn after_a_slowdown_a_small_backend_is_back_at_its_knee_within_the_window() {
     use floodwall_core::FixedLimit;
@@ -1432,6 +1434,6 @@ fn after_a_slowdown_a_small_backend_is_back_at_its_knee_within_the_window() {
     }
     ratios.sort_by(f64::total_cmp);
     eprintln!("capacity drop, Aimd against fixed 10, goodput 20-40 s, 12 seeds: {ratios:.3?}");
-    assert!(ratios[0] >= 0.95, "worst seed {:.3}", ratios[0]);
+    assert!(ratios[0] >= 0.97, "worst seed {:.3}", ratios[0]);
     assert!(ratios[6] >= 0.98, "median {:.3}", ratios[6]);
 }

@@ -67,7 +67,9 @@ pub struct AdaptiveConfig<R> {
     /// A probe this many times slower or faster than the baseline means the
     /// upstream changed speed: the baseline restarts from it, and latency
     /// cuts made against the old one are undone (back to the highest cut
-    /// whose latency fits the new baseline).
+    /// whose latency fits the new baseline, or to the queued windows'
+    /// completion rate times this factor times the new baseline, if
+    /// higher).
     pub probe_shift: Option<f64>,
     /// Error + drop share of a window above which the limit backs off.
     pub error_rate: Option<f64>,

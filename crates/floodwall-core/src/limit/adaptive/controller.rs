@@ -22,7 +22,11 @@
 //! 4. A latency cut that does not lower latency, or a window much faster
 //!    than the baseline, starts a baseline measurement at once; one that
 //!    finds the upstream changed speed undoes the run of cuts, back to the
-//!    highest cut whose latency fits the new baseline
+//!    higher of the highest cut whose latency fits the new baseline (is
+//!    within `shift` of it) and
+//!    Little's law's concurrency at that allowance (the rate the queued
+//!    windows completed at, times `shift` times the new baseline; see
+//!    `CutRun::rollback`)
 //!    ([`baseline`](super::baseline), `BaselineProbe::shift`).
 //! 5. The outcome is kept as the last [`Decision`], for `/status`.
 //!
@@ -79,10 +83,10 @@ const STEPS: usize = 8;
 /// A run of latency cuts with no healthy window between them.
 #[derive(Debug, Clone, Copy)]
 struct CutRun {
-    /// Each cut's old limit and the window latency measured at it (the
-    /// first `STEPS`): on a change of speed, the highest of these limits
-    /// whose latency fits the new baseline is where the limit goes back.
-    steps: [(f64, Duration); STEPS],
+    /// Each cut's old limit, the window latency measured at it and the
+    /// rate that window completed requests at (the first `STEPS`): on a
+    /// change of speed, these say where the limit goes back to.
+    steps: [Cut; STEPS],
     /// How many of `steps` are filled.
     n: usize,
     /// The window latency that triggered the last cut.
@@ -91,21 +95,58 @@ struct CutRun {
     ratio: f64,
 }
 
+/// One cut of a [`CutRun`].
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    limit: f64,
+    latency: Duration,
+    /// Timed successes per second.
+    rate: f64,
+}
+
 impl CutRun {
-    /// Where a run of cuts made against a stale baseline rolls back to:
-    /// the highest limit of the run whose window latency was within
-    /// `shift` of the new baseline (it was not queueing much even at the
-    /// new speed), else nothing (the limit stays where the probe found it
-    /// and grows from there, hysteresis cleared). Going back to the limit
-    /// before the whole run would often be too far: that limit was set
-    /// before the slowdown, and at the new speed it queues.
+    /// Where a run of cuts made against a stale baseline rolls back to,
+    /// given the baseline the probe found: the higher of two lower bounds
+    /// on the new knee (or nothing, and the limit stays where the probe
+    /// found it and grows from there, hysteresis cleared).
+    ///
+    /// - The highest limit of the run whose window latency was within
+    ///   `shift` of the new baseline: it was not queueing much even at the
+    ///   new speed.
+    /// - Little's law, from the windows that did queue at the new speed:
+    ///   they completed requests as fast as the upstream now can, and at
+    ///   that rate the concurrency whose latency is `shift` times the new
+    ///   baseline is `rate × shift × baseline`: the same allowance the
+    ///   first bound gives a cut's latency. (`rate × baseline` alone is the
+    ///   upstream's worker count, a limit with no request waiting to take a
+    ///   freed worker; on the bench's 8 workers it served a tenth less than
+    ///   10.) The lowest such estimate is taken, because the run's first
+    ///   window may have run partly at the old, faster speed.
+    ///
+    /// Going back to the limit before the whole run would often be too
+    /// far: that limit was set before the slowdown, and at the new speed
+    /// it queues. Without the second bound, a run whose only fitting cut
+    /// was well under the knee (26 → 13 → 6 with a knee of 8-10) left the
+    /// limit to climb +1 a window for seconds, the backend part idle.
     fn rollback(&self, new_baseline: Duration, shift: f64) -> f64 {
-        let fits = new_baseline.as_secs_f64() * shift;
-        self.steps[..self.n]
+        let base = new_baseline.as_secs_f64();
+        let fits = base * shift;
+        let steps = &self.steps[..self.n];
+        let fitting = steps
             .iter()
-            .filter(|(_, lat)| lat.as_secs_f64() <= fits)
-            .map(|(limit, _)| *limit)
-            .fold(0.0, f64::max)
+            .filter(|s| s.latency.as_secs_f64() <= fits)
+            .map(|s| s.limit)
+            .fold(0.0, f64::max);
+        let knee = steps
+            .iter()
+            .filter(|s| s.latency.as_secs_f64() > fits && s.rate > 0.0)
+            .map(|s| (s.rate * fits).min(s.limit))
+            .fold(f64::INFINITY, f64::min);
+        if knee.is_finite() {
+            fitting.max(knee)
+        } else {
+            fitting
+        }
     }
 }
 
@@ -335,7 +376,9 @@ impl Controller {
             ProbeEnd::Shifted { probe, was } => format!(
                 "the upstream changed speed: probe median {} against baseline {} \
                  from {} requests ({}); baseline restarted from this probe, \
-                 limit back to the highest cut that fits the new baseline; next probe in {:.0}s",
+                 limit back to the highest cut that fits the new baseline, or to the \
+                 queued windows' completion rate times that allowance if higher; \
+                 next probe in {:.0}s",
                 ms(probe.p50),
                 ms(was),
                 probe.count,
@@ -470,7 +513,7 @@ impl Controller {
         };
         let to = to.clamp(self.shaping.floor(), cap.max(self.shaping.floor()));
         self.limit = to;
-        self.note_cut(&e, from, to);
+        self.note_cut(w, &e, from, to);
         self.note_speed(w, e.latency);
         self.note_floor(to);
         let detail = match note {
@@ -489,7 +532,7 @@ impl Controller {
     /// floor); a missed slowdown costs a backend left half idle. If the
     /// probe finds the upstream changed speed, `end_probe` undoes the run
     /// of cuts (see `rollback`).
-    fn note_cut(&mut self, e: &Evaluation, from: f64, to: f64) {
+    fn note_cut(&mut self, w: &WindowSummary, e: &Evaluation, from: f64, to: f64) {
         // A latency verdict at the floor counts too (ratio 1): the limit
         // cannot go lower, and latency not falling there is the clearest
         // sign of a slowdown.
@@ -502,7 +545,11 @@ impl Controller {
             return;
         };
         let mut run = self.cuts.unwrap_or(CutRun {
-            steps: [(0.0, Duration::ZERO); STEPS],
+            steps: [Cut {
+                limit: 0.0,
+                latency: Duration::ZERO,
+                rate: 0.0,
+            }; STEPS],
             n: 0,
             latency,
             ratio: 1.0,
@@ -510,7 +557,13 @@ impl Controller {
         let expected = 1.0 - (1.0 - run.ratio) / 2.0;
         let flat = run.n > 0 && latency.as_secs_f64() >= run.latency.as_secs_f64() * expected;
         if run.n < STEPS {
-            run.steps[run.n] = (from, latency);
+            let span = w.span.as_secs_f64();
+            let timed = w.latency.map_or(0, |l| l.count) as f64;
+            run.steps[run.n] = Cut {
+                limit: from,
+                latency,
+                rate: if span > 0.0 { timed / span } else { 0.0 },
+            };
             run.n += 1;
         }
         run.latency = latency;
@@ -635,5 +688,54 @@ pub(crate) mod testing {
         pub(crate) fn ok(&mut self, l: &impl Limit, rtt_ms: u64) -> usize {
             self.window(l, Duration::from_millis(rtt_ms), |_| Outcome::Success)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cuts: &[(f64, u64, f64)]) -> CutRun {
+        let mut steps = [Cut {
+            limit: 0.0,
+            latency: Duration::ZERO,
+            rate: 0.0,
+        }; STEPS];
+        for (s, &(limit, ms, rate)) in steps.iter_mut().zip(cuts) {
+            *s = Cut {
+                limit,
+                latency: Duration::from_millis(ms),
+                rate,
+            };
+        }
+        CutRun {
+            steps,
+            n: cuts.len(),
+            latency: Duration::ZERO,
+            ratio: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_rollback_takes_the_higher_of_the_fitting_cut_and_littles_knee() {
+        let ms = Duration::from_millis;
+        // 8 workers slowed to 40 ms: 200/s. The cuts at 26 and 13 queued
+        // (130 and 65 ms) and completed at that rate, so the concurrency
+        // at 1.25 × the new baseline is 200 × 50 ms = 10; the cut at 6 fit.
+        let slowed = run(&[(26.0, 130, 200.0), (13.0, 65, 200.0), (6.0, 41, 150.0)]);
+        assert_eq!(slowed.rollback(ms(40), 1.25), 10.0);
+        // The run's first window ran partly at the old speed (300/s): the
+        // lowest estimate is the one taken.
+        let mixed = run(&[(26.0, 90, 300.0), (13.0, 65, 200.0), (6.0, 41, 150.0)]);
+        assert_eq!(mixed.rollback(ms(40), 1.25), 10.0);
+        // A cut that fits above Little's estimate wins.
+        let fits = run(&[(13.0, 65, 150.0), (11.0, 45, 250.0)]);
+        assert_eq!(fits.rollback(ms(40), 1.25), 11.0);
+        // An estimate is never above the limit its window ran at.
+        let capped = run(&[(5.0, 80, 1000.0)]);
+        assert_eq!(capped.rollback(ms(40), 1.25), 5.0);
+        // No rate measured, nothing fits: nothing to go back to.
+        let none = run(&[(13.0, 65, 0.0)]);
+        assert_eq!(none.rollback(ms(40), 1.25), 0.0);
     }
 }

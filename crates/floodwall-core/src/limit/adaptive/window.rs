@@ -125,6 +125,10 @@ pub(crate) struct WindowSummary {
     pub max_inflight: usize,
     /// Latency of the timed successes; `None` if there were none.
     pub latency: Option<LatencyStats>,
+    /// From the window's first sample to its close: with `latency.count`,
+    /// the rate the upstream completed requests at (zero for a window
+    /// discarded by a restart).
+    pub span: Duration,
 }
 
 impl WindowSummary {
@@ -292,7 +296,10 @@ impl Window {
             return None;
         }
         self.opened.store(now.0, Ordering::Release);
-        let summary = self.take(scratch);
+        let summary = WindowSummary {
+            span: now.since(Nanos(opened)),
+            ..self.take(scratch)
+        };
         #[cfg(test)]
         Tally::add(
             &self.tally.closed,
@@ -331,6 +338,7 @@ impl Window {
             drops,
             max_inflight,
             latency: scratch.stats(),
+            span: Duration::ZERO,
         }
     }
 }
